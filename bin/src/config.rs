@@ -1,0 +1,272 @@
+//! The one configuration file.
+//!
+//! Every key has a default (documented in `tuning/flashd.toml`); unknown
+//! keys, wrong types and out-of-range values are refused, each error naming
+//! its key path (`server.idle_timeout_ms: must be > 0`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub reactor: ReactorSection,
+    pub logging: LoggingSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    pub backlog: u32,
+    pub max_connections: u64,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_header_bytes: u64,
+    pub max_body_bytes: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8080".into(),
+            backlog: 4096,
+            max_connections: 100_000,
+            header_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: 64 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReactorSection {
+    pub sub_reactors: u64,
+    pub pin_cpus: bool,
+    pub completion_ring: u64,
+}
+
+impl Default for ReactorSection {
+    fn default() -> Self {
+        ReactorSection {
+            sub_reactors: 0,
+            pin_cpus: true,
+            completion_ring: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    pub level: String,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            level: "info".into(),
+        }
+    }
+}
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }]
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut path = e.path().to_string();
+            let message = e.inner().message().to_string();
+            if path == "." {
+                path.clear();
+            }
+            // serde names the table that holds an unknown key; name the key.
+            if let Some(rest) = message.strip_prefix("unknown field `") {
+                if let Some(key) = rest.split('`').next() {
+                    if path.is_empty() {
+                        path = key.to_string();
+                    } else if !path.ends_with(&format!(".{key}")) && path != key {
+                        path = format!("{path}.{key}");
+                    }
+                    return vec![ConfigError {
+                        path,
+                        message: "unknown key".into(),
+                    }];
+                }
+            }
+            vec![ConfigError { path, message }]
+        })?;
+        let errors = cfg.validate();
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut range = |path: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                let message = if lo > 0 && v < lo && lo == 1 {
+                    "must be > 0".to_string()
+                } else {
+                    format!("must be between {lo} and {hi}, got {v}")
+                };
+                errs.push(ConfigError {
+                    path: path.into(),
+                    message,
+                });
+            }
+        };
+        let s = &self.server;
+        range("server.backlog", s.backlog as u64, 1, 65_535);
+        range("server.max_connections", s.max_connections, 1, 10_000_000);
+        range(
+            "server.header_timeout_ms",
+            s.header_timeout_ms,
+            1,
+            3_600_000,
+        );
+        range("server.idle_timeout_ms", s.idle_timeout_ms, 1, 86_400_000);
+        range("server.max_header_bytes", s.max_header_bytes, 512, 1 << 20);
+        range("server.max_body_bytes", s.max_body_bytes, 1, 64 << 20);
+        range("server.shutdown_grace_ms", s.shutdown_grace_ms, 0, 600_000);
+        range("reactor.sub_reactors", self.reactor.sub_reactors, 0, 1024);
+        range(
+            "reactor.completion_ring",
+            self.reactor.completion_ring,
+            1,
+            1 << 22,
+        );
+        if s.listen.parse::<SocketAddr>().is_err() {
+            errs.push(ConfigError {
+                path: "server.listen".into(),
+                message: format!("not an IP:port address: {:?}", s.listen),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            errs.push(ConfigError {
+                path: "logging.level".into(),
+                message: format!("not a log filter: {:?}", self.logging.level),
+            });
+        }
+        errs
+    }
+
+    /// Sub-reactors to run: the configured count, or one per CPU this
+    /// process may use.
+    pub fn resolved_sub_reactors(&self) -> usize {
+        match self.reactor.sub_reactors {
+            0 => core_count(),
+            n => n as usize,
+        }
+    }
+
+    pub fn reactor_config(&self) -> flashd_reactor::ServerConfig {
+        let s = &self.server;
+        flashd_reactor::ServerConfig {
+            listen: s.listen.parse().expect("validated"),
+            backlog: s.backlog as i32,
+            max_connections: s.max_connections as usize,
+            header_timeout: Duration::from_millis(s.header_timeout_ms),
+            idle_timeout: Duration::from_millis(s.idle_timeout_ms),
+            limits: flashd_protocol::Limits {
+                max_header_bytes: s.max_header_bytes as usize,
+                max_body_bytes: s.max_body_bytes as usize,
+            },
+            sub_reactors: self.resolved_sub_reactors(),
+            pin_cpus: self.reactor.pin_cpus,
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+            completion_ring: self.reactor.completion_ring as usize,
+        }
+    }
+}
+
+/// CPUs in this process's affinity mask (what taskset/cgroups allow).
+pub fn core_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(text: &str) -> Vec<String> {
+        Config::parse(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert!(c.resolved_sub_reactors() >= 1);
+    }
+
+    #[test]
+    fn the_documented_file_is_the_defaults() {
+        let text = include_str!("../../tuning/flashd.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            errs("[server]\nidle_timeout_ms = 0\n"),
+            ["server.idle_timeout_ms: must be > 0"]
+        );
+        assert_eq!(errs("[server]\nbogus = 1\n"), ["server.bogus: unknown key"]);
+        assert_eq!(errs("[nope]\n"), ["nope: unknown key"]);
+        let e = errs("[server]\nbacklog = \"many\"\n");
+        assert!(e[0].starts_with("server.backlog: invalid type"), "{e:?}");
+        let e = errs("[server]\nlisten = \"nowhere\"\nmax_header_bytes = 1\n[reactor]\nsub_reactors = 5000\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("server.listen:")));
+        assert!(e.iter().any(|m| m.starts_with("server.max_header_bytes:")));
+        assert!(e.iter().any(|m| m.starts_with("reactor.sub_reactors:")));
+        assert!(errs("[server]\nbacklog = -1\n")[0].starts_with("server.backlog:"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Prometheus text exposition of the server's counters. Built on scrape
+//! only, from per-reactor counters, so the request path never touches a
+//! shared metric.
+
+use std::fmt::Write;
+
+use flashd_reactor::{ServerStats, LATENCY_BUCKETS_US, STATUS_CODES};
+
+use crate::routes::ROUTE_NAMES;
+
+pub fn render(stats: &ServerStats, out: &mut String) {
+    let open = stats.open.load(std::sync::atomic::Ordering::Relaxed);
+    gauge(
+        out,
+        "flashd_connections_open",
+        "Connections currently open.",
+        open as u64,
+    );
+    counter(
+        out,
+        "flashd_connections_accepted_total",
+        "Connections accepted.",
+        stats.accepted.get(),
+    );
+    counter(
+        out,
+        "flashd_connections_refused_total",
+        "Connections refused with 503 (connection cap, saturation, descriptor exhaustion).",
+        stats.refused.get(),
+    );
+    let sum = |f: &dyn Fn(&flashd_reactor::ReactorStats) -> u64| {
+        stats.reactors.iter().map(|r| f(r)).sum::<u64>()
+    };
+    counter(
+        out,
+        "flashd_header_timeouts_total",
+        "Connections closed because a request was not received within header_timeout_ms.",
+        sum(&|r| r.header_timeouts.get()),
+    );
+    counter(
+        out,
+        "flashd_idle_timeouts_total",
+        "Keep-alive connections closed after idle_timeout_ms.",
+        sum(&|r| r.idle_timeouts.get()),
+    );
+    counter(
+        out,
+        "flashd_protocol_errors_total",
+        "Requests refused for malformed or oversized framing.",
+        sum(&|r| r.protocol_errors.get()),
+    );
+
+    out.push_str("# HELP flashd_requests_total Requests answered, by route and status.\n");
+    out.push_str("# TYPE flashd_requests_total counter\n");
+    for (route, name) in ROUTE_NAMES.iter().enumerate() {
+        for (si, status) in STATUS_CODES.iter().enumerate() {
+            let n = stats.requests(route, si);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "flashd_requests_total{{route=\"{name}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+    }
+
+    out.push_str("# HELP flashd_request_duration_seconds Time from the event-loop turn that read a request to its response being queued.\n");
+    out.push_str("# TYPE flashd_request_duration_seconds histogram\n");
+    for (route, name) in ROUTE_NAMES.iter().enumerate() {
+        let (buckets, total_s) = stats.latency(route);
+        let count: u64 = buckets.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        let mut cum = 0u64;
+        for (i, le_us) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cum += buckets[i];
+            let _ = writeln!(
+                out,
+                "flashd_request_duration_seconds_bucket{{route=\"{name}\",le=\"{}\"}} {cum}",
+                *le_us as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "flashd_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "flashd_request_duration_seconds_sum{{route=\"{name}\"}} {total_s}"
+        );
+        let _ = writeln!(
+            out,
+            "flashd_request_duration_seconds_count{{route=\"{name}\"}} {count}"
+        );
+    }
+
+    out.push_str("# HELP flashd_reactor_turns_total Event-loop turns per sub-reactor (the watchdog's liveness signal).\n");
+    out.push_str("# TYPE flashd_reactor_turns_total counter\n");
+    for (i, r) in stats.reactors.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "flashd_reactor_turns_total{{reactor=\"{i}\"}} {}",
+            r.turns.get()
+        );
+    }
+    out.push_str("# HELP flashd_reactor_deferred_in_flight Requests handed off and not yet completed, per sub-reactor.\n");
+    out.push_str("# TYPE flashd_reactor_deferred_in_flight gauge\n");
+    for (i, r) in stats.reactors.iter().enumerate() {
+        let n = r
+            .deferred_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "flashd_reactor_deferred_in_flight{{reactor=\"{i}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP flashd_build_info Build version.\n# TYPE flashd_build_info gauge\n");
+    let _ = writeln!(
+        out,
+        "flashd_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+    );
+}
+
+pub fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+    );
+}

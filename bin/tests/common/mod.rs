@@ -1,0 +1,226 @@
+//! Runs the real `flashd` binary for integration tests and talks to it over
+//! loopback.
+#![allow(dead_code)] // each test file uses a different part of this kit
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use flashd_protocol::{parse_response, ParsedResponse};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flashd")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "flashd-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Flashd {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Flashd {
+    /// Start `flashd serve` on an ephemeral port with `extra` TOML appended
+    /// to a minimal config; waits for its "flashd ready" line.
+    pub fn start(extra: &str) -> Flashd {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Flashd {
+        let dir = TempDir::new("srv");
+        let cfg = dir.path().join("flashd.toml");
+        let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
+        let text = if extra.contains("[server]\n") {
+            extra.replacen("[server]\n", listen, 1)
+        } else {
+            format!("{listen}{extra}")
+        };
+        std::fs::write(&cfg, text).unwrap();
+        // WATCHDOG_PID=self: exported as the server's own pid, as systemd
+        // does, by exec'ing through a shell that knows its pid.
+        let mut cmd = if env
+            .iter()
+            .any(|(k, v)| *k == "WATCHDOG_PID" && *v == "self")
+        {
+            let mut c = Command::new("sh");
+            c.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", bin()]);
+            c
+        } else {
+            Command::new(bin())
+        };
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC");
+        for (k, v) in env.iter().filter(|(k, _)| *k != "WATCHDOG_PID") {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn flashd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[flashd] {line}");
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining so the pipe
+                    // never fills and blocks the server.
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("flashd did not report ready");
+            if line.contains("flashd ready") {
+                let a = line
+                    .split("listen=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                break a.parse().unwrap();
+            }
+        };
+        Flashd {
+            child,
+            addr,
+            dir,
+            log: rx,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Wait for exit, failing the test after `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t0.elapsed() < limit, "flashd did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident set size of the server in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+
+    pub fn get(&self, path: &str) -> ParsedResponse {
+        request(
+            self.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+    }
+}
+
+impl Drop for Flashd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// One request on a fresh connection; its one response.
+pub fn request(addr: SocketAddr, raw: &str) -> ParsedResponse {
+    let mut s = connect(addr);
+    s.write_all(raw.as_bytes()).unwrap();
+    let r = read_responses(&mut s, 1);
+    r.into_iter().next().expect("no response")
+}
+
+pub fn read_responses(s: &mut TcpStream, n: usize) -> Vec<ParsedResponse> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        while let Some((r, used)) = parse_response(&buf).unwrap() {
+            buf.drain(..used);
+            out.push(r);
+            if out.len() == n {
+                return out;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return out,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+}
+
+/// Raise this test process's open-file limit to its hard limit.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a local rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}

@@ -1,0 +1,59 @@
+//! The `Date` header, formatted once a second per thread.
+//!
+//! Formatting an HTTP date costs far more than the rest of a small response,
+//! so each thread keeps the last formatted value and [`refresh`] (called once
+//! per event-loop turn, or per worker batch) re-formats it only when the
+//! second has changed.
+
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` is always 29 bytes.
+pub const DATE_LEN: usize = 29;
+
+thread_local! {
+    static CACHE: Cell<(u64, [u8; DATE_LEN])> = const { Cell::new((u64::MAX, [0; DATE_LEN])) };
+}
+
+/// Re-read the clock and re-format if the second changed. Cheap enough to
+/// call every turn: one vDSO clock read and a compare.
+pub fn refresh() {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    CACHE.with(|c| {
+        let (cached, _) = c.get();
+        if cached != secs {
+            let s = httpdate::fmt_http_date(now);
+            let mut buf = [0u8; DATE_LEN];
+            let n = s.len().min(DATE_LEN);
+            buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+            c.set((secs, buf));
+        }
+    });
+}
+
+/// The cached date bytes for this thread (refreshed first if this thread has
+/// never refreshed).
+pub fn current() -> [u8; DATE_LEN] {
+    let (secs, buf) = CACHE.with(|c| c.get());
+    if secs == u64::MAX {
+        refresh();
+        return CACHE.with(|c| c.get().1);
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_imf_fixdate() {
+        super::refresh();
+        let d = super::current();
+        let s = std::str::from_utf8(&d).unwrap();
+        assert!(s.ends_with(" GMT"), "{s}");
+        assert!(httpdate::parse_http_date(s).is_ok(), "{s}");
+    }
+}

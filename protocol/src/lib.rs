@@ -1,0 +1,39 @@
+//! flashd-protocol: HTTP/1.1 as bytes in, bytes out.
+//!
+//! This crate owns request framing (incremental, pipelined, keep-alive,
+//! `Content-Length` and chunked bodies, `Expect: 100-continue`), response
+//! encoding (pre-encoded status lines, a per-thread cached `Date`), the JSON
+//! error shape every endpoint shares, and the routing table.
+//!
+//! What it must never do: touch a socket, spawn a thread, block, or panic on
+//! client bytes. Every malformed input is a typed [`HttpError`] that maps to
+//! one status code and one JSON error body, so the reactor can answer it and
+//! close the connection without knowing why.
+//!
+//! Invariants:
+//! * [`Framer::poll`] either yields a complete request and the exact number of
+//!   bytes it occupied, asks for more bytes, or fails; it never consumes a
+//!   byte that belongs to the next pipelined request.
+//! * A declared body larger than the limit is refused as soon as its length is
+//!   known, before any body byte is needed.
+//! * Header bytes are bounded by [`Limits::max_header_bytes`] whether or not
+//!   the head has been completed.
+
+mod chunked;
+mod error;
+mod limits;
+mod parse_response;
+mod request;
+mod response;
+mod router;
+
+pub mod date;
+
+pub use chunked::ChunkedDecoder;
+pub use error::HttpError;
+pub use httparse::{Header, EMPTY_HEADER};
+pub use limits::{Limits, MAX_HEADERS};
+pub use parse_response::{parse_response, ParsedResponse};
+pub use request::{Framer, Method, Poll, Request};
+pub use response::{json_escape_into, status_line, ConnectionHeader, Head, ResponseEncoder};
+pub use router::{Params, RouteMatch, Router};

@@ -1,0 +1,177 @@
+//! Response encoding straight into the connection's write buffer: no
+//! intermediate `String`, no per-response allocation once the buffer has
+//! grown to its working size.
+
+use crate::date;
+
+/// What the `Connection` header should say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionHeader {
+    /// HTTP/1.1 keep-alive: the default needs no header.
+    Omit,
+    /// HTTP/1.0 client that asked for keep-alive.
+    KeepAlive,
+    /// The server closes after this response.
+    Close,
+}
+
+/// Everything about a response but its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'h> {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub connection: ConnectionHeader,
+    /// Extra headers, already valid header values (e.g. `Allow`, `Retry-After`).
+    pub extra: &'h [(&'h str, &'h str)],
+}
+
+impl<'h> Head<'h> {
+    pub fn json(status: u16, connection: ConnectionHeader) -> Self {
+        Head {
+            status,
+            content_type: "application/json",
+            connection,
+            extra: &[],
+        }
+    }
+}
+
+/// Pre-encoded status line for every status flashd sends.
+pub fn status_line(status: u16) -> &'static [u8] {
+    match status {
+        100 => b"HTTP/1.1 100 Continue\r\n",
+        200 => b"HTTP/1.1 200 OK\r\n",
+        201 => b"HTTP/1.1 201 Created\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        400 => b"HTTP/1.1 400 Bad Request\r\n",
+        401 => b"HTTP/1.1 401 Unauthorized\r\n",
+        403 => b"HTTP/1.1 403 Forbidden\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        405 => b"HTTP/1.1 405 Method Not Allowed\r\n",
+        408 => b"HTTP/1.1 408 Request Timeout\r\n",
+        409 => b"HTTP/1.1 409 Conflict\r\n",
+        413 => b"HTTP/1.1 413 Content Too Large\r\n",
+        415 => b"HTTP/1.1 415 Unsupported Media Type\r\n",
+        417 => b"HTTP/1.1 417 Expectation Failed\r\n",
+        429 => b"HTTP/1.1 429 Too Many Requests\r\n",
+        431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        500 => b"HTTP/1.1 500 Internal Server Error\r\n",
+        501 => b"HTTP/1.1 501 Not Implemented\r\n",
+        503 => b"HTTP/1.1 503 Service Unavailable\r\n",
+        505 => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
+        _ => b"HTTP/1.1 500 Internal Server Error\r\n",
+    }
+}
+
+/// Stateless encoder; kept as a type so call sites read as one vocabulary.
+pub struct ResponseEncoder;
+
+impl ResponseEncoder {
+    /// `HTTP/1.1 100 Continue` interim response.
+    pub fn write_continue(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    /// Head for a body of `body_len` bytes; the caller appends the body.
+    pub fn write_head(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
+        out.extend_from_slice(status_line(head.status));
+        out.extend_from_slice(b"Server: flashd\r\nDate: ");
+        out.extend_from_slice(&date::current());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(head.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        match head.connection {
+            ConnectionHeader::Omit => {}
+            ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+            ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        }
+        for (name, value) in head.extra {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    pub fn write(out: &mut Vec<u8>, head: &Head<'_>, body: &[u8]) {
+        Self::write_head(out, head, body.len());
+        out.extend_from_slice(body);
+    }
+
+    /// `{"error": code, "message": message}` with the given status. `code`
+    /// must be a plain identifier; `message` is escaped.
+    pub fn write_error(out: &mut Vec<u8>, head: &Head<'_>, code: &str, message: &str) {
+        debug_assert!(code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let len = br#"{"error":"","message":""}"#.len() + code.len() + json_escaped_len(message);
+        Self::write_head(out, head, len);
+        out.extend_from_slice(br#"{"error":""#);
+        out.extend_from_slice(code.as_bytes());
+        out.extend_from_slice(br#"","message":""#);
+        json_escape_into(out, message);
+        out.extend_from_slice(br#""}"#);
+    }
+}
+
+fn json_escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Append `s` as the inside of a JSON string literal.
+pub fn json_escape_into(out: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_is_valid_json_with_exact_length() {
+        let mut out = Vec::new();
+        let msg = "bad \"key\"\n\\ \u{1}";
+        ResponseEncoder::write_error(
+            &mut out,
+            &Head::json(400, ConnectionHeader::Close),
+            "bad_request",
+            msg,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains("Connection: close"));
+        let cl: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(cl, body.len());
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "bad_request");
+        assert_eq!(v["message"], msg);
+    }
+}

@@ -1,0 +1,207 @@
+//! The routing table: a handful of fixed patterns with `{param}` segments.
+//!
+//! Matching is a linear scan over distinct path patterns (there are fewer
+//! than twenty), comparing segment by segment without allocating. A path
+//! that matches a pattern but not its method yields the pattern's
+//! precomputed `Allow` value for a 405.
+
+use crate::request::Method;
+
+/// Up to this many `{param}` segments per pattern.
+pub const MAX_PARAMS: usize = 2;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Params<'p> {
+    vals: [&'p str; MAX_PARAMS],
+    len: usize,
+}
+
+impl<'p> Params<'p> {
+    pub fn get(&self, i: usize) -> Option<&'p str> {
+        (i < self.len).then(|| self.vals[i])
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[derive(Debug)]
+pub enum RouteMatch<'p, R> {
+    Found(R, Params<'p>),
+    MethodNotAllowed { allow: &'static str },
+    NotFound,
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Lit(&'static str),
+    Param,
+}
+
+#[derive(Debug)]
+struct Pattern<R> {
+    segs: Vec<Seg>,
+    methods: Vec<(Method, R)>,
+    allow: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Router<R: Copy> {
+    patterns: Vec<Pattern<R>>,
+}
+
+impl<R: Copy> Default for Router<R> {
+    fn default() -> Self {
+        Router {
+            patterns: Vec::new(),
+        }
+    }
+}
+
+impl<R: Copy> Router<R> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a route. Panics on a malformed pattern: routes are compiled in,
+    /// so a bad one is a programming error caught by any test that builds
+    /// the router.
+    pub fn route(mut self, method: Method, pattern: &'static str, id: R) -> Self {
+        assert!(
+            pattern.starts_with('/'),
+            "route pattern must start with '/': {pattern}"
+        );
+        let segs: Vec<Seg> = pattern[1..]
+            .split('/')
+            .map(|s| {
+                if s.starts_with('{') && s.ends_with('}') {
+                    Seg::Param
+                } else {
+                    Seg::Lit(s)
+                }
+            })
+            .collect();
+        let params = segs.iter().filter(|s| matches!(s, Seg::Param)).count();
+        assert!(params <= MAX_PARAMS, "too many params in {pattern}");
+        let same = |p: &Pattern<R>| {
+            p.segs.len() == segs.len()
+                && p.segs.iter().zip(&segs).all(|(a, b)| match (a, b) {
+                    (Seg::Lit(x), Seg::Lit(y)) => x == y,
+                    (Seg::Param, Seg::Param) => true,
+                    _ => false,
+                })
+        };
+        let idx = match self.patterns.iter().position(same) {
+            Some(i) => i,
+            None => {
+                self.patterns.push(Pattern {
+                    segs,
+                    methods: Vec::new(),
+                    allow: "",
+                });
+                self.patterns.len() - 1
+            }
+        };
+        let p = &mut self.patterns[idx];
+        assert!(
+            !p.methods.iter().any(|(m, _)| *m == method),
+            "duplicate route {pattern}"
+        );
+        p.methods.push((method, id));
+        let allow: Vec<&str> = p.methods.iter().map(|(m, _)| m.as_str()).collect();
+        // Leaked once per route at start-up so a 405 can borrow it forever.
+        p.allow = Box::leak(allow.join(", ").into_boxed_str());
+        self
+    }
+
+    pub fn find<'p>(&self, method: Method, path: &'p str) -> RouteMatch<'p, R> {
+        let rest = match path.strip_prefix('/') {
+            Some(r) => r,
+            None => return RouteMatch::NotFound,
+        };
+        'patterns: for p in &self.patterns {
+            let mut params = Params::default();
+            let mut it = rest.split('/');
+            for seg in &p.segs {
+                let Some(part) = it.next() else {
+                    continue 'patterns;
+                };
+                match seg {
+                    Seg::Lit(l) if *l == part => {}
+                    Seg::Lit(_) => continue 'patterns,
+                    Seg::Param => {
+                        if part.is_empty() {
+                            continue 'patterns;
+                        }
+                        params.vals[params.len] = part;
+                        params.len += 1;
+                    }
+                }
+            }
+            if it.next().is_some() {
+                continue;
+            }
+            return match p.methods.iter().find(|(m, _)| *m == method) {
+                Some((_, id)) => RouteMatch::Found(*id, params),
+                None => RouteMatch::MethodNotAllowed { allow: p.allow },
+            };
+        }
+        RouteMatch::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router<u8> {
+        Router::new()
+            .route(Method::Get, "/healthz", 1)
+            .route(Method::Get, "/api/v1/activities/{id}", 2)
+            .route(Method::Post, "/api/v1/activities/{id}/orders", 3)
+            .route(Method::Post, "/api/v1/activities", 4)
+            .route(Method::Get, "/api/v1/orders/{id}", 5)
+    }
+
+    #[test]
+    fn matches_literals_and_params() {
+        let r = router();
+        assert!(matches!(
+            r.find(Method::Get, "/healthz"),
+            RouteMatch::Found(1, _)
+        ));
+        match r.find(Method::Post, "/api/v1/activities/42/orders") {
+            RouteMatch::Found(3, p) => assert_eq!(p.get(0), Some("42")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.find(Method::Post, "/api/v1/activities"),
+            RouteMatch::Found(4, _)
+        ));
+    }
+
+    #[test]
+    fn not_found_and_method_not_allowed() {
+        let r = router();
+        assert!(matches!(r.find(Method::Get, "/nope"), RouteMatch::NotFound));
+        assert!(matches!(
+            r.find(Method::Get, "/api/v1/activities//orders"),
+            RouteMatch::NotFound
+        ));
+        assert!(matches!(
+            r.find(Method::Get, "/healthz/extra"),
+            RouteMatch::NotFound
+        ));
+        match r.find(Method::Post, "/healthz") {
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "GET"),
+            other => panic!("{other:?}"),
+        }
+        match r.find(Method::Delete, "/api/v1/activities") {
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "POST"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flashd_protocol::Limits;
+
+/// The network core's settings, resolved (no "0 = auto" left).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub backlog: i32,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub limits: Limits,
+    /// Resolved sub-reactor count (≥ 1).
+    pub sub_reactors: usize,
+    pub pin_cpus: bool,
+    /// How long in-flight requests get to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Deferred requests one reactor may have in flight; also the size of
+    /// its completion ring.
+    pub completion_ring: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            backlog: 4096,
+            max_connections: 100_000,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
+            sub_reactors: 1,
+            pin_cpus: false,
+            shutdown_grace: Duration::from_secs(10),
+            completion_ring: 16 * 1024,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Every fixed limit of the network core, with the reason for its value.
+
+use std::time::Duration;
+
+/// Timer wheel granularity. Timeouts are seconds-scale; 10 ms keeps the
+/// error under 1% of a 1 s timeout while an idle reactor wakes at most
+/// 100 times a second.
+pub const TIMER_TICK: Duration = Duration::from_millis(10);
+
+/// Timer wheel slots: 4096 × 10 ms ≈ 41 s horizon. Longer deadlines park in
+/// the last slot and are re-checked, so correctness does not depend on it.
+pub const TIMER_SLOTS: usize = 4096;
+
+/// Longest an idle reactor sleeps, so the watchdog sees it turn and
+/// shutdown flags are seen promptly even without a wake-up.
+pub const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// epoll events taken per `poll` call.
+pub const EVENTS_PER_TURN: usize = 1024;
+
+/// Reads per readiness event before the connection yields to others (it is
+/// revisited next turn: edge-triggered readiness would not fire again).
+pub const READS_PER_TURN: usize = 8;
+
+/// First size of a read buffer. Buffers are pooled per reactor and held by a
+/// connection only while it has unprocessed bytes, so idle connections cost
+/// no buffer at all.
+pub const READ_BUF_BYTES: usize = 16 * 1024;
+
+/// Write buffers above this capacity are dropped rather than pooled, so one
+/// huge response does not pin memory forever.
+pub const POOLED_BUF_MAX_BYTES: usize = 64 * 1024;
+
+/// Buffers kept in each reactor's free list.
+pub const POOL_BUFS_MAX: usize = 1024;
+
+/// Requests a connection may have answered-but-unwritten or in flight at
+/// once; past this the reactor stops parsing that connection until
+/// responses drain (pipelining backpressure).
+pub const PIPELINE_DEPTH_MAX: usize = 128;
+
+/// Unwritten response bytes above which a connection is not read further
+/// until the peer takes some (a client that sends but never reads).
+pub const WRITE_HIGH_WATER_BYTES: usize = 256 * 1024;
+
+/// New sockets queued from the acceptor to one reactor.
+pub const ACCEPT_RING: usize = 1024;
+
+/// Accepted sockets handled per acceptor wake-up before waking reactors,
+/// so a connect storm is handed over in batches.
+pub const ACCEPTS_PER_TURN: usize = 256;
+
+const _: () = assert!(TIMER_SLOTS.is_power_of_two());
+const _: () = assert!(READ_BUF_BYTES <= POOLED_BUF_MAX_BYTES);
+const _: () = assert!(PIPELINE_DEPTH_MAX <= u16::MAX as usize);

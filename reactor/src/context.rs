@@ -1,0 +1,100 @@
+use std::net::IpAddr;
+use std::time::Instant;
+
+use flashd_protocol::{ConnectionHeader, Head, ResponseEncoder};
+
+use crate::completion::Ticket;
+
+/// What a handler sees of the reactor while answering one request.
+pub struct Context<'c> {
+    pub(crate) out: &'c mut Vec<u8>,
+    pub(crate) peer: IpAddr,
+    pub(crate) connection: ConnectionHeader,
+    pub(crate) ticket: Option<Ticket>,
+    pub(crate) deferred: bool,
+    pub(crate) route: u16,
+    pub(crate) status: u16,
+    pub(crate) now: Instant,
+    pub(crate) reactor: usize,
+}
+
+impl<'c> Context<'c> {
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
+    /// Index of the sub-reactor running this handler.
+    pub fn reactor(&self) -> usize {
+        self.reactor
+    }
+
+    /// Time taken once for this event-loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn connection(&self) -> ConnectionHeader {
+        self.connection
+    }
+
+    /// Route number for metrics (1..ROUTES_MAX; 0 means unrouted).
+    pub fn set_route(&mut self, route: u16) {
+        self.route = route;
+        if let Some(t) = self.ticket.as_mut() {
+            t.route = route;
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub fn respond(
+        &mut self,
+        status: u16,
+        content_type: &'static str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        debug_assert_eq!(self.status, 0, "two responses to one request");
+        self.status = status;
+        let head = Head {
+            status,
+            content_type,
+            connection: self.connection,
+            extra,
+        };
+        ResponseEncoder::write(self.out, &head, body);
+    }
+
+    pub fn respond_json(&mut self, status: u16, body: &[u8]) {
+        self.respond(status, "application/json", &[], body);
+    }
+
+    pub fn respond_error(
+        &mut self,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+    ) {
+        debug_assert_eq!(self.status, 0, "two responses to one request");
+        self.status = status;
+        let head = Head {
+            status,
+            content_type: "application/json",
+            connection: self.connection,
+            extra,
+        };
+        ResponseEncoder::write_error(self.out, &head, code, message);
+    }
+
+    /// Take responsibility for answering later. `None` when this reactor
+    /// already has as many deferred requests as its completion ring holds:
+    /// answer now (503) instead.
+    pub fn defer(&mut self) -> Option<Ticket> {
+        let t = self.ticket.take()?;
+        self.deferred = true;
+        Some(t)
+    }
+}

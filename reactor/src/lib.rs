@@ -1,0 +1,63 @@
+//! flashd-reactor: the network core.
+//!
+//! One acceptor thread (`flashd-accept`) accepts TCP connections and hands
+//! each one over a bounded lock-free ring to one of N sub-reactor threads
+//! (`flashd-reactor-N`), waking it with a `mio::Waker`. Each sub-reactor owns
+//! its connections outright (a slab, no locks), reads edge-triggered with a
+//! per-turn budget, frames requests with `flashd-protocol`, calls its
+//! [`Handler`] and writes every response of a turn with as few syscalls as
+//! it can.
+//!
+//! A handler may answer inline or [`Context::defer`] a request and complete
+//! it later from any thread through a [`Completer`]; completions come back
+//! over the sub-reactor's own bounded ring.
+//!
+//! Invariants this crate keeps:
+//! * Responses leave a connection in request order, whatever order they
+//!   complete in.
+//! * Everything is bounded: connections (`max_connections`, refused with a
+//!   503), header and body bytes, pipelined requests in flight per
+//!   connection, deferred requests per reactor (the completion ring can
+//!   never overflow because a request is only deferred when a slot is
+//!   reserved for its completion).
+//! * A peer cannot hold a connection by trickling bytes (`header_timeout`)
+//!   or by idling (`idle_timeout`).
+//!
+//! It knows nothing of sales: routes are numbers the handler picks.
+
+mod accept;
+mod completion;
+mod config;
+mod conn;
+mod constants;
+mod context;
+mod pool;
+mod server;
+mod stats;
+mod sub;
+mod timer;
+
+pub use completion::{Completer, Ticket};
+pub use config::ServerConfig;
+pub use constants::*;
+pub use context::Context;
+pub use server::{Server, ServerHandle};
+pub use stats::{Histogram, ReactorStats, ServerStats, LATENCY_BUCKETS_US, STATUS_CODES};
+
+use flashd_protocol::Request;
+
+/// What a sub-reactor calls for every complete request. One instance lives
+/// on each sub-reactor thread (built there by the factory given to
+/// [`Server::start`]), so it needs no locks for its own state.
+pub trait Handler: 'static {
+    /// What a deferred request's completion carries back to this reactor.
+    type Deferred: Send + 'static;
+
+    /// Answer `req` through `cx` (exactly one `respond*` call), or call
+    /// [`Context::defer`] and complete it later.
+    fn handle(&mut self, req: &Request<'_>, cx: &mut Context<'_>);
+
+    /// Encode the response for a request deferred earlier; called on this
+    /// reactor's thread in completion order, written in request order.
+    fn complete(&mut self, deferred: Self::Deferred, cx: &mut Context<'_>);
+}

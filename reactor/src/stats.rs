@@ -1,0 +1,157 @@
+//! Counters the network core keeps for `/metrics`.
+//!
+//! Each reactor writes only its own [`ReactorStats`] (cache-padded, single
+//! writer, so an increment is a plain load and store, no locked
+//! instruction); a scrape sums them. Routes are small numbers chosen by the
+//! handler; route 0 is "no route" (protocol errors, timeouts, refusals).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+/// Route numbers a handler may use (0 is reserved for "unrouted").
+pub const ROUTES_MAX: usize = 32;
+
+/// Every status code flashd can send; anything else counts as 500's slot.
+pub const STATUS_CODES: [u16; 20] = [
+    100, 200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 417, 429, 431, 500, 501, 503,
+    505,
+];
+
+/// Latency histogram upper bounds in microseconds: dense below 1 ms, where
+/// the hot path should live, sparse above.
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+fn status_index(status: u16) -> usize {
+    STATUS_CODES.iter().position(|&s| s == status).unwrap_or(16)
+}
+
+/// A counter with one writing thread.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Histogram {
+    /// One more than the bounds: the last is +Inf.
+    buckets: [Counter; LATENCY_BUCKETS_US.len() + 1],
+    sum_ns: Counter,
+}
+
+impl Histogram {
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i].inc();
+        self.sum_ns.add(d.as_nanos() as u64);
+    }
+
+    /// Non-cumulative bucket counts.
+    pub fn buckets(&self) -> [u64; LATENCY_BUCKETS_US.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].get())
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_ns.get() as f64 / 1e9
+    }
+}
+
+#[derive(Default)]
+pub struct ReactorStats {
+    requests: [[Counter; STATUS_CODES.len()]; ROUTES_MAX],
+    latency: [Histogram; ROUTES_MAX],
+    pub header_timeouts: Counter,
+    pub idle_timeouts: Counter,
+    pub protocol_errors: Counter,
+    pub deferred_in_flight: AtomicUsize,
+    /// Event-loop turns: the watchdog's proof that this reactor is alive.
+    pub turns: Counter,
+    pub running: AtomicBool,
+}
+
+impl ReactorStats {
+    #[inline]
+    pub(crate) fn record(&self, route: u16, status: u16, latency: Duration) {
+        let r = (route as usize).min(ROUTES_MAX - 1);
+        self.requests[r][status_index(status)].inc();
+        self.latency[r].observe(latency);
+    }
+
+    pub fn requests(&self, route: usize, status_idx: usize) -> u64 {
+        self.requests[route][status_idx].get()
+    }
+
+    pub fn latency(&self, route: usize) -> &Histogram {
+        &self.latency[route]
+    }
+}
+
+/// Everything `/metrics` needs from the network core.
+pub struct ServerStats {
+    pub reactors: Vec<CachePadded<ReactorStats>>,
+    pub accepted: Counter,
+    pub refused: Counter,
+    pub open: AtomicUsize,
+    pub shutting_down: AtomicBool,
+}
+
+impl ServerStats {
+    pub(crate) fn new(reactors: usize) -> Self {
+        ServerStats {
+            reactors: (0..reactors)
+                .map(|_| CachePadded::new(ReactorStats::default()))
+                .collect(),
+            accepted: Counter::default(),
+            refused: Counter::default(),
+            open: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// True once every reactor has entered its loop (and not yet left it).
+    pub fn all_running(&self) -> bool {
+        self.reactors.iter().all(|r| r.running.load(Relaxed))
+    }
+
+    /// Sum of requests for (route, status index) over all reactors.
+    pub fn requests(&self, route: usize, status_idx: usize) -> u64 {
+        self.reactors
+            .iter()
+            .map(|r| r.requests(route, status_idx))
+            .sum()
+    }
+
+    /// Latency buckets and sum for one route over all reactors.
+    pub fn latency(&self, route: usize) -> ([u64; LATENCY_BUCKETS_US.len() + 1], f64) {
+        let mut b = [0u64; LATENCY_BUCKETS_US.len() + 1];
+        let mut sum = 0.0;
+        for r in &self.reactors {
+            for (acc, v) in b.iter_mut().zip(r.latency(route).buckets()) {
+                *acc += v;
+            }
+            sum += r.latency(route).sum_seconds();
+        }
+        (b, sum)
+    }
+}

@@ -1,0 +1,691 @@
+//! The sub-reactor: one thread, one epoll instance, the connections it owns.
+
+use std::io::{self, Read, Write};
+use std::mem;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flashd_protocol::{
+    date, ConnectionHeader, Head, HttpError, Poll as Framed, Request, ResponseEncoder, MAX_HEADERS,
+};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::completion::{Mailbox, Ticket};
+use crate::config::ServerConfig;
+use crate::conn::{Conn, Outbox, Parked};
+use crate::constants::*;
+use crate::context::Context;
+use crate::pool::BufPool;
+use crate::stats::{ReactorStats, ServerStats};
+use crate::timer::{TimerKey, Wheel};
+use crate::Handler;
+
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+pub(crate) struct SubReactor<H: Handler> {
+    pub id: usize,
+    pub poll: Poll,
+    pub boxes: Arc<[Mailbox<H::Deferred>]>,
+    pub stats: Arc<ServerStats>,
+    pub cfg: ServerConfig,
+    pub shutdown: Arc<AtomicBool>,
+    pub handler: H,
+}
+
+/// Everything but the handler and the poll, so the handler can be borrowed
+/// alongside.
+struct State {
+    id: usize,
+    conns: Slab<Conn>,
+    pool: BufPool,
+    wheel: Wheel,
+    next_gen: u32,
+    ready: Vec<usize>,
+    dirty: Vec<usize>,
+    deferred_in_flight: usize,
+    draining: Option<Instant>,
+    cfg: ServerConfig,
+    max_request_bytes: usize,
+    now: Instant,
+    stats: Arc<ServerStats>,
+}
+
+impl<H: Handler> SubReactor<H> {
+    pub fn run(self) {
+        let SubReactor {
+            id,
+            mut poll,
+            boxes,
+            stats,
+            cfg,
+            shutdown,
+            mut handler,
+        } = self;
+        let me = &boxes[id];
+        let rstats: &ReactorStats = &stats.reactors[id];
+        let now = Instant::now();
+        let mut st = State {
+            id,
+            conns: Slab::with_capacity(1024),
+            pool: BufPool::default(),
+            wheel: Wheel::new(now),
+            next_gen: 0,
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            deferred_in_flight: 0,
+            draining: None,
+            max_request_bytes: cfg.limits.max_header_bytes + cfg.limits.max_body_bytes + 4096,
+            cfg,
+            now,
+            stats: stats.clone(),
+        };
+        let mut events = Events::with_capacity(EVENTS_PER_TURN);
+        let mut expired: Vec<TimerKey> = Vec::new();
+        rstats.running.store(true, Ordering::Release);
+        loop {
+            let timeout = if !st.ready.is_empty() {
+                Duration::ZERO
+            } else if !st.wheel.is_empty() || st.draining.is_some() {
+                TIMER_TICK
+            } else {
+                MAX_POLL_WAIT
+            };
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(reactor = id, error = %e, "epoll failed; reactor stops");
+                break;
+            }
+            rstats.turns.inc();
+            date::refresh();
+            st.now = Instant::now();
+
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let k = ev.token().0;
+                if ev.is_writable() {
+                    st.flush(k);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    st.drive(k, &mut handler, rstats);
+                } else if ev.is_writable() {
+                    // Writing may have lifted backpressure on reading.
+                    st.resume_if_wanted(k);
+                }
+                st.after_io(k, rstats);
+            }
+
+            // Cleared before draining so a producer that pushes after our
+            // last pop is guaranteed to wake us again.
+            me.wake_pending.store(false, Ordering::Release);
+            st.take_sockets(me, &poll, rstats);
+            st.take_completions(me, &mut handler, rstats);
+
+            if !st.ready.is_empty() {
+                let ready = mem::take(&mut st.ready);
+                for &k in &ready {
+                    if let Some(c) = st.conns.get_mut(k) {
+                        c.in_ready_list = false;
+                    } else {
+                        continue;
+                    }
+                    st.drive(k, &mut handler, rstats);
+                    st.after_io(k, rstats);
+                }
+                let mut ready = ready;
+                ready.clear();
+                if st.ready.is_empty() {
+                    st.ready = ready;
+                }
+            }
+
+            st.wheel.expire(st.now, &mut expired);
+            for (k, gen) in expired.drain(..) {
+                st.on_timer(k, gen, rstats);
+            }
+
+            if st.draining.is_none() && shutdown.load(Ordering::Acquire) {
+                st.begin_drain(rstats);
+            }
+            if let Some(deadline) = st.draining {
+                if st.conns.is_empty() {
+                    break;
+                }
+                if st.now >= deadline {
+                    tracing::warn!(
+                        reactor = id,
+                        open = st.conns.len(),
+                        "grace period over; closing"
+                    );
+                    let keys: Vec<usize> = st.conns.iter().map(|(k, _)| k).collect();
+                    for k in keys {
+                        st.close(k);
+                    }
+                    break;
+                }
+            }
+        }
+        // Sockets still queued by the acceptor are closed unserved.
+        while let Some((s, _)) = me.sockets.pop() {
+            drop(s);
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        rstats.running.store(false, Ordering::Release);
+    }
+}
+
+impl State {
+    fn take_sockets<D>(&mut self, me: &Mailbox<D>, poll: &Poll, rstats: &ReactorStats) {
+        while let Some((mut sock, addr)) = me.sockets.pop() {
+            let entry = self.conns.vacant_entry();
+            let k = entry.key();
+            if let Err(e) = poll.registry().register(
+                &mut sock,
+                Token(k),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(error = %e, "register failed");
+                continue;
+            }
+            let gen = self.next_gen;
+            self.next_gen = self.next_gen.wrapping_add(1);
+            entry.insert(Conn::new(sock, addr.ip(), gen, self.now));
+            if self.draining.is_some() {
+                self.close(k);
+                continue;
+            }
+            self.after_io(k, rstats);
+        }
+    }
+
+    /// Process buffered requests, then read and process until the socket is
+    /// drained, the budget is spent, or backpressure stops us.
+    fn drive<H: Handler>(&mut self, k: usize, handler: &mut H, rstats: &ReactorStats) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        c.read_wanted = false;
+        self.process(k, handler, rstats);
+        let mut budget = READS_PER_TURN;
+        loop {
+            let c = &mut self.conns[k];
+            if c.dead || c.read_closed || c.close_after_flush {
+                break;
+            }
+            if c.backpressured(PIPELINE_DEPTH_MAX, WRITE_HIGH_WATER_BYTES) {
+                c.read_wanted = true;
+                break;
+            }
+            if budget == 0 {
+                c.read_wanted = true;
+                break;
+            }
+            budget -= 1;
+            if c.rbuf.is_empty() {
+                c.rbuf = self.pool.take_filled(READ_BUF_BYTES);
+                c.rstart = 0;
+                c.rend = 0;
+            }
+            if c.rend == c.rbuf.len() {
+                if c.rstart > 0 {
+                    c.rbuf.copy_within(c.rstart..c.rend, 0);
+                    c.rend -= c.rstart;
+                    c.rstart = 0;
+                } else if c.rbuf.len() < self.max_request_bytes {
+                    let n = (c.rbuf.len() * 2).min(self.max_request_bytes);
+                    c.rbuf.resize(n, 0);
+                } else {
+                    // A request this large is refused by the framer's limits
+                    // unless chunk framing inflated it; either way too large.
+                    Self::emit_error(
+                        c,
+                        &mut self.pool,
+                        HttpError::PayloadTooLarge,
+                        rstats,
+                        self.now,
+                    );
+                    break;
+                }
+            }
+            let space = c.rbuf.len() - c.rend;
+            match c.sock.read(&mut c.rbuf[c.rend..]) {
+                Ok(0) => {
+                    c.read_closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.rend += n;
+                    c.last_active = self.now;
+                    self.process(k, handler, rstats);
+                    // A short read drained the socket (epoll(7)): skip the
+                    // extra read that would only say WouldBlock.
+                    if n < space {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.dead = true;
+                    break;
+                }
+            }
+        }
+        self.flush(k);
+    }
+
+    /// Answer every complete request in the read buffer, in order.
+    fn process<H: Handler>(&mut self, k: usize, handler: &mut H, rstats: &ReactorStats) {
+        let draining = self.draining.is_some();
+        let can_defer = self.deferred_in_flight < self.cfg.completion_ring;
+        let limits = self.cfg.limits;
+        let now = self.now;
+        let id = self.id;
+        let c = &mut self.conns[k];
+        let pool = &mut self.pool;
+        let mut deferred_now = 0usize;
+        loop {
+            if c.close_after_flush
+                || c.dead
+                || c.backpressured(PIPELINE_DEPTH_MAX, WRITE_HIGH_WATER_BYTES)
+            {
+                break;
+            }
+            if !c.has_input() {
+                if !c.rbuf.is_empty() && !c.framer.mid_request() {
+                    pool.give(mem::take(&mut c.rbuf));
+                    c.rstart = 0;
+                    c.rend = 0;
+                }
+                break;
+            }
+            let mut headers = [flashd_protocol::EMPTY_HEADER; MAX_HEADERS];
+            let Conn {
+                rbuf,
+                rstart,
+                rend,
+                framer,
+                out: outbox,
+                peer,
+                gen,
+                ..
+            } = c;
+            match framer.poll(&rbuf[*rstart..*rend], &mut headers, &limits) {
+                Ok(Framed::Ready(req, n)) => {
+                    let connection = if !req.keep_alive || draining {
+                        ConnectionHeader::Close
+                    } else if req.minor_version == 0 {
+                        ConnectionHeader::KeepAlive
+                    } else {
+                        ConnectionHeader::Omit
+                    };
+                    let may_defer = can_defer
+                        && self.deferred_in_flight + deferred_now < self.cfg.completion_ring;
+                    let deferred = Self::dispatch(
+                        outbox, *peer, *gen, pool, handler, &req, connection, may_defer, id, k,
+                        now, rstats,
+                    );
+                    deferred_now += deferred as usize;
+                    c.rstart += n;
+                    c.request_started = None;
+                    if connection == ConnectionHeader::Close {
+                        c.close_after_flush = true;
+                    }
+                }
+                Ok(Framed::Pending { send_continue }) => {
+                    if send_continue {
+                        let out = Self::slot(outbox, pool);
+                        ResponseEncoder::write_continue(out);
+                        Self::commit_slot(outbox);
+                    }
+                    if c.request_started.is_none() {
+                        c.request_started = Some(now);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    Self::emit_error(c, pool, e, rstats, now);
+                    break;
+                }
+            }
+        }
+        self.deferred_in_flight += deferred_now;
+        rstats
+            .deferred_in_flight
+            .store(self.deferred_in_flight, Ordering::Relaxed);
+    }
+}
+
+impl State {
+    /// Where the next response goes: straight into the write buffer when no
+    /// earlier response is outstanding, else a parked buffer.
+    fn slot<'a>(c: &'a mut Outbox, pool: &mut BufPool) -> &'a mut Vec<u8> {
+        if c.parked.is_empty() {
+            if c.wbuf.capacity() == 0 {
+                c.wbuf = pool.take();
+                c.wpos = 0;
+            }
+            &mut c.wbuf
+        } else {
+            c.parked.push_back(Parked::Ready(pool.take()));
+            match c.parked.back_mut() {
+                Some(Parked::Ready(b)) => b,
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// Account for a slot filled by `slot` (not deferred).
+    fn commit_slot(c: &mut Outbox) {
+        c.next_seq = c.next_seq.wrapping_add(1);
+        if c.parked.is_empty() {
+            c.head_seq = c.next_seq;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the pieces of one request's context, borrowed apart
+    fn dispatch<H: Handler>(
+        c: &mut Outbox,
+        peer: std::net::IpAddr,
+        gen: u32,
+        pool: &mut BufPool,
+        handler: &mut H,
+        req: &Request<'_>,
+        connection: ConnectionHeader,
+        may_defer: bool,
+        reactor: usize,
+        key: usize,
+        now: Instant,
+        rstats: &ReactorStats,
+    ) -> bool {
+        let seq = c.next_seq;
+        let ticket = may_defer.then_some(Ticket {
+            reactor: reactor as u32,
+            key: key as u32,
+            gen,
+            seq,
+            connection,
+            route: 0,
+            started: now,
+        });
+        let parked_before = !c.parked.is_empty();
+        let out = Self::slot(c, pool);
+        let mut cx = Context {
+            out,
+            peer,
+            connection,
+            ticket,
+            deferred: false,
+            route: 0,
+            status: 0,
+            now,
+            reactor,
+        };
+        handler.handle(req, &mut cx);
+        let (deferred, route, status) = (cx.deferred, cx.route, cx.status);
+        if !deferred && status == 0 {
+            cx.respond_error(500, "internal", "handler produced no response", &[]);
+        }
+        let status = if status == 0 { 500 } else { status };
+        if deferred {
+            if parked_before {
+                // Replace the parked buffer `slot` pushed with a pending mark.
+                if let Some(Parked::Ready(b)) = c.parked.pop_back() {
+                    pool.give(b);
+                }
+            }
+            c.parked.push_back(Parked::Pending);
+            if !parked_before {
+                c.head_seq = seq;
+            }
+            c.next_seq = c.next_seq.wrapping_add(1);
+            c.deferred += 1;
+            true
+        } else {
+            Self::commit_slot(c);
+            rstats.record(route, status, now.elapsed());
+            false
+        }
+    }
+
+    /// Answer a protocol error in order and close after it.
+    fn emit_error(
+        c: &mut Conn,
+        pool: &mut BufPool,
+        e: HttpError,
+        rstats: &ReactorStats,
+        now: Instant,
+    ) {
+        let out = Self::slot(&mut c.out, pool);
+        ResponseEncoder::write_error(
+            out,
+            &Head::json(e.status(), ConnectionHeader::Close),
+            e.code(),
+            e.message(),
+        );
+        Self::commit_slot(&mut c.out);
+        c.close_after_flush = true;
+        rstats.protocol_errors.inc();
+        rstats.record(0, e.status(), now.elapsed());
+    }
+
+    fn take_completions<H: Handler>(
+        &mut self,
+        me: &Mailbox<H::Deferred>,
+        handler: &mut H,
+        rstats: &ReactorStats,
+    ) {
+        let mut n = 0usize;
+        while let Some((t, d)) = me.completions.pop() {
+            n += 1;
+            self.deferred_in_flight -= 1;
+            let k = t.key as usize;
+            let Some(c) = self.conns.get_mut(k).filter(|c| c.gen == t.gen) else {
+                continue; // the connection went away meanwhile
+            };
+            c.out.deferred -= 1;
+            let idx = t.seq.wrapping_sub(c.out.head_seq) as usize;
+            debug_assert!(
+                idx < c.out.parked.len(),
+                "completion for a slot that is not pending"
+            );
+            let (peer, now, id) = (c.peer, self.now, self.id);
+            // Dispatched before shutdown began, answered after: the client
+            // must learn that this connection is going away.
+            let connection = if self.draining.is_some() {
+                ConnectionHeader::Close
+            } else {
+                t.connection
+            };
+            let run = |out: &mut Vec<u8>, handler: &mut H| {
+                let mut cx = Context {
+                    out,
+                    peer,
+                    connection,
+                    ticket: None,
+                    deferred: false,
+                    route: t.route,
+                    status: 0,
+                    now,
+                    reactor: id,
+                };
+                handler.complete(d, &mut cx);
+                if cx.status == 0 {
+                    cx.respond_error(500, "internal", "handler produced no response", &[]);
+                }
+                rstats.record(cx.route, cx.status, t.started.elapsed());
+            };
+            if idx == 0 {
+                if c.out.wbuf.capacity() == 0 {
+                    c.out.wbuf = self.pool.take();
+                    c.out.wpos = 0;
+                }
+                run(&mut c.out.wbuf, handler);
+                c.out.parked.pop_front();
+                c.out.head_seq = c.out.head_seq.wrapping_add(1);
+                // Later responses that were waiting on this one can go now.
+                while let Some(Parked::Ready(_)) = c.out.parked.front() {
+                    if let Some(Parked::Ready(b)) = c.out.parked.pop_front() {
+                        c.out.wbuf.extend_from_slice(&b);
+                        self.pool.give(b);
+                    }
+                    c.out.head_seq = c.out.head_seq.wrapping_add(1);
+                }
+            } else {
+                let mut b = self.pool.take();
+                run(&mut b, handler);
+                c.out.parked[idx] = Parked::Ready(b);
+            }
+            if !c.in_ready_list {
+                self.dirty.push(k);
+                c.in_ready_list = true;
+            }
+        }
+        if n > 0 {
+            rstats
+                .deferred_in_flight
+                .store(self.deferred_in_flight, Ordering::Relaxed);
+            let dirty = mem::take(&mut self.dirty);
+            for &k in &dirty {
+                if let Some(c) = self.conns.get_mut(k) {
+                    c.in_ready_list = false;
+                    // A freed pipeline slot may let buffered requests run.
+                    c.read_wanted = true;
+                }
+                self.flush(k);
+                self.after_io(k, rstats);
+            }
+            let mut dirty = dirty;
+            dirty.clear();
+            self.dirty = dirty;
+        }
+    }
+
+    /// Write what is queued with one syscall where the kernel takes it all.
+    fn flush(&mut self, k: usize) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        while c.out.wpos < c.out.wbuf.len() && !c.dead {
+            match c.sock.write(&c.out.wbuf[c.out.wpos..]) {
+                Ok(0) => c.dead = true,
+                Ok(n) => {
+                    let partial = c.out.wpos + n < c.out.wbuf.len();
+                    c.out.wpos += n;
+                    c.last_active = self.now;
+                    if partial {
+                        break; // socket buffer full: wait for writable
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => c.dead = true,
+            }
+        }
+        if c.out.wpos == c.out.wbuf.len() && c.out.wbuf.capacity() > 0 {
+            self.pool.give(mem::take(&mut c.out.wbuf));
+            c.out.wpos = 0;
+        }
+    }
+
+    fn resume_if_wanted(&mut self, k: usize) {
+        if let Some(c) = self.conns.get_mut(k) {
+            if c.read_wanted && !c.in_ready_list {
+                c.in_ready_list = true;
+                self.ready.push(k);
+            }
+        }
+    }
+
+    /// After any I/O on a connection: close it, schedule more reading, or
+    /// arm its timer.
+    fn after_io(&mut self, k: usize, _rstats: &ReactorStats) {
+        let draining = self.draining.is_some();
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        let flushed = c.unwritten() == 0 && c.out.parked.is_empty();
+        let done = c.dead
+            || (flushed && c.close_after_flush)
+            || (flushed && c.read_closed)
+            || (draining && c.quiescent());
+        if done {
+            self.close(k);
+            return;
+        }
+        if c.read_wanted
+            && !c.in_ready_list
+            && !c.backpressured(PIPELINE_DEPTH_MAX, WRITE_HIGH_WATER_BYTES)
+        {
+            c.in_ready_list = true;
+            self.ready.push(k);
+        }
+        if !c.timer_armed {
+            if let Some(d) = c.deadline(self.cfg.header_timeout, self.cfg.idle_timeout) {
+                c.timer_armed = true;
+                self.wheel.schedule(d, (k, c.gen));
+            }
+        }
+    }
+
+    fn on_timer(&mut self, k: usize, gen: u32, rstats: &ReactorStats) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(k).filter(|c| c.gen == gen) else {
+            return;
+        };
+        c.timer_armed = false;
+        let Some(deadline) = c.deadline(self.cfg.header_timeout, self.cfg.idle_timeout) else {
+            return;
+        };
+        if deadline > now {
+            c.timer_armed = true;
+            self.wheel.schedule(deadline, (k, gen));
+            return;
+        }
+        if c.request_started.is_some()
+            && (c.has_input() || c.framer.mid_request())
+            && c.out.parked.is_empty()
+        {
+            // A request began but never finished: say so, once, and go.
+            rstats.header_timeouts.inc();
+            Self::emit_error(c, &mut self.pool, HttpError::RequestTimeout, rstats, now);
+            self.flush(k);
+        } else if c.request_started.is_some() && c.unwritten() == 0 {
+            rstats.header_timeouts.inc();
+        } else {
+            rstats.idle_timeouts.inc();
+        }
+        self.close(k);
+    }
+
+    fn begin_drain(&mut self, rstats: &ReactorStats) {
+        self.draining = Some(self.now + self.cfg.shutdown_grace);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.after_io(k, rstats);
+        }
+    }
+
+    fn close(&mut self, k: usize) {
+        let c = self.conns.remove(k);
+        if c.rbuf.capacity() > 0 {
+            self.pool.give(c.rbuf);
+        }
+        if c.out.wbuf.capacity() > 0 {
+            self.pool.give(c.out.wbuf);
+        }
+        for p in c.out.parked {
+            if let Parked::Ready(b) = p {
+                self.pool.give(b);
+            }
+        }
+        // Dropping the stream closes the fd, which also removes it from epoll.
+        drop(c.sock);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
