@@ -1,0 +1,130 @@
+//! A sale and its stock ledger.
+//!
+//! `remaining` is taken by compare-and-swap, so any number of threads sell
+//! the same sale without a lock; a take that would go below zero fails and
+//! changes nothing. Order of updates keeps `0 <= sold + reserved <= stock`
+//! true at every instant, for any reader:
+//! * create: take from `remaining` first, then add to `reserved`;
+//! * pay: subtract from `reserved` first, then add to `sold`;
+//! * cancel: subtract from `reserved` first, then give back to `remaining`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::types::*;
+
+#[derive(Debug)]
+pub struct Activity {
+    pub id: ActivityId,
+    pub sku_id: String,
+    pub name: String,
+    pub price_cents: u64,
+    pub stock: u64,
+    pub start_at: Millis,
+    pub end_at: Millis,
+    pub per_user_limit: u32,
+    pub created_at: Millis,
+    /// Signed so that replay, which applies the log's commutative counter
+    /// updates in log order rather than the order they raced in, can pass
+    /// through a transiently negative value; live operation never does.
+    pub(crate) remaining: AtomicI64,
+    pub(crate) sold: AtomicI64,
+    pub(crate) reserved: AtomicI64,
+}
+
+/// A consistent-enough read of a sale for `GET` (each counter is exact;
+/// they are read one after another without a lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityView {
+    pub id: ActivityId,
+    pub sku_id: String,
+    pub name: String,
+    pub price_cents: u64,
+    pub stock: u64,
+    pub start_at: Millis,
+    pub end_at: Millis,
+    pub per_user_limit: u32,
+    pub remaining: u64,
+    pub sold: u64,
+    pub reserved: u64,
+    pub state: ActivityState,
+}
+
+impl Activity {
+    pub(crate) fn new(
+        id: ActivityId,
+        sku_id: String,
+        name: String,
+        price_cents: u64,
+        stock: u64,
+        start_at: Millis,
+        end_at: Millis,
+        per_user_limit: u32,
+        created_at: Millis,
+    ) -> Self {
+        Activity {
+            id,
+            sku_id,
+            name,
+            price_cents,
+            stock,
+            start_at,
+            end_at,
+            per_user_limit,
+            created_at,
+            remaining: AtomicI64::new(stock as i64),
+            sold: AtomicI64::new(0),
+            reserved: AtomicI64::new(0),
+        }
+    }
+
+    /// Take `q` units if that many remain: the CAS at the heart of the
+    /// ledger.
+    pub(crate) fn try_take(&self, q: u32) -> bool {
+        let q = q as i64;
+        self.remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| (r >= q).then_some(r - q))
+            .is_ok()
+    }
+
+    pub(crate) fn remaining(&self) -> i64 {
+        self.remaining.load(Ordering::Acquire)
+    }
+
+    pub fn state(&self, now: Millis) -> ActivityState {
+        if now < self.start_at {
+            ActivityState::Upcoming
+        } else if now >= self.end_at {
+            ActivityState::Ended
+        } else if self.remaining() <= 0 {
+            ActivityState::SoldOut
+        } else {
+            ActivityState::Open
+        }
+    }
+
+    pub fn view(&self, now: Millis) -> ActivityView {
+        ActivityView {
+            id: self.id,
+            sku_id: self.sku_id.clone(),
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            stock: self.stock,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            per_user_limit: self.per_user_limit,
+            remaining: self.remaining().max(0) as u64,
+            sold: self.sold.load(Ordering::Acquire).max(0) as u64,
+            reserved: self.reserved.load(Ordering::Acquire).max(0) as u64,
+            state: self.state(now),
+        }
+    }
+
+    /// `(remaining, sold, reserved)` as signed counters, for invariant checks.
+    pub fn counters(&self) -> (i64, i64, i64) {
+        (
+            self.remaining.load(Ordering::Acquire),
+            self.sold.load(Ordering::Acquire),
+            self.reserved.load(Ordering::Acquire),
+        )
+    }
+}

@@ -1,0 +1,516 @@
+//! The engine: commands in, decisions and events out.
+//!
+//! Every command takes the caller's `now` and an [`EventSink`]. A command
+//! first checks (window, idempotency, limit, stock), then builds the event
+//! and hands it to [`Engine::apply_locked`], the one function that changes
+//! state, while holding the buyer's stripe lock; only if that succeeds is
+//! the event emitted. Replay feeds logged events to [`Engine::apply`], which
+//! runs the same function.
+
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+
+use crate::activity::{Activity, ActivityView};
+use crate::event::{Event, EventSink};
+use crate::ids::{OrderIdGen, MAX_NODE_ID};
+use crate::types::*;
+use crate::users::{Order, Stripe, Users};
+
+/// Largest quantity one order may ask for; beyond is a malformed request.
+pub const MAX_QUANTITY: u32 = 1_000;
+pub const MAX_PER_USER_LIMIT: u32 = 1_000;
+pub const MAX_STOCK: u64 = 1_000_000_000;
+pub const MAX_PRICE_CENTS: u64 = 1_000_000_000_000;
+pub const MAX_NAME_BYTES: usize = 200;
+pub const MAX_SKU_BYTES: usize = 64;
+pub const MAX_REQUEST_ID_BYTES: usize = 64;
+
+const _: () = assert!(MAX_QUANTITY as u64 * MAX_PRICE_CENTS < u64::MAX / 2);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's id, stamped into every order id (0..=1023).
+    pub node_id: u16,
+    /// Unpaid orders are cancelled this long after creation.
+    pub order_ttl_ms: u64,
+    /// Sales this node can hold (slots are allocated up front).
+    pub max_activities: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { node_id: 0, order_ttl_ms: 15 * 60 * 1000, max_activities: 4096 }
+    }
+}
+
+/// What an admin asks for when opening a sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivitySpec {
+    pub sku_id: String,
+    pub name: String,
+    pub price_cents: u64,
+    pub stock: u64,
+    pub start_at: Millis,
+    pub end_at: Millis,
+    pub per_user_limit: u32,
+}
+
+impl ActivitySpec {
+    /// `Err((field, message))` for the first field out of bounds.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.sku_id.is_empty() || self.sku_id.len() > MAX_SKU_BYTES {
+            return Err(("sku_id", "must be 1 to 64 bytes"));
+        }
+        if self.name.is_empty() || self.name.len() > MAX_NAME_BYTES {
+            return Err(("name", "must be 1 to 200 bytes"));
+        }
+        if self.price_cents > MAX_PRICE_CENTS {
+            return Err(("price_cents", "must be at most 10^12"));
+        }
+        if self.stock == 0 || self.stock > MAX_STOCK {
+            return Err(("stock", "must be between 1 and 10^9"));
+        }
+        if self.end_at <= self.start_at {
+            return Err(("end_at", "must be after start_at"));
+        }
+        if self.per_user_limit == 0 || self.per_user_limit > MAX_PER_USER_LIMIT {
+            return Err(("per_user_limit", "must be between 1 and 1000"));
+        }
+        Ok(())
+    }
+}
+
+/// An order as answered to its owner. `Copy`, so it can travel through
+/// completion rings without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderView {
+    pub id: OrderId,
+    pub activity_id: ActivityId,
+    pub user_id: UserId,
+    pub quantity: u32,
+    pub amount_cents: u64,
+    pub status: OrderStatus,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub updated_at: Millis,
+    pub cancel_reason: Option<CancelReason>,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        OrderView {
+            id: o.id,
+            activity_id: o.activity_id,
+            user_id: o.user_id,
+            quantity: o.quantity,
+            amount_cents: o.amount_cents,
+            status: o.status,
+            created_at: o.created_at,
+            expires_at: o.expires_at,
+            updated_at: o.updated_at,
+            cancel_reason: o.cancel_reason,
+        }
+    }
+}
+
+/// Result of a purchase that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// A new order (HTTP 201).
+    Created(OrderView),
+    /// The same request id was seen before: that order (HTTP 200).
+    Existing(OrderView),
+}
+
+/// A purchase.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaceOrder<'a> {
+    pub activity_id: ActivityId,
+    pub user_id: UserId,
+    pub quantity: u32,
+    pub request_id: &'a str,
+}
+
+/// A logged event that does not fit the state it is applied to: the log is
+/// not this engine's history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event does not apply: {0}")]
+pub struct ReplayError(pub String);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Live command: the stock CAS may fail (another buyer won the unit).
+    Live,
+    /// Replay of the log: counters are applied as logged.
+    Replay,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    activities: Box<[OnceLock<Activity>]>,
+    /// Serialises sale creation (rare) so ids are dense and in log order.
+    next_activity: Mutex<ActivityId>,
+    users: Users,
+    ids: OrderIdGen,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        assert!(cfg.node_id <= MAX_NODE_ID, "node id out of range");
+        Engine {
+            activities: (0..cfg.max_activities).map(|_| OnceLock::new()).collect(),
+            next_activity: Mutex::new(1),
+            users: Users::new(),
+            ids: OrderIdGen::new(cfg.node_id),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn activity(&self, id: ActivityId) -> Option<&Activity> {
+        self.activities.get((id as usize).checked_sub(1)?)?.get()
+    }
+
+    /// Every sale, in id order.
+    pub fn activities(&self) -> impl Iterator<Item = &Activity> {
+        self.activities.iter().map_while(|a| a.get())
+    }
+
+    pub fn create_activity(&self, spec: &ActivitySpec, now: Millis, sink: &mut dyn EventSink) -> Result<ActivityView, Reject> {
+        if spec.validate().is_err() {
+            return Err(Reject::Invalid);
+        }
+        let mut next = self.next_activity.lock();
+        if *next as usize > self.activities.len() {
+            return Err(Reject::CapacityExhausted);
+        }
+        let ev = Event::ActivityCreated {
+            id: *next,
+            sku_id: spec.sku_id.clone(),
+            name: spec.name.clone(),
+            price_cents: spec.price_cents,
+            stock: spec.stock,
+            start_at: spec.start_at,
+            end_at: spec.end_at,
+            per_user_limit: spec.per_user_limit,
+            created_at: now,
+        };
+        self.install_activity(&ev, &mut next).map_err(|_| Reject::CapacityExhausted)?;
+        let view = self.activity(*next - 1).expect("just installed").view(now);
+        sink.emit(ev);
+        Ok(view)
+    }
+
+    pub fn place_order(&self, cmd: &PlaceOrder<'_>, now: Millis, sink: &mut dyn EventSink) -> Result<Placed, Reject> {
+        if cmd.quantity == 0 || cmd.quantity > MAX_QUANTITY || cmd.request_id.is_empty() || cmd.request_id.len() > MAX_REQUEST_ID_BYTES {
+            return Err(Reject::Invalid);
+        }
+        let a = self.activity(cmd.activity_id).ok_or(Reject::NotFound)?;
+        let mut stripe = self.users.lock(cmd.user_id);
+        if let Some(o) = stripe.users.get(&cmd.user_id).and_then(|u| u.by_request(cmd.request_id)) {
+            // A retry gets its order back, whatever happened since.
+            if o.activity_id != cmd.activity_id || o.quantity != cmd.quantity {
+                return Err(Reject::IdempotencyConflict);
+            }
+            return Ok(Placed::Existing(OrderView::from(o)));
+        }
+        if now < a.start_at {
+            return Err(Reject::NotStarted);
+        }
+        if now >= a.end_at {
+            return Err(Reject::Ended);
+        }
+        let held = stripe.users.get(&cmd.user_id).map_or(0, |u| u.held(a.id));
+        if held + cmd.quantity > a.per_user_limit {
+            return Err(Reject::LimitReached);
+        }
+        // Cheap early no during a stampede on a sold-out sale; the CAS in
+        // apply is what actually decides.
+        if a.remaining() < cmd.quantity as i64 {
+            return Err(Reject::SoldOut);
+        }
+        let ev = Event::OrderCreated {
+            order_id: self.ids.next(now),
+            activity_id: a.id,
+            user_id: cmd.user_id,
+            quantity: cmd.quantity,
+            amount_cents: a.price_cents * cmd.quantity as u64,
+            request_id: cmd.request_id.into(),
+            created_at: now,
+            expires_at: now.saturating_add(self.cfg.order_ttl_ms),
+        };
+        match self.apply_locked(&ev, &mut stripe, Mode::Live) {
+            Ok(view) => {
+                sink.emit(ev);
+                Ok(Placed::Created(view))
+            }
+            Err(_) => Err(Reject::SoldOut),
+        }
+    }
+
+    pub fn pay(&self, user: UserId, order: OrderId, now: Millis, sink: &mut dyn EventSink) -> Result<OrderView, Reject> {
+        let mut stripe = self.users.lock(user);
+        let o = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)).ok_or(Reject::NotFound)?;
+        match o.status {
+            OrderStatus::Paid => return Ok(OrderView::from(&*o)),
+            OrderStatus::Cancelled => return Err(Reject::BadTransition),
+            OrderStatus::Created => {}
+        }
+        let (activity_id, quantity, expires_at) = (o.activity_id, o.quantity, o.expires_at);
+        if now >= expires_at {
+            // Too late to pay: the timeout wins, even if the sweeper has not
+            // got to this order yet.
+            let ev = Event::OrderCancelled { order_id: order, activity_id, user_id: user, quantity, reason: CancelReason::Timeout, at: now };
+            self.apply_locked(&ev, &mut stripe, Mode::Live).expect("cancel of a created order applies");
+            sink.emit(ev);
+            return Err(Reject::Expired);
+        }
+        let ev = Event::OrderPaid { order_id: order, activity_id, user_id: user, quantity, at: now };
+        let view = self.apply_locked(&ev, &mut stripe, Mode::Live).expect("pay of a created order applies");
+        sink.emit(ev);
+        Ok(view)
+    }
+
+    pub fn cancel(&self, user: UserId, order: OrderId, now: Millis, sink: &mut dyn EventSink) -> Result<OrderView, Reject> {
+        let mut stripe = self.users.lock(user);
+        let o = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)).ok_or(Reject::NotFound)?;
+        match o.status {
+            OrderStatus::Cancelled => return Ok(OrderView::from(&*o)),
+            OrderStatus::Paid => return Err(Reject::BadTransition),
+            OrderStatus::Created => {}
+        }
+        let ev = Event::OrderCancelled {
+            order_id: order,
+            activity_id: o.activity_id,
+            user_id: user,
+            quantity: o.quantity,
+            reason: CancelReason::User,
+            at: now,
+        };
+        let view = self.apply_locked(&ev, &mut stripe, Mode::Live).expect("cancel of a created order applies");
+        sink.emit(ev);
+        Ok(view)
+    }
+
+    /// Cancel every unpaid order whose deadline is at or before `now`,
+    /// returning its units to stock. Returns how many were cancelled.
+    pub fn expire_due(&self, now: Millis, sink: &mut dyn EventSink) -> usize {
+        let mut n = 0;
+        for s in self.users.stripes() {
+            let mut stripe = s.lock();
+            while let Some(Reverse((at, user, order))) = stripe.expiries.peek().copied() {
+                if at > now {
+                    break;
+                }
+                stripe.expiries.pop();
+                let Some(o) = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)) else { continue };
+                if o.status != OrderStatus::Created {
+                    continue;
+                }
+                let ev = Event::OrderCancelled {
+                    order_id: order,
+                    activity_id: o.activity_id,
+                    user_id: user,
+                    quantity: o.quantity,
+                    reason: CancelReason::Timeout,
+                    at: now,
+                };
+                self.apply_locked(&ev, &mut stripe, Mode::Live).expect("cancel of a created order applies");
+                sink.emit(ev);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn order(&self, user: UserId, order: OrderId) -> Option<OrderView> {
+        let mut stripe = self.users.lock(user);
+        stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)).map(|o| OrderView::from(&*o))
+    }
+
+    /// Apply one logged event (replay). Order matters only per user, which
+    /// is the order the log keeps.
+    pub fn apply(&self, ev: &Event) -> Result<(), ReplayError> {
+        match ev {
+            Event::ActivityCreated { .. } => {
+                let mut next = self.next_activity.lock();
+                self.install_activity(ev, &mut next)
+            }
+            Event::OrderCreated { user_id, .. } | Event::OrderPaid { user_id, .. } | Event::OrderCancelled { user_id, .. } => {
+                let mut stripe = self.users.lock(*user_id);
+                self.apply_locked(ev, &mut stripe, Mode::Replay).map(|_| ())
+            }
+        }
+    }
+
+    fn install_activity(&self, ev: &Event, next: &mut ActivityId) -> Result<(), ReplayError> {
+        let Event::ActivityCreated { id, sku_id, name, price_cents, stock, start_at, end_at, per_user_limit, created_at } = ev else {
+            unreachable!("install_activity takes ActivityCreated");
+        };
+        if *id != *next {
+            return Err(ReplayError(format!("activity {id} created out of order (expected {next})")));
+        }
+        let slot = self.activities.get(*id as usize - 1).ok_or_else(|| ReplayError(format!("activity {id} beyond engine.max_activities")))?;
+        slot.set(Activity::new(*id, sku_id.clone(), name.clone(), *price_cents, *stock, *start_at, *end_at, *per_user_limit, *created_at))
+            .map_err(|_| ReplayError(format!("activity {id} created twice")))?;
+        *next += 1;
+        Ok(())
+    }
+
+    /// The one place order state changes. Called with the user's stripe
+    /// locked. In `Live` mode a create fails (changing nothing) if the stock
+    /// CAS loses; every other failure is a bug in the caller (live) or a log
+    /// that is not ours (replay).
+    fn apply_locked(&self, ev: &Event, stripe: &mut Stripe, mode: Mode) -> Result<OrderView, ReplayError> {
+        match ev {
+            Event::ActivityCreated { .. } => unreachable!("activities are installed, not applied under a user lock"),
+            Event::OrderCreated { order_id, activity_id, user_id, quantity, amount_cents, request_id, created_at, expires_at } => {
+                let a = self.activity(*activity_id).ok_or_else(|| ReplayError(format!("order {order_id}: no activity {activity_id}")))?;
+                if mode == Mode::Live {
+                    if !a.try_take(*quantity) {
+                        return Err(ReplayError("sold out".into()));
+                    }
+                } else {
+                    a.remaining.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                }
+                a.reserved.fetch_add(*quantity as i64, Ordering::AcqRel);
+                let user = stripe.users.entry(*user_id).or_default();
+                if mode == Mode::Replay && user.orders.iter().any(|o| o.id == *order_id || o.request_id == *request_id) {
+                    return Err(ReplayError(format!("order {order_id} or its request id seen twice")));
+                }
+                user.add_held(*activity_id, *quantity);
+                let order = Order {
+                    id: *order_id,
+                    activity_id: *activity_id,
+                    user_id: *user_id,
+                    quantity: *quantity,
+                    amount_cents: *amount_cents,
+                    status: OrderStatus::Created,
+                    request_id: request_id.clone(),
+                    created_at: *created_at,
+                    expires_at: *expires_at,
+                    updated_at: *created_at,
+                    cancel_reason: None,
+                };
+                let view = OrderView::from(&order);
+                user.orders.push(order);
+                stripe.expiries.push(Reverse((*expires_at, *user_id, *order_id)));
+                self.ids.observe(*order_id);
+                Ok(view)
+            }
+            Event::OrderPaid { order_id, activity_id, user_id, quantity, at } => {
+                let a = self.activity(*activity_id).ok_or_else(|| ReplayError(format!("order {order_id}: no activity {activity_id}")))?;
+                let o = stripe
+                    .users
+                    .get_mut(user_id)
+                    .and_then(|u| u.order_mut(*order_id))
+                    .ok_or_else(|| ReplayError(format!("paid order {order_id} unknown")))?;
+                if o.status != OrderStatus::Created || o.quantity != *quantity {
+                    return Err(ReplayError(format!("order {order_id} paid from {:?}", o.status)));
+                }
+                o.status = OrderStatus::Paid;
+                o.updated_at = *at;
+                // Reserved first, then sold: the sum never exceeds stock.
+                a.reserved.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                a.sold.fetch_add(*quantity as i64, Ordering::AcqRel);
+                Ok(OrderView::from(&*o))
+            }
+            Event::OrderCancelled { order_id, activity_id, user_id, quantity, reason, at } => {
+                let a = self.activity(*activity_id).ok_or_else(|| ReplayError(format!("order {order_id}: no activity {activity_id}")))?;
+                let u = stripe.users.get_mut(user_id).ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
+                let o = u.order_mut(*order_id).ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
+                if o.status != OrderStatus::Created || o.quantity != *quantity {
+                    return Err(ReplayError(format!("order {order_id} cancelled from {:?}", o.status)));
+                }
+                o.status = OrderStatus::Cancelled;
+                o.updated_at = *at;
+                o.cancel_reason = Some(*reason);
+                let view = OrderView::from(&*o);
+                u.sub_held(*activity_id, *quantity);
+                a.reserved.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                a.remaining.fetch_add(*quantity as i64, Ordering::AcqRel);
+                Ok(view)
+            }
+        }
+    }
+
+    /// Every invariant of the design, checked over the whole state. For
+    /// tests and for recovery; takes every stripe lock in turn.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held_per_activity = vec![0u64; self.activities().count() + 1];
+        let mut seen_ids = std::collections::HashSet::new();
+        for s in self.users.stripes() {
+            let stripe = s.lock();
+            for (uid, u) in &stripe.users {
+                for &(aid, n) in &u.holdings {
+                    let a = self.activity(aid).ok_or(format!("user {uid} holds units of unknown activity {aid}"))?;
+                    if n > a.per_user_limit {
+                        return Err(format!("user {uid} holds {n} of activity {aid}, limit {}", a.per_user_limit));
+                    }
+                    let live: u32 = u.orders.iter().filter(|o| o.activity_id == aid && o.status != OrderStatus::Cancelled).map(|o| o.quantity).sum();
+                    if live != n {
+                        return Err(format!("user {uid} holdings {n} != live orders {live} in activity {aid}"));
+                    }
+                    held_per_activity[aid as usize] += n as u64;
+                }
+                let mut rids = std::collections::HashSet::new();
+                for o in &u.orders {
+                    if !seen_ids.insert(o.id) {
+                        return Err(format!("order id {} twice", o.id));
+                    }
+                    if !rids.insert(&o.request_id) {
+                        return Err(format!("user {uid} has request id {} twice", o.request_id));
+                    }
+                }
+            }
+        }
+        for a in self.activities() {
+            let (r, s, v) = a.counters();
+            if r < 0 || s < 0 || v < 0 {
+                return Err(format!("activity {}: negative counter r={r} s={s} v={v}", a.id));
+            }
+            if (s + v) as u64 > a.stock || (r + s + v) as u64 != a.stock {
+                return Err(format!("activity {}: remaining {r} + sold {s} + reserved {v} != stock {}", a.id, a.stock));
+            }
+            if held_per_activity[a.id as usize] != (s + v) as u64 {
+                return Err(format!("activity {}: users hold {} but sold+reserved is {}", a.id, held_per_activity[a.id as usize], s + v));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole state in a canonical order, for comparing two engines
+    /// (replay tests, snapshots).
+    pub fn dump(&self) -> EngineDump {
+        let activities = self
+            .activities()
+            .map(|a| {
+                let (r, s, v) = a.counters();
+                (a.id, a.sku_id.clone(), a.name.clone(), a.price_cents, a.stock, a.start_at, a.end_at, a.per_user_limit, r, s, v)
+            })
+            .collect();
+        let mut orders = Vec::new();
+        for s in self.users.stripes() {
+            let stripe = s.lock();
+            for u in stripe.users.values() {
+                orders.extend(u.orders.iter().cloned());
+            }
+        }
+        orders.sort_by_key(|o| o.id);
+        EngineDump { activities, orders }
+    }
+}
+
+type ActivityRow = (ActivityId, String, String, u64, u64, Millis, Millis, u32, i64, i64, i64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineDump {
+    pub activities: Vec<ActivityRow>,
+    pub orders: Vec<Order>,
+}
