@@ -125,6 +125,7 @@ fn lifecycle_pay_cancel_timeout() {
     // User 9's order 'y' (deadline T0+60_050) is due; user 11's is not yet.
     assert_eq!(e.expire_due(T0 + 100 + 59_999, &mut log), 1);
     assert_eq!(e.order(11, o3.id).unwrap().status, OrderStatus::Created);
+    let before = before + 1; // 'y' went back to stock
     // Paying exactly at the deadline is too late, and cancels.
     assert_eq!(e.pay(11, o3.id, T0 + 100 + 60_000, &mut log), Err(Reject::Expired));
     assert_eq!(e.order(11, o3.id).unwrap().cancel_reason, Some(CancelReason::Timeout));
