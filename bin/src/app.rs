@@ -1,38 +1,325 @@
-//! The request handler every sub-reactor runs: routes a request and answers
-//! it.
+//! The request handler every sub-reactor runs: admission (rate limits,
+//! auth), parsing, then the engine, inline or through the worker rings.
 
-use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
+use crossbeam_utils::CachePadded;
+use flashd_engine::ratelimit::{Bucket, Keyed, Rate};
+use flashd_engine::{Engine, Event, EventSink, Placed, Reject, UserId};
 use flashd_protocol::{Request, RouteMatch, Router};
-use flashd_reactor::{Context, Handler, ServerStats};
+use flashd_reactor::{Context, Dispatcher, Handler, ServerStats};
 
+use crate::api;
+use crate::auth::{Auth, AuthError};
+use crate::config::RateLimitSection;
+use crate::exec::{self, Command, Job, Outcome};
 use crate::metrics;
 use crate::routes::{self, Route, ROUTE_UNMATCHED};
 
+/// Counters one sub-reactor keeps about the sale API (single writer).
+#[derive(Default)]
+pub struct AppStats {
+    pub orders_created: AtomicU64,
+    pub orders_replayed: AtomicU64,
+    pub rejected: [AtomicU64; Reject::ALL.len()],
+    pub rate_limited: AtomicU64,
+    pub ring_full: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub invalid: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+pub struct RateLimits {
+    pub global_rate: Rate,
+    pub user_rate: Rate,
+    pub ip_rate: Rate,
+    global: Bucket,
+    users: Keyed,
+    ips: Keyed,
+    origin: Instant,
+}
+
+impl RateLimits {
+    pub fn new(cfg: &RateLimitSection) -> RateLimits {
+        let r = RateLimits {
+            global_rate: Rate::default(),
+            user_rate: Rate::default(),
+            ip_rate: Rate::default(),
+            global: Bucket::default(),
+            users: Keyed::default(),
+            ips: Keyed::default(),
+            origin: Instant::now(),
+        };
+        r.set(cfg);
+        r
+    }
+
+    /// Change the rates in place (SIGHUP).
+    pub fn set(&self, cfg: &RateLimitSection) {
+        self.global_rate.set(cfg.global_rps, cfg.global_burst);
+        self.user_rate.set(cfg.per_user_rps, cfg.per_user_burst);
+        self.ip_rate.set(cfg.per_ip_rps, cfg.per_ip_burst);
+    }
+
+    fn ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_nanos() as u64 + 1
+    }
+
+    fn door(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let t = self.ns(now);
+        self.global.check(&self.global_rate, t)?;
+        let key = match ip {
+            IpAddr::V4(a) => u32::from(a) as u64,
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
+            }
+        };
+        self.ips.check(&self.ip_rate, key, t)
+    }
+
+    fn user(&self, user: UserId, now: Instant) -> Result<(), u64> {
+        self.users.check(&self.user_rate, user, self.ns(now))
+    }
+}
+
+/// Counts events; the durable log takes this place with the log work.
+pub struct CountingSink<'a>(pub &'a AtomicU64, pub u64);
+
+impl EventSink for CountingSink<'_> {
+    fn emit(&mut self, _e: Event) {
+        self.1 += 1;
+    }
+}
+
+impl Drop for CountingSink<'_> {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0.fetch_add(self.1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What every sub-reactor's handler shares.
+pub struct Shared {
+    pub engine: Arc<Engine>,
+    pub auth: Auth,
+    pub limits: RateLimits,
+    pub stats: Arc<ServerStats>,
+    pub app: Box<[CachePadded<AppStats>]>,
+    pub events: Arc<AtomicU64>,
+    /// For metrics: the worker rings (None when running inline).
+    pub workers: Option<Dispatcher<Job>>,
+}
+
 pub struct App {
+    shared: Arc<Shared>,
     router: Router<Route>,
-    stats: Arc<ServerStats>,
-    scratch: String,
+    dispatcher: Option<Dispatcher<Job>>,
+    reactor: usize,
+    body: Vec<u8>,
+    text: String,
 }
 
 impl App {
-    pub fn new(stats: Arc<ServerStats>) -> Self {
+    pub fn new(shared: Arc<Shared>, reactor: usize) -> Self {
+        // Each reactor starts its round-robin at a different ring.
+        let dispatcher = shared.workers.as_ref().map(|d| d.starting_at(reactor));
         App {
+            shared,
             router: routes::router(),
-            stats,
-            scratch: String::new(),
+            dispatcher,
+            reactor,
+            body: Vec::with_capacity(512),
+            text: String::new(),
+        }
+    }
+
+    fn stats(&self) -> &AppStats {
+        &self.shared.app[self.reactor]
+    }
+
+    fn too_many(&self, cx: &mut Context<'_>, wait_ns: u64) {
+        inc(&self.stats().rate_limited);
+        let secs = wait_ns.div_ceil(1_000_000_000).max(1);
+        let mut b = itoa::Buffer::new();
+        cx.respond_error(
+            429,
+            "rate_limited",
+            "too many requests",
+            &[("Retry-After", b.format(secs))],
+        );
+    }
+
+    fn unauthorized(&self, cx: &mut Context<'_>, e: AuthError) {
+        inc(&self.stats().unauthorized);
+        cx.respond_error(
+            401,
+            "unauthorized",
+            e.message(),
+            &[("WWW-Authenticate", "Bearer")],
+        );
+    }
+
+    fn invalid(&self, cx: &mut Context<'_>, msg: &str) {
+        inc(&self.stats().invalid);
+        cx.respond_error(400, "invalid_request", msg, &[]);
+    }
+
+    fn not_found(cx: &mut Context<'_>) {
+        cx.respond_error(404, "not_found", "no such resource", &[]);
+    }
+
+    /// Run a state-changing command: inline, or handed to a worker.
+    fn run(&mut self, cmd: Command, cx: &mut Context<'_>) {
+        let Some(d) = self.dispatcher.as_mut() else {
+            let mut sink = CountingSink(&self.shared.events, 0);
+            let out = exec::execute(&self.shared.engine, &cmd, exec::now_ms(), &mut sink);
+            drop(sink);
+            return self.respond(out, cx);
+        };
+        let Some(ticket) = cx.defer() else {
+            inc(&self.shared.app[self.reactor].ring_full);
+            return cx.respond_error(
+                503,
+                "overloaded",
+                "too many requests in flight",
+                &[("Retry-After", "1")],
+            );
+        };
+        if let Err(job) = d.submit(Job { ticket, cmd }) {
+            cx.undefer(job.ticket);
+            inc(&self.shared.app[self.reactor].ring_full);
+            cx.respond_error(
+                503,
+                "overloaded",
+                "worker queues are full",
+                &[("Retry-After", "1")],
+            );
+        }
+    }
+
+    fn respond(&mut self, out: Outcome, cx: &mut Context<'_>) {
+        self.body.clear();
+        match out {
+            Outcome::Placed(Placed::Created(o)) => {
+                inc(&self.stats().orders_created);
+                api::write_order(&mut self.body, &o);
+                cx.respond_json(201, &self.body);
+            }
+            Outcome::Placed(Placed::Existing(o)) => {
+                inc(&self.stats().orders_replayed);
+                api::write_order(&mut self.body, &o);
+                cx.respond_json(200, &self.body);
+            }
+            Outcome::Moved(o) => {
+                api::write_order(&mut self.body, &o);
+                cx.respond_json(200, &self.body);
+            }
+            Outcome::ActivityCreated(id) => match self.shared.engine.activity(id) {
+                Some(a) => {
+                    api::write_activity(&mut self.body, a, exec::now_ms());
+                    cx.respond_json(201, &self.body);
+                }
+                None => cx.respond_error(500, "internal", "created activity not found", &[]),
+            },
+            Outcome::Rejected(r) => {
+                let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
+                inc(&self.stats().rejected[i]);
+                cx.respond_error(r.status(), r.code(), r.message(), &[]);
+            }
+        }
+    }
+
+    fn api(&mut self, route: Route, id: Option<&str>, req: &Request<'_>, cx: &mut Context<'_>) {
+        if let Err(wait) = self.shared.limits.door(cx.peer(), cx.now()) {
+            return self.too_many(cx, wait);
+        }
+        let auth = req.header("authorization");
+        match route {
+            Route::CreateActivity => {
+                if let Err(e) = self.shared.auth.admin(auth) {
+                    return self.unauthorized(cx, e);
+                }
+                match api::parse_activity(req.body) {
+                    Ok(spec) => self.run(Command::CreateActivity(Box::new(spec)), cx),
+                    Err(e) => self.invalid(cx, &e.0),
+                }
+            }
+            Route::GetActivity => match id
+                .and_then(|s| s.parse().ok())
+                .and_then(|id| self.shared.engine.activity(id))
+            {
+                Some(a) => {
+                    self.body.clear();
+                    api::write_activity(&mut self.body, a, exec::now_ms());
+                    cx.respond_json(200, &self.body);
+                }
+                None => Self::not_found(cx),
+            },
+            Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
+                let user = match self.shared.auth.user(auth) {
+                    Ok(u) => u,
+                    Err(e) => return self.unauthorized(cx, e),
+                };
+                if let Err(wait) = self.shared.limits.user(user, cx.now()) {
+                    return self.too_many(cx, wait);
+                }
+                match route {
+                    Route::PlaceOrder => {
+                        let Some(activity) = id.and_then(|s| s.parse().ok()) else {
+                            return Self::not_found(cx);
+                        };
+                        match api::parse_buy(req.body) {
+                            Ok((quantity, request_id)) => self.run(
+                                Command::Place {
+                                    activity,
+                                    user,
+                                    quantity,
+                                    request_id,
+                                },
+                                cx,
+                            ),
+                            Err(e) => self.invalid(cx, &e.0),
+                        }
+                    }
+                    _ => {
+                        let Some(order) = id.and_then(|s| s.parse().ok()) else {
+                            return Self::not_found(cx);
+                        };
+                        match route {
+                            Route::GetOrder => match self.shared.engine.order(user, order) {
+                                Some(o) => {
+                                    self.body.clear();
+                                    api::write_order(&mut self.body, &o);
+                                    cx.respond_json(200, &self.body);
+                                }
+                                // Someone else's order is as good as no order.
+                                None => Self::not_found(cx),
+                            },
+                            Route::PayOrder => self.run(Command::Pay { user, order }, cx),
+                            _ => self.run(Command::Cancel { user, order }, cx),
+                        }
+                    }
+                }
+            }
+            Route::Healthz | Route::Readyz | Route::Metrics => unreachable!("not an API route"),
         }
     }
 }
 
 impl Handler for App {
-    type Deferred = Infallible;
+    type Deferred = Outcome;
 
     fn handle(&mut self, req: &Request<'_>, cx: &mut Context<'_>) {
-        let route = match self.router.find(req.method, req.path) {
-            RouteMatch::Found(r, _) => r,
+        let (route, params) = match self.router.find(req.method, req.path) {
+            RouteMatch::Found(r, p) => (r, p),
             RouteMatch::MethodNotAllowed { allow } => {
                 cx.set_route(ROUTE_UNMATCHED);
                 return cx.respond_error(
@@ -51,28 +338,30 @@ impl Handler for App {
         match route {
             Route::Healthz => cx.respond_json(200, br#"{"status":"ok"}"#),
             Route::Readyz => {
-                if self.stats.shutting_down.load(Ordering::Relaxed) {
+                if self.shared.stats.shutting_down.load(Ordering::Relaxed) {
                     cx.respond_error(503, "not_ready", "shutting down", &[])
-                } else if !self.stats.all_running() {
+                } else if !self.shared.stats.all_running() {
                     cx.respond_error(503, "not_ready", "reactors starting", &[])
                 } else {
                     cx.respond_json(200, br#"{"status":"ready"}"#)
                 }
             }
             Route::Metrics => {
-                self.scratch.clear();
-                metrics::render(&self.stats, &mut self.scratch);
+                self.text.clear();
+                metrics::render(&self.shared.stats, &mut self.text);
+                metrics::render_app(&self.shared, &mut self.text);
                 cx.respond(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
                     &[],
-                    self.scratch.as_bytes(),
+                    self.text.as_bytes(),
                 );
             }
+            _ => self.api(route, params.get(0), req, cx),
         }
     }
 
-    fn complete(&mut self, never: Infallible, _cx: &mut Context<'_>) {
-        match never {}
+    fn complete(&mut self, out: Outcome, cx: &mut Context<'_>) {
+        self.respond(out, cx);
     }
 }

@@ -16,7 +16,82 @@ use serde::Deserialize;
 pub struct Config {
     pub server: ServerSection,
     pub reactor: ReactorSection,
+    pub workers: WorkersSection,
+    pub engine: EngineSection,
+    pub rate_limit: RateLimitSection,
+    pub auth: AuthSection,
     pub logging: LoggingSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    pub count: u64,
+    pub pin_cpus: bool,
+    pub ring_capacity: u64,
+    pub batch_max: u64,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        WorkersSection {
+            count: 0,
+            pin_cpus: false,
+            ring_capacity: 4096,
+            batch_max: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub node_id: u64,
+    pub order_ttl_ms: u64,
+    pub max_activities: u64,
+    pub expiry_sweep_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            node_id: 0,
+            order_ttl_ms: 900_000,
+            max_activities: 4096,
+            expiry_sweep_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    pub global_rps: u64,
+    pub global_burst: u64,
+    pub per_user_rps: u64,
+    pub per_user_burst: u64,
+    pub per_ip_rps: u64,
+    pub per_ip_burst: u64,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            global_rps: 0,
+            global_burst: 0,
+            per_user_rps: 5,
+            per_user_burst: 10,
+            per_ip_rps: 0,
+            per_ip_burst: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub jwt_secret: String,
+    pub admin_token: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +105,7 @@ pub struct ServerSection {
     pub max_header_bytes: u64,
     pub max_body_bytes: u64,
     pub shutdown_grace_ms: u64,
+    pub data_dir: String,
 }
 
 impl Default for ServerSection {
@@ -43,6 +119,7 @@ impl Default for ServerSection {
             max_header_bytes: 8 * 1024,
             max_body_bytes: 64 * 1024,
             shutdown_grace_ms: 10_000,
+            data_dir: "data".into(),
         }
     }
 }
@@ -195,6 +272,14 @@ impl Config {
         match self.reactor.sub_reactors {
             0 => core_count(),
             n => n as usize,
+        }
+    }
+
+    pub fn engine_config(&self) -> flashd_engine::EngineConfig {
+        flashd_engine::EngineConfig {
+            node_id: self.engine.node_id as u16,
+            order_ttl_ms: self.engine.order_ttl_ms,
+            max_activities: self.engine.max_activities as u32,
         }
     }
 

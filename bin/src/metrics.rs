@@ -136,3 +136,135 @@ pub fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
         "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
     );
 }
+
+/// The sale API's counters, the sales' stock, and the worker pool.
+pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
+    use flashd_engine::Reject;
+    use std::sync::atomic::Ordering::Relaxed;
+    let sum =
+        |f: &dyn Fn(&crate::app::AppStats) -> u64| shared.app.iter().map(|a| f(a)).sum::<u64>();
+    counter(
+        out,
+        "flashd_orders_created_total",
+        "Orders created (201).",
+        sum(&|a| a.orders_created.load(Relaxed)),
+    );
+    counter(
+        out,
+        "flashd_orders_replayed_total",
+        "Purchases answered with an existing order (same request_id, 200).",
+        sum(&|a| a.orders_replayed.load(Relaxed)),
+    );
+    out.push_str("# HELP flashd_commands_rejected_total Commands the engine refused, by reason.\n");
+    out.push_str("# TYPE flashd_commands_rejected_total counter\n");
+    for (i, r) in Reject::ALL.iter().enumerate() {
+        let n = sum(&|a| a.rejected[i].load(Relaxed));
+        let _ = writeln!(
+            out,
+            "flashd_commands_rejected_total{{reason=\"{}\"}} {n}",
+            r.code()
+        );
+    }
+    counter(
+        out,
+        "flashd_rate_limited_total",
+        "Requests answered 429.",
+        sum(&|a| a.rate_limited.load(Relaxed)),
+    );
+    counter(
+        out,
+        "flashd_ring_full_total",
+        "Requests answered 503 because every worker ring (or the completion ring) was full.",
+        sum(&|a| a.ring_full.load(Relaxed)),
+    );
+    counter(
+        out,
+        "flashd_unauthorized_total",
+        "Requests answered 401.",
+        sum(&|a| a.unauthorized.load(Relaxed)),
+    );
+    counter(
+        out,
+        "flashd_invalid_requests_total",
+        "API requests answered 400.",
+        sum(&|a| a.invalid.load(Relaxed)),
+    );
+    counter(
+        out,
+        "flashd_events_total",
+        "Engine events emitted (state changes).",
+        shared.events.load(Relaxed),
+    );
+
+    let now = crate::exec::now_ms();
+    out.push_str("# HELP flashd_activity_remaining Units still on sale, per sale.\n# TYPE flashd_activity_remaining gauge\n");
+    let acts: Vec<_> = shared.engine.activities().collect();
+    for a in &acts {
+        let (r, _, _) = a.counters();
+        let _ = writeln!(
+            out,
+            "flashd_activity_remaining{{activity=\"{}\"}} {}",
+            a.id,
+            r.max(0)
+        );
+    }
+    out.push_str("# HELP flashd_activity_sold Units paid for, per sale.\n# TYPE flashd_activity_sold gauge\n");
+    for a in &acts {
+        let (_, s, _) = a.counters();
+        let _ = writeln!(
+            out,
+            "flashd_activity_sold{{activity=\"{}\"}} {}",
+            a.id,
+            s.max(0)
+        );
+    }
+    out.push_str("# HELP flashd_activity_reserved Units in created, unpaid orders, per sale.\n# TYPE flashd_activity_reserved gauge\n");
+    for a in &acts {
+        let (_, _, v) = a.counters();
+        let _ = writeln!(
+            out,
+            "flashd_activity_reserved{{activity=\"{}\"}} {}",
+            a.id,
+            v.max(0)
+        );
+    }
+    out.push_str("# HELP flashd_activity_open Whether the sale is open now (1) or not (0).\n# TYPE flashd_activity_open gauge\n");
+    for a in &acts {
+        let open = a.state(now) == flashd_engine::ActivityState::Open;
+        let _ = writeln!(
+            out,
+            "flashd_activity_open{{activity=\"{}\"}} {}",
+            a.id, open as u8
+        );
+    }
+    if let Some(d) = &shared.workers {
+        out.push_str("# HELP flashd_worker_ring_depth Commands waiting in each worker's ring.\n# TYPE flashd_worker_ring_depth gauge\n");
+        for (i, n) in d.depths().iter().enumerate() {
+            let _ = writeln!(out, "flashd_worker_ring_depth{{worker=\"{i}\"}} {n}");
+        }
+        out.push_str("# HELP flashd_worker_busy_seconds_total Time each worker spent executing batches.\n# TYPE flashd_worker_busy_seconds_total counter\n");
+        for (i, s) in d.stats().enumerate() {
+            let _ = writeln!(
+                out,
+                "flashd_worker_busy_seconds_total{{worker=\"{i}\"}} {}",
+                s.busy_ns.load(Relaxed) as f64 / 1e9
+            );
+        }
+        out.push_str("# HELP flashd_worker_jobs_total Commands each worker executed.\n# TYPE flashd_worker_jobs_total counter\n");
+        for (i, s) in d.stats().enumerate() {
+            let _ = writeln!(
+                out,
+                "flashd_worker_jobs_total{{worker=\"{i}\"}} {}",
+                s.jobs.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP flashd_worker_batches_total Batches each worker took from its ring.\n# TYPE flashd_worker_batches_total counter\n");
+        for (i, s) in d.stats().enumerate() {
+            let _ = writeln!(
+                out,
+                "flashd_worker_batches_total{{worker=\"{i}\"}} {}",
+                s.batches.load(Relaxed)
+            );
+        }
+    }
+}

@@ -8,11 +8,29 @@ pub enum Route {
     Healthz = 1,
     Readyz = 2,
     Metrics = 3,
+    CreateActivity = 5,
+    GetActivity = 6,
+    PlaceOrder = 7,
+    GetOrder = 8,
+    PayOrder = 9,
+    CancelOrder = 10,
 }
 
 /// Index = route number; 0 is the reactor's own answers (framing errors,
 /// timeouts), 4 is "no route matched" (404/405).
-pub const ROUTE_NAMES: [&str; 5] = ["none", "healthz", "readyz", "metrics", "unmatched"];
+pub const ROUTE_NAMES: [&str; 11] = [
+    "none",
+    "healthz",
+    "readyz",
+    "metrics",
+    "unmatched",
+    "create_activity",
+    "get_activity",
+    "place_order",
+    "get_order",
+    "pay_order",
+    "cancel_order",
+];
 pub const ROUTE_UNMATCHED: u16 = 4;
 
 pub fn router() -> Router<Route> {
@@ -20,4 +38,18 @@ pub fn router() -> Router<Route> {
         .route(Method::Get, "/healthz", Route::Healthz)
         .route(Method::Get, "/readyz", Route::Readyz)
         .route(Method::Get, "/metrics", Route::Metrics)
+        .route(Method::Post, "/api/v1/activities", Route::CreateActivity)
+        .route(Method::Get, "/api/v1/activities/{id}", Route::GetActivity)
+        .route(
+            Method::Post,
+            "/api/v1/activities/{id}/orders",
+            Route::PlaceOrder,
+        )
+        .route(Method::Get, "/api/v1/orders/{id}", Route::GetOrder)
+        .route(Method::Post, "/api/v1/orders/{id}/pay", Route::PayOrder)
+        .route(
+            Method::Post,
+            "/api/v1/orders/{id}/cancel",
+            Route::CancelOrder,
+        )
 }

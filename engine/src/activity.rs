@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::engine::ActivitySpec;
 use crate::types::*;
 
 #[derive(Debug)]
@@ -50,30 +51,20 @@ pub struct ActivityView {
 }
 
 impl Activity {
-    pub(crate) fn new(
-        id: ActivityId,
-        sku_id: String,
-        name: String,
-        price_cents: u64,
-        stock: u64,
-        start_at: Millis,
-        end_at: Millis,
-        per_user_limit: u32,
-        created_at: Millis,
-    ) -> Self {
+    pub(crate) fn new(id: ActivityId, spec: ActivitySpec, created_at: Millis) -> Self {
         Activity {
             id,
-            sku_id,
-            name,
-            price_cents,
-            stock,
-            start_at,
-            end_at,
-            per_user_limit,
-            created_at,
-            remaining: AtomicI64::new(stock as i64),
+            remaining: AtomicI64::new(spec.stock as i64),
             sold: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
+            sku_id: spec.sku_id,
+            name: spec.name,
+            price_cents: spec.price_cents,
+            stock: spec.stock,
+            start_at: spec.start_at,
+            end_at: spec.end_at,
+            per_user_limit: spec.per_user_limit,
+            created_at,
         }
     }
 
@@ -82,7 +73,9 @@ impl Activity {
     pub(crate) fn try_take(&self, q: u32) -> bool {
         let q = q as i64;
         self.remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| (r >= q).then_some(r - q))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (r >= q).then_some(r - q)
+            })
             .is_ok()
     }
 

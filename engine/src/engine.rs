@@ -42,7 +42,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { node_id: 0, order_ttl_ms: 15 * 60 * 1000, max_activities: 4096 }
+        EngineConfig {
+            node_id: 0,
+            order_ttl_ms: 15 * 60 * 1000,
+            max_activities: 4096,
+        }
     }
 }
 
@@ -182,7 +186,12 @@ impl Engine {
         self.activities.iter().map_while(|a| a.get())
     }
 
-    pub fn create_activity(&self, spec: &ActivitySpec, now: Millis, sink: &mut dyn EventSink) -> Result<ActivityView, Reject> {
+    pub fn create_activity(
+        &self,
+        spec: &ActivitySpec,
+        now: Millis,
+        sink: &mut dyn EventSink,
+    ) -> Result<ActivityView, Reject> {
         if spec.validate().is_err() {
             return Err(Reject::Invalid);
         }
@@ -201,19 +210,33 @@ impl Engine {
             per_user_limit: spec.per_user_limit,
             created_at: now,
         };
-        self.install_activity(&ev, &mut next).map_err(|_| Reject::CapacityExhausted)?;
+        self.install_activity(&ev, &mut next)
+            .map_err(|_| Reject::CapacityExhausted)?;
         let view = self.activity(*next - 1).expect("just installed").view(now);
         sink.emit(ev);
         Ok(view)
     }
 
-    pub fn place_order(&self, cmd: &PlaceOrder<'_>, now: Millis, sink: &mut dyn EventSink) -> Result<Placed, Reject> {
-        if cmd.quantity == 0 || cmd.quantity > MAX_QUANTITY || cmd.request_id.is_empty() || cmd.request_id.len() > MAX_REQUEST_ID_BYTES {
+    pub fn place_order(
+        &self,
+        cmd: &PlaceOrder<'_>,
+        now: Millis,
+        sink: &mut dyn EventSink,
+    ) -> Result<Placed, Reject> {
+        if cmd.quantity == 0
+            || cmd.quantity > MAX_QUANTITY
+            || cmd.request_id.is_empty()
+            || cmd.request_id.len() > MAX_REQUEST_ID_BYTES
+        {
             return Err(Reject::Invalid);
         }
         let a = self.activity(cmd.activity_id).ok_or(Reject::NotFound)?;
         let mut stripe = self.users.lock(cmd.user_id);
-        if let Some(o) = stripe.users.get(&cmd.user_id).and_then(|u| u.by_request(cmd.request_id)) {
+        if let Some(o) = stripe
+            .users
+            .get(&cmd.user_id)
+            .and_then(|u| u.by_request(cmd.request_id))
+        {
             // A retry gets its order back, whatever happened since.
             if o.activity_id != cmd.activity_id || o.quantity != cmd.quantity {
                 return Err(Reject::IdempotencyConflict);
@@ -254,9 +277,19 @@ impl Engine {
         }
     }
 
-    pub fn pay(&self, user: UserId, order: OrderId, now: Millis, sink: &mut dyn EventSink) -> Result<OrderView, Reject> {
+    pub fn pay(
+        &self,
+        user: UserId,
+        order: OrderId,
+        now: Millis,
+        sink: &mut dyn EventSink,
+    ) -> Result<OrderView, Reject> {
         let mut stripe = self.users.lock(user);
-        let o = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)).ok_or(Reject::NotFound)?;
+        let o = stripe
+            .users
+            .get_mut(&user)
+            .and_then(|u| u.order_mut(order))
+            .ok_or(Reject::NotFound)?;
         match o.status {
             OrderStatus::Paid => return Ok(OrderView::from(&*o)),
             OrderStatus::Cancelled => return Err(Reject::BadTransition),
@@ -266,20 +299,46 @@ impl Engine {
         if now >= expires_at {
             // Too late to pay: the timeout wins, even if the sweeper has not
             // got to this order yet.
-            let ev = Event::OrderCancelled { order_id: order, activity_id, user_id: user, quantity, reason: CancelReason::Timeout, at: now };
-            self.apply_locked(&ev, &mut stripe, Mode::Live).expect("cancel of a created order applies");
+            let ev = Event::OrderCancelled {
+                order_id: order,
+                activity_id,
+                user_id: user,
+                quantity,
+                reason: CancelReason::Timeout,
+                at: now,
+            };
+            self.apply_locked(&ev, &mut stripe, Mode::Live)
+                .expect("cancel of a created order applies");
             sink.emit(ev);
             return Err(Reject::Expired);
         }
-        let ev = Event::OrderPaid { order_id: order, activity_id, user_id: user, quantity, at: now };
-        let view = self.apply_locked(&ev, &mut stripe, Mode::Live).expect("pay of a created order applies");
+        let ev = Event::OrderPaid {
+            order_id: order,
+            activity_id,
+            user_id: user,
+            quantity,
+            at: now,
+        };
+        let view = self
+            .apply_locked(&ev, &mut stripe, Mode::Live)
+            .expect("pay of a created order applies");
         sink.emit(ev);
         Ok(view)
     }
 
-    pub fn cancel(&self, user: UserId, order: OrderId, now: Millis, sink: &mut dyn EventSink) -> Result<OrderView, Reject> {
+    pub fn cancel(
+        &self,
+        user: UserId,
+        order: OrderId,
+        now: Millis,
+        sink: &mut dyn EventSink,
+    ) -> Result<OrderView, Reject> {
         let mut stripe = self.users.lock(user);
-        let o = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)).ok_or(Reject::NotFound)?;
+        let o = stripe
+            .users
+            .get_mut(&user)
+            .and_then(|u| u.order_mut(order))
+            .ok_or(Reject::NotFound)?;
         match o.status {
             OrderStatus::Cancelled => return Ok(OrderView::from(&*o)),
             OrderStatus::Paid => return Err(Reject::BadTransition),
@@ -293,7 +352,9 @@ impl Engine {
             reason: CancelReason::User,
             at: now,
         };
-        let view = self.apply_locked(&ev, &mut stripe, Mode::Live).expect("cancel of a created order applies");
+        let view = self
+            .apply_locked(&ev, &mut stripe, Mode::Live)
+            .expect("cancel of a created order applies");
         sink.emit(ev);
         Ok(view)
     }
@@ -309,7 +370,9 @@ impl Engine {
                     break;
                 }
                 stripe.expiries.pop();
-                let Some(o) = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)) else { continue };
+                let Some(o) = stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)) else {
+                    continue;
+                };
                 if o.status != OrderStatus::Created {
                     continue;
                 }
@@ -321,7 +384,8 @@ impl Engine {
                     reason: CancelReason::Timeout,
                     at: now,
                 };
-                self.apply_locked(&ev, &mut stripe, Mode::Live).expect("cancel of a created order applies");
+                self.apply_locked(&ev, &mut stripe, Mode::Live)
+                    .expect("cancel of a created order applies");
                 sink.emit(ev);
                 n += 1;
             }
@@ -331,7 +395,11 @@ impl Engine {
 
     pub fn order(&self, user: UserId, order: OrderId) -> Option<OrderView> {
         let mut stripe = self.users.lock(user);
-        stripe.users.get_mut(&user).and_then(|u| u.order_mut(order)).map(|o| OrderView::from(&*o))
+        stripe
+            .users
+            .get_mut(&user)
+            .and_then(|u| u.order_mut(order))
+            .map(|o| OrderView::from(&*o))
     }
 
     /// Apply one logged event (replay). Order matters only per user, which
@@ -342,7 +410,9 @@ impl Engine {
                 let mut next = self.next_activity.lock();
                 self.install_activity(ev, &mut next)
             }
-            Event::OrderCreated { user_id, .. } | Event::OrderPaid { user_id, .. } | Event::OrderCancelled { user_id, .. } => {
+            Event::OrderCreated { user_id, .. }
+            | Event::OrderPaid { user_id, .. }
+            | Event::OrderCancelled { user_id, .. } => {
                 let mut stripe = self.users.lock(*user_id);
                 self.apply_locked(ev, &mut stripe, Mode::Replay).map(|_| ())
             }
@@ -350,14 +420,39 @@ impl Engine {
     }
 
     fn install_activity(&self, ev: &Event, next: &mut ActivityId) -> Result<(), ReplayError> {
-        let Event::ActivityCreated { id, sku_id, name, price_cents, stock, start_at, end_at, per_user_limit, created_at } = ev else {
+        let Event::ActivityCreated {
+            id,
+            sku_id,
+            name,
+            price_cents,
+            stock,
+            start_at,
+            end_at,
+            per_user_limit,
+            created_at,
+        } = ev
+        else {
             unreachable!("install_activity takes ActivityCreated");
         };
         if *id != *next {
-            return Err(ReplayError(format!("activity {id} created out of order (expected {next})")));
+            return Err(ReplayError(format!(
+                "activity {id} created out of order (expected {next})"
+            )));
         }
-        let slot = self.activities.get(*id as usize - 1).ok_or_else(|| ReplayError(format!("activity {id} beyond engine.max_activities")))?;
-        slot.set(Activity::new(*id, sku_id.clone(), name.clone(), *price_cents, *stock, *start_at, *end_at, *per_user_limit, *created_at))
+        let slot = self
+            .activities
+            .get(*id as usize - 1)
+            .ok_or_else(|| ReplayError(format!("activity {id} beyond engine.max_activities")))?;
+        let spec = ActivitySpec {
+            sku_id: sku_id.clone(),
+            name: name.clone(),
+            price_cents: *price_cents,
+            stock: *stock,
+            start_at: *start_at,
+            end_at: *end_at,
+            per_user_limit: *per_user_limit,
+        };
+        slot.set(Activity::new(*id, spec, *created_at))
             .map_err(|_| ReplayError(format!("activity {id} created twice")))?;
         *next += 1;
         Ok(())
@@ -367,11 +462,29 @@ impl Engine {
     /// locked. In `Live` mode a create fails (changing nothing) if the stock
     /// CAS loses; every other failure is a bug in the caller (live) or a log
     /// that is not ours (replay).
-    fn apply_locked(&self, ev: &Event, stripe: &mut Stripe, mode: Mode) -> Result<OrderView, ReplayError> {
+    fn apply_locked(
+        &self,
+        ev: &Event,
+        stripe: &mut Stripe,
+        mode: Mode,
+    ) -> Result<OrderView, ReplayError> {
         match ev {
-            Event::ActivityCreated { .. } => unreachable!("activities are installed, not applied under a user lock"),
-            Event::OrderCreated { order_id, activity_id, user_id, quantity, amount_cents, request_id, created_at, expires_at } => {
-                let a = self.activity(*activity_id).ok_or_else(|| ReplayError(format!("order {order_id}: no activity {activity_id}")))?;
+            Event::ActivityCreated { .. } => {
+                unreachable!("activities are installed, not applied under a user lock")
+            }
+            Event::OrderCreated {
+                order_id,
+                activity_id,
+                user_id,
+                quantity,
+                amount_cents,
+                request_id,
+                created_at,
+                expires_at,
+            } => {
+                let a = self.activity(*activity_id).ok_or_else(|| {
+                    ReplayError(format!("order {order_id}: no activity {activity_id}"))
+                })?;
                 if mode == Mode::Live {
                     if !a.try_take(*quantity) {
                         return Err(ReplayError("sold out".into()));
@@ -381,8 +494,15 @@ impl Engine {
                 }
                 a.reserved.fetch_add(*quantity as i64, Ordering::AcqRel);
                 let user = stripe.users.entry(*user_id).or_default();
-                if mode == Mode::Replay && user.orders.iter().any(|o| o.id == *order_id || o.request_id == *request_id) {
-                    return Err(ReplayError(format!("order {order_id} or its request id seen twice")));
+                if mode == Mode::Replay
+                    && user
+                        .orders
+                        .iter()
+                        .any(|o| o.id == *order_id || o.request_id == *request_id)
+                {
+                    return Err(ReplayError(format!(
+                        "order {order_id} or its request id seen twice"
+                    )));
                 }
                 user.add_held(*activity_id, *quantity);
                 let order = Order {
@@ -400,19 +520,32 @@ impl Engine {
                 };
                 let view = OrderView::from(&order);
                 user.orders.push(order);
-                stripe.expiries.push(Reverse((*expires_at, *user_id, *order_id)));
+                stripe
+                    .expiries
+                    .push(Reverse((*expires_at, *user_id, *order_id)));
                 self.ids.observe(*order_id);
                 Ok(view)
             }
-            Event::OrderPaid { order_id, activity_id, user_id, quantity, at } => {
-                let a = self.activity(*activity_id).ok_or_else(|| ReplayError(format!("order {order_id}: no activity {activity_id}")))?;
+            Event::OrderPaid {
+                order_id,
+                activity_id,
+                user_id,
+                quantity,
+                at,
+            } => {
+                let a = self.activity(*activity_id).ok_or_else(|| {
+                    ReplayError(format!("order {order_id}: no activity {activity_id}"))
+                })?;
                 let o = stripe
                     .users
                     .get_mut(user_id)
                     .and_then(|u| u.order_mut(*order_id))
                     .ok_or_else(|| ReplayError(format!("paid order {order_id} unknown")))?;
                 if o.status != OrderStatus::Created || o.quantity != *quantity {
-                    return Err(ReplayError(format!("order {order_id} paid from {:?}", o.status)));
+                    return Err(ReplayError(format!(
+                        "order {order_id} paid from {:?}",
+                        o.status
+                    )));
                 }
                 o.status = OrderStatus::Paid;
                 o.updated_at = *at;
@@ -421,12 +554,29 @@ impl Engine {
                 a.sold.fetch_add(*quantity as i64, Ordering::AcqRel);
                 Ok(OrderView::from(&*o))
             }
-            Event::OrderCancelled { order_id, activity_id, user_id, quantity, reason, at } => {
-                let a = self.activity(*activity_id).ok_or_else(|| ReplayError(format!("order {order_id}: no activity {activity_id}")))?;
-                let u = stripe.users.get_mut(user_id).ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
-                let o = u.order_mut(*order_id).ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
+            Event::OrderCancelled {
+                order_id,
+                activity_id,
+                user_id,
+                quantity,
+                reason,
+                at,
+            } => {
+                let a = self.activity(*activity_id).ok_or_else(|| {
+                    ReplayError(format!("order {order_id}: no activity {activity_id}"))
+                })?;
+                let u = stripe
+                    .users
+                    .get_mut(user_id)
+                    .ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
+                let o = u
+                    .order_mut(*order_id)
+                    .ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
                 if o.status != OrderStatus::Created || o.quantity != *quantity {
-                    return Err(ReplayError(format!("order {order_id} cancelled from {:?}", o.status)));
+                    return Err(ReplayError(format!(
+                        "order {order_id} cancelled from {:?}",
+                        o.status
+                    )));
                 }
                 o.status = OrderStatus::Cancelled;
                 o.updated_at = *at;
@@ -449,13 +599,25 @@ impl Engine {
             let stripe = s.lock();
             for (uid, u) in &stripe.users {
                 for &(aid, n) in &u.holdings {
-                    let a = self.activity(aid).ok_or(format!("user {uid} holds units of unknown activity {aid}"))?;
+                    let a = self
+                        .activity(aid)
+                        .ok_or(format!("user {uid} holds units of unknown activity {aid}"))?;
                     if n > a.per_user_limit {
-                        return Err(format!("user {uid} holds {n} of activity {aid}, limit {}", a.per_user_limit));
+                        return Err(format!(
+                            "user {uid} holds {n} of activity {aid}, limit {}",
+                            a.per_user_limit
+                        ));
                     }
-                    let live: u32 = u.orders.iter().filter(|o| o.activity_id == aid && o.status != OrderStatus::Cancelled).map(|o| o.quantity).sum();
+                    let live: u32 = u
+                        .orders
+                        .iter()
+                        .filter(|o| o.activity_id == aid && o.status != OrderStatus::Cancelled)
+                        .map(|o| o.quantity)
+                        .sum();
                     if live != n {
-                        return Err(format!("user {uid} holdings {n} != live orders {live} in activity {aid}"));
+                        return Err(format!(
+                            "user {uid} holdings {n} != live orders {live} in activity {aid}"
+                        ));
                     }
                     held_per_activity[aid as usize] += n as u64;
                 }
@@ -473,13 +635,24 @@ impl Engine {
         for a in self.activities() {
             let (r, s, v) = a.counters();
             if r < 0 || s < 0 || v < 0 {
-                return Err(format!("activity {}: negative counter r={r} s={s} v={v}", a.id));
+                return Err(format!(
+                    "activity {}: negative counter r={r} s={s} v={v}",
+                    a.id
+                ));
             }
             if (s + v) as u64 > a.stock || (r + s + v) as u64 != a.stock {
-                return Err(format!("activity {}: remaining {r} + sold {s} + reserved {v} != stock {}", a.id, a.stock));
+                return Err(format!(
+                    "activity {}: remaining {r} + sold {s} + reserved {v} != stock {}",
+                    a.id, a.stock
+                ));
             }
             if held_per_activity[a.id as usize] != (s + v) as u64 {
-                return Err(format!("activity {}: users hold {} but sold+reserved is {}", a.id, held_per_activity[a.id as usize], s + v));
+                return Err(format!(
+                    "activity {}: users hold {} but sold+reserved is {}",
+                    a.id,
+                    held_per_activity[a.id as usize],
+                    s + v
+                ));
             }
         }
         Ok(())
@@ -492,7 +665,19 @@ impl Engine {
             .activities()
             .map(|a| {
                 let (r, s, v) = a.counters();
-                (a.id, a.sku_id.clone(), a.name.clone(), a.price_cents, a.stock, a.start_at, a.end_at, a.per_user_limit, r, s, v)
+                (
+                    a.id,
+                    a.sku_id.clone(),
+                    a.name.clone(),
+                    a.price_cents,
+                    a.stock,
+                    a.start_at,
+                    a.end_at,
+                    a.per_user_limit,
+                    r,
+                    s,
+                    v,
+                )
             })
             .collect();
         let mut orders = Vec::new();
@@ -507,7 +692,19 @@ impl Engine {
     }
 }
 
-type ActivityRow = (ActivityId, String, String, u64, u64, Millis, Millis, u32, i64, i64, i64);
+type ActivityRow = (
+    ActivityId,
+    String,
+    String,
+    u64,
+    u64,
+    Millis,
+    Millis,
+    u32,
+    i64,
+    i64,
+    i64,
+);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineDump {

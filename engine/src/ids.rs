@@ -25,7 +25,10 @@ pub struct OrderIdGen {
 impl OrderIdGen {
     pub fn new(node: u16) -> Self {
         assert!(node <= MAX_NODE_ID, "node id out of range");
-        OrderIdGen { node: node as u64, last: AtomicU64::new(0) }
+        OrderIdGen {
+            node: node as u64,
+            last: AtomicU64::new(0),
+        }
     }
 
     pub fn next(&self, now: Millis) -> OrderId {
@@ -36,7 +39,12 @@ impl OrderIdGen {
             // Same node: keep its node bits, bump the sequence (carrying into
             // the time bits when a millisecond is exhausted).
             let candidate = if cur >= floor { self.bump(cur) } else { floor };
-            match self.last.compare_exchange_weak(cur, candidate, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.last.compare_exchange_weak(
+                cur,
+                candidate,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return candidate,
                 Err(v) => cur = v,
             }
@@ -98,7 +106,11 @@ mod tests {
         let hs: Vec<_> = (0..4)
             .map(|_| {
                 let g = g.clone();
-                std::thread::spawn(move || (0..20_000).map(|_| g.next(EPOCH_MS + 5)).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..20_000)
+                        .map(|_| g.next(EPOCH_MS + 5))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         let mut all: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();

@@ -33,9 +33,10 @@ impl Rate {
     }
 
     pub fn set(&self, rps: u64, burst: u64) {
-        let interval = if rps == 0 { 0 } else { (1_000_000_000 / rps).max(1) };
+        let interval = 1_000_000_000u64.checked_div(rps).map_or(0, |i| i.max(1));
         self.interval_ns.store(interval, Ordering::Relaxed);
-        self.tolerance_ns.store(interval.saturating_mul(burst.max(1) - 1), Ordering::Relaxed);
+        self.tolerance_ns
+            .store(interval.saturating_mul(burst.max(1) - 1), Ordering::Relaxed);
     }
 
     pub fn enabled(&self) -> bool {
@@ -68,7 +69,10 @@ impl Bucket {
         let mut cur = self.tat.load(Ordering::Relaxed);
         loop {
             let next = rate.step(cur, now)?;
-            match self.tat.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .tat
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return Ok(()),
                 Err(v) => cur = v,
             }
@@ -83,7 +87,11 @@ pub struct Keyed {
 
 impl Default for Keyed {
     fn default() -> Self {
-        Keyed { stripes: (0..KEYED_STRIPES).map(|_| Mutex::new(FxHashMap::default())).collect() }
+        Keyed {
+            stripes: (0..KEYED_STRIPES)
+                .map(|_| Mutex::new(FxHashMap::default()))
+                .collect(),
+        }
     }
 }
 

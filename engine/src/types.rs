@@ -97,7 +97,11 @@ impl Reject {
     /// The HTTP status the API answers with.
     pub fn status(&self) -> u16 {
         match self {
-            Reject::SoldOut | Reject::LimitReached | Reject::BadTransition | Reject::IdempotencyConflict | Reject::Expired => 409,
+            Reject::SoldOut
+            | Reject::LimitReached
+            | Reject::BadTransition
+            | Reject::IdempotencyConflict
+            | Reject::Expired => 409,
             Reject::Invalid => 400,
             Reject::NotStarted | Reject::Ended => 403,
             Reject::NotFound => 404,

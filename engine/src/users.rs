@@ -3,8 +3,8 @@
 //! changes about its buyer happens under that lock, so one user firing many
 //! requests at once is serialised while different users are not.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -42,7 +42,10 @@ pub(crate) struct UserState {
 
 impl UserState {
     pub fn held(&self, a: ActivityId) -> u32 {
-        self.holdings.iter().find(|(id, _)| *id == a).map_or(0, |(_, n)| *n)
+        self.holdings
+            .iter()
+            .find(|(id, _)| *id == a)
+            .map_or(0, |(_, n)| *n)
     }
 
     pub fn add_held(&mut self, a: ActivityId, q: u32) {
@@ -85,7 +88,11 @@ pub(crate) struct Users {
 
 impl Users {
     pub fn new() -> Self {
-        Users { stripes: (0..USER_STRIPES).map(|_| Mutex::new(Stripe::default())).collect() }
+        Users {
+            stripes: (0..USER_STRIPES)
+                .map(|_| Mutex::new(Stripe::default()))
+                .collect(),
+        }
     }
 
     #[inline]

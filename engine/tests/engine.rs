@@ -24,11 +24,32 @@ fn spec(stock: u64, limit: u32) -> ActivitySpec {
 }
 
 fn engine() -> Engine {
-    Engine::new(EngineConfig { node_id: 3, order_ttl_ms: 60_000, max_activities: 16 })
+    Engine::new(EngineConfig {
+        node_id: 3,
+        order_ttl_ms: 60_000,
+        max_activities: 16,
+    })
 }
 
-fn buy(e: &Engine, a: ActivityId, user: UserId, q: u32, rid: &str, now: Millis, log: &mut Vec<Event>) -> Result<Placed, Reject> {
-    e.place_order(&PlaceOrder { activity_id: a, user_id: user, quantity: q, request_id: rid }, now, log)
+fn buy(
+    e: &Engine,
+    a: ActivityId,
+    user: UserId,
+    q: u32,
+    rid: &str,
+    now: Millis,
+    log: &mut Vec<Event>,
+) -> Result<Placed, Reject> {
+    e.place_order(
+        &PlaceOrder {
+            activity_id: a,
+            user_id: user,
+            quantity: q,
+            request_id: rid,
+        },
+        now,
+        log,
+    )
 }
 
 #[test]
@@ -37,7 +58,10 @@ fn stampede_on_one_hot_sale() {
     const THREADS: u64 = 8;
     const USERS: u64 = 3_000;
     let e = Arc::new(engine());
-    let a = e.create_activity(&spec(STOCK, 2), T0, &mut Vec::new()).unwrap().id;
+    let a = e
+        .create_activity(&spec(STOCK, 2), T0, &mut Vec::new())
+        .unwrap()
+        .id;
     let created = Arc::new(AtomicU64::new(0));
     let logs: Vec<Vec<Event>> = (0..THREADS)
         .map(|t| {
@@ -70,7 +94,8 @@ fn stampede_on_one_hot_sale() {
     // Replaying every thread's events (each user's in its own order) gives
     // the same state.
     let r = engine();
-    r.create_activity(&spec(STOCK, 2), T0, &mut Vec::new()).unwrap();
+    r.create_activity(&spec(STOCK, 2), T0, &mut Vec::new())
+        .unwrap();
     for log in &logs {
         for ev in log {
             r.apply(ev).unwrap();
@@ -91,15 +116,31 @@ fn lifecycle_pay_cancel_timeout() {
     assert_eq!(o1.amount_cents, 2 * 1999);
     assert_eq!(o1.expires_at, T0 + 10 + 60_000);
     // Same request id: same order, 200 not 201.
-    assert_eq!(buy(&e, a, 7, 2, "a", T0 + 11, &mut log), Ok(Placed::Existing(o1)));
+    assert_eq!(
+        buy(&e, a, 7, 2, "a", T0 + 11, &mut log),
+        Ok(Placed::Existing(o1))
+    );
     // Same id, different purchase: conflict, nothing changes.
-    assert_eq!(buy(&e, a, 7, 1, "a", T0 + 11, &mut log), Err(Reject::IdempotencyConflict));
+    assert_eq!(
+        buy(&e, a, 7, 1, "a", T0 + 11, &mut log),
+        Err(Reject::IdempotencyConflict)
+    );
     // Limit 3: one more unit fits, two do not.
-    assert_eq!(buy(&e, a, 7, 2, "b", T0 + 12, &mut log), Err(Reject::LimitReached));
+    assert_eq!(
+        buy(&e, a, 7, 2, "b", T0 + 12, &mut log),
+        Err(Reject::LimitReached)
+    );
     let paid = e.pay(7, o1.id, T0 + 20, &mut log).unwrap();
     assert_eq!(paid.status, OrderStatus::Paid);
-    assert_eq!(e.pay(7, o1.id, T0 + 21, &mut log).unwrap().status, OrderStatus::Paid, "pay is idempotent");
-    assert_eq!(e.cancel(7, o1.id, T0 + 22, &mut log), Err(Reject::BadTransition));
+    assert_eq!(
+        e.pay(7, o1.id, T0 + 21, &mut log).unwrap().status,
+        OrderStatus::Paid,
+        "pay is idempotent"
+    );
+    assert_eq!(
+        e.cancel(7, o1.id, T0 + 22, &mut log),
+        Err(Reject::BadTransition)
+    );
     // Another user cannot see or move it.
     assert_eq!(e.order(8, o1.id), None);
     assert_eq!(e.pay(8, o1.id, T0 + 22, &mut log), Err(Reject::NotFound));
@@ -109,11 +150,24 @@ fn lifecycle_pay_cancel_timeout() {
         p => panic!("{p:?}"),
     };
     let c = e.cancel(9, o2.id, T0 + 40, &mut log).unwrap();
-    assert_eq!((c.status, c.cancel_reason), (OrderStatus::Cancelled, Some(CancelReason::User)));
-    assert_eq!(e.cancel(9, o2.id, T0 + 41, &mut log).unwrap().status, OrderStatus::Cancelled);
-    assert_eq!(e.pay(9, o2.id, T0 + 42, &mut log), Err(Reject::BadTransition), "pay after cancel");
+    assert_eq!(
+        (c.status, c.cancel_reason),
+        (OrderStatus::Cancelled, Some(CancelReason::User))
+    );
+    assert_eq!(
+        e.cancel(9, o2.id, T0 + 41, &mut log).unwrap().status,
+        OrderStatus::Cancelled
+    );
+    assert_eq!(
+        e.pay(9, o2.id, T0 + 42, &mut log),
+        Err(Reject::BadTransition),
+        "pay after cancel"
+    );
     // The cancelled unit is back and the user may buy again.
-    assert!(matches!(buy(&e, a, 9, 1, "y", T0 + 50, &mut log), Ok(Placed::Created(_))));
+    assert!(matches!(
+        buy(&e, a, 9, 1, "y", T0 + 50, &mut log),
+        Ok(Placed::Created(_))
+    ));
 
     // Payment timeout returns the units.
     let before = e.activity(a).unwrap().view(T0).remaining;
@@ -126,13 +180,26 @@ fn lifecycle_pay_cancel_timeout() {
     assert_eq!(e.expire_due(T0 + 100 + 59_999, &mut log), 1);
     assert_eq!(e.order(11, o3.id).unwrap().status, OrderStatus::Created);
     let before = before + 1; // 'y' went back to stock
-    // Paying exactly at the deadline is too late, and cancels.
-    assert_eq!(e.pay(11, o3.id, T0 + 100 + 60_000, &mut log), Err(Reject::Expired));
-    assert_eq!(e.order(11, o3.id).unwrap().cancel_reason, Some(CancelReason::Timeout));
+                             // Paying exactly at the deadline is too late, and cancels.
+    assert_eq!(
+        e.pay(11, o3.id, T0 + 100 + 60_000, &mut log),
+        Err(Reject::Expired)
+    );
+    assert_eq!(
+        e.order(11, o3.id).unwrap().cancel_reason,
+        Some(CancelReason::Timeout)
+    );
     assert_eq!(e.activity(a).unwrap().view(T0).remaining, before);
     // Unpaid orders past their deadline are swept.
-    assert!(matches!(buy(&e, a, 12, 1, "s", T0 + 200, &mut log), Ok(Placed::Created(_))));
-    assert_eq!(e.expire_due(T0 + 200 + 60_000, &mut log), 1, "user 12's 's'");
+    assert!(matches!(
+        buy(&e, a, 12, 1, "s", T0 + 200, &mut log),
+        Ok(Placed::Created(_))
+    ));
+    assert_eq!(
+        e.expire_due(T0 + 200 + 60_000, &mut log),
+        1,
+        "user 12's 's'"
+    );
     e.check_invariants().unwrap();
 
     let r = engine();
@@ -149,13 +216,31 @@ fn windows_and_bad_input_change_nothing() {
     let a = e.create_activity(&spec(5, 1), T0, &mut log).unwrap().id;
     let before = e.dump();
     let n = log.len();
-    assert_eq!(buy(&e, a, 1, 1, "r", T0 - 1, &mut log), Err(Reject::NotStarted));
-    assert_eq!(buy(&e, a, 1, 1, "r", T0 + 3_600_000, &mut log), Err(Reject::Ended));
-    assert_eq!(buy(&e, a, 1, 0, "r", T0 + 1, &mut log), Err(Reject::Invalid));
-    assert_eq!(buy(&e, a, 1, MAX_QUANTITY + 1, "r", T0 + 1, &mut log), Err(Reject::Invalid));
+    assert_eq!(
+        buy(&e, a, 1, 1, "r", T0 - 1, &mut log),
+        Err(Reject::NotStarted)
+    );
+    assert_eq!(
+        buy(&e, a, 1, 1, "r", T0 + 3_600_000, &mut log),
+        Err(Reject::Ended)
+    );
+    assert_eq!(
+        buy(&e, a, 1, 0, "r", T0 + 1, &mut log),
+        Err(Reject::Invalid)
+    );
+    assert_eq!(
+        buy(&e, a, 1, MAX_QUANTITY + 1, "r", T0 + 1, &mut log),
+        Err(Reject::Invalid)
+    );
     assert_eq!(buy(&e, a, 1, 1, "", T0 + 1, &mut log), Err(Reject::Invalid));
-    assert_eq!(buy(&e, 99, 1, 1, "r", T0 + 1, &mut log), Err(Reject::NotFound));
-    assert_eq!(buy(&e, a, 1, 2, "r", T0 + 1, &mut log), Err(Reject::LimitReached));
+    assert_eq!(
+        buy(&e, 99, 1, 1, "r", T0 + 1, &mut log),
+        Err(Reject::NotFound)
+    );
+    assert_eq!(
+        buy(&e, a, 1, 2, "r", T0 + 1, &mut log),
+        Err(Reject::LimitReached)
+    );
     let mut bad = spec(5, 1);
     bad.end_at = bad.start_at;
     assert_eq!(e.create_activity(&bad, T0, &mut log), Err(Reject::Invalid));
@@ -166,7 +251,13 @@ fn windows_and_bad_input_change_nothing() {
 #[test]
 fn replay_rejects_a_foreign_log() {
     let e = engine();
-    let ev = Event::OrderPaid { order_id: 1, activity_id: 1, user_id: 1, quantity: 1, at: T0 };
+    let ev = Event::OrderPaid {
+        order_id: 1,
+        activity_id: 1,
+        user_id: 1,
+        quantity: 1,
+        at: T0,
+    };
     assert!(e.apply(&ev).is_err());
     let ev = Event::ActivityCreated {
         id: 2,
@@ -179,14 +270,28 @@ fn replay_rejects_a_foreign_log() {
         per_user_limit: 1,
         created_at: 0,
     };
-    assert!(e.apply(&ev).is_err(), "activity ids must be dense and in order");
+    assert!(
+        e.apply(&ev).is_err(),
+        "activity ids must be dense and in order"
+    );
 }
 
 #[derive(Debug, Clone)]
 enum Cmd {
-    Buy { activity: u8, user: u8, qty: u8, rid: u8 },
-    Pay { user: u8, nth: u8 },
-    Cancel { user: u8, nth: u8 },
+    Buy {
+        activity: u8,
+        user: u8,
+        qty: u8,
+        rid: u8,
+    },
+    Pay {
+        user: u8,
+        nth: u8,
+    },
+    Cancel {
+        user: u8,
+        nth: u8,
+    },
     Expire,
     Tick(u16),
 }

@@ -97,4 +97,11 @@ impl<'c> Context<'c> {
         self.deferred = true;
         Some(t)
     }
+
+    /// Give back a ticket from [`Context::defer`] that could not be handed
+    /// on (a full worker ring): the request is answered now after all.
+    pub fn undefer(&mut self, ticket: Ticket) {
+        self.ticket = Some(ticket);
+        self.deferred = false;
+    }
 }

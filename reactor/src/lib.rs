@@ -36,6 +36,7 @@ mod server;
 mod stats;
 mod sub;
 mod timer;
+mod workers;
 
 pub use completion::{Completer, Ticket};
 pub use config::ServerConfig;
@@ -43,6 +44,7 @@ pub use constants::*;
 pub use context::Context;
 pub use server::{Server, ServerHandle};
 pub use stats::{Histogram, ReactorStats, ServerStats, LATENCY_BUCKETS_US, STATUS_CODES};
+pub use workers::{Dispatcher, WorkerPool, WorkerStats};
 
 use flashd_protocol::Request;
 

@@ -59,7 +59,11 @@ impl Flashd {
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Flashd {
         let dir = TempDir::new("srv");
         let cfg = dir.path().join("flashd.toml");
-        let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
+        let listen = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        );
+        let listen = listen.as_str();
         let text = if extra.contains("[server]\n") {
             extra.replacen("[server]\n", listen, 1)
         } else {
