@@ -127,22 +127,26 @@ by = collections.defaultdict(list)
 for s, scen, rps, p50, p99, err in rows:
     by[(s, scen)].append((float(rps), float(p50), float(p99), int(err)))
 scens = sorted({k[1] for k in by})
-systems = sorted({k[0] for k in by})
+systems = sorted({k[0] for k in by}, key=lambda s: (s == "nginx", s))
+flashds = [s for s in systems if s.startswith("flashd")]
 print(f"\n### {sys.argv[2]}\n")
-print("| scenario | " + " | ".join(f"{s} req/s (median) | {s} p99 ms" for s in systems) + " | flashd / nginx |")
-print("|---|" + "---|" * (2 * len(systems) + 1))
+print("| scenario | " + " | ".join(f"{s} req/s | {s} p99 ms" for s in systems) + "".join(f" | {f} / nginx" for f in flashds) + " |")
+print("|---|" + "---|" * (2 * len(systems) + len(flashds)))
 for sc in scens:
-    cells = []
-    med = {}
+    cells, med = [], {}
     for s in systems:
         v = by.get((s, sc), [])
-        r = statistics.median(x[0] for x in v) if v else 0
-        p = statistics.median(x[2] for x in v) if v else 0
+        if not v:
+            cells += ["—", "—"]
+            continue
+        r = statistics.median(x[0] for x in v)
+        p = statistics.median(x[2] for x in v)
         med[s] = r
         errs = sum(x[3] for x in v)
-        cells.append(f"{r:,.0f}" + (f" ({errs} errors)" if errs else ""))
+        cells.append(f"{r:,.0f}" + (f" ({errs} non-2xx/errors)" if errs else ""))
         cells.append(f"{p:.2f}" if p >= 0 else f"≤ {-p:.2f} (max; wrk cannot time pipelined requests)")
-    ratio = med.get("flashd", 0) / med["nginx"] if med.get("nginx") else float("nan")
-    print(f"| {sc} | " + " | ".join(cells) + f" | {ratio:.2f}× |")
+    ratios = [f"{med[f] / med['nginx']:.2f}×" if f in med and med.get("nginx") else "—" for f in flashds]
+    print(f"| {sc} | " + " | ".join(cells) + "".join(f" | {r}" for r in ratios) + " |")
+print(f"\n(medians of {max(len(v) for v in by.values())} runs; non-2xx counts include expected 409s in a-soldout)")
 PY
 }

@@ -16,6 +16,7 @@ mod routes;
 mod secrets;
 mod sys;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +69,10 @@ enum Cmd {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_s: u64,
+        /// Print tokens for COUNT users from --user on, one per line (load
+        /// tests: users of equal digit count give lines of equal length).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
         Cmd::Token {
             user,
             ttl_s,
+            count,
             config,
         } => {
             let cfg = match load(config.as_deref()) {
@@ -111,7 +117,15 @@ fn main() -> ExitCode {
                 Ok(s) => {
                     let now_s = exec::now_ms() / 1000;
                     let auth = auth::Auth::new(&s.jwt_secret, &s.admin_token);
-                    println!("{}", auth.issue(user, now_s, ttl_s));
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    for u in user..user.saturating_add(count) {
+                        if writeln!(out, "{}", auth.issue(u, now_s, ttl_s)).is_err() {
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    if out.flush().is_err() {
+                        return ExitCode::FAILURE;
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -111,14 +111,14 @@ impl Framer {
     pub fn poll<'a>(
         &'a mut self,
         buf: &'a [u8],
-        headers: &'a mut [httparse::Header<'a>],
+        headers: &'a mut [std::mem::MaybeUninit<httparse::Header<'a>>],
         limits: &Limits,
     ) -> Result<Poll<'a>, HttpError> {
         if self.chunked.is_none() {
             self.body.clear();
         }
-        let mut req = httparse::Request::new(headers);
-        let head_len = match req.parse(buf) {
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match req.parse_with_uninit_headers(buf, headers) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if buf.len() > limits.max_header_bytes {

@@ -24,7 +24,7 @@ fn drive(chunks: &[&[u8]], limits: Limits) -> Result<(Vec<Owned>, usize, bool), 
     for c in chunks {
         buf.extend_from_slice(c);
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
             match framer.poll(&buf, &mut headers, &limits)? {
                 Poll::Ready(req, n) => {
                     out.push(Owned {

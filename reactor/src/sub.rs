@@ -227,7 +227,7 @@ impl State {
             }
             budget -= 1;
             if c.rbuf.is_empty() {
-                c.rbuf = self.pool.take_filled(READ_BUF_BYTES);
+                c.rbuf = self.pool.take_read(READ_BUF_BYTES);
                 c.rstart = 0;
                 c.rend = 0;
             }
@@ -298,13 +298,15 @@ impl State {
             }
             if !c.has_input() {
                 if !c.rbuf.is_empty() && !c.framer.mid_request() {
-                    pool.give(mem::take(&mut c.rbuf));
+                    pool.give_read(mem::take(&mut c.rbuf));
                     c.rstart = 0;
                     c.rend = 0;
                 }
                 break;
             }
-            let mut headers = [flashd_protocol::EMPTY_HEADER; MAX_HEADERS];
+            // Uninitialised slots: httparse writes the ones it uses, and
+            // building 64 empty headers per request was 2 KiB of stores.
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
             let Conn {
                 rbuf,
                 rstart,
@@ -674,7 +676,7 @@ impl State {
     fn close(&mut self, k: usize) {
         let c = self.conns.remove(k);
         if c.rbuf.capacity() > 0 {
-            self.pool.give(c.rbuf);
+            self.pool.give_read(c.rbuf);
         }
         if c.out.wbuf.capacity() > 0 {
             self.pool.give(c.out.wbuf);
