@@ -6,7 +6,8 @@
 //! true at every instant, for any reader:
 //! * create: take from `remaining` first, then add to `reserved`;
 //! * pay: subtract from `reserved` first, then add to `sold`;
-//! * cancel: subtract from `reserved` first, then give back to `remaining`.
+//! * cancel: subtract from `reserved`, park in `releasing`; once the cancel
+//!   is durable, move from `releasing` to `remaining`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -30,6 +31,13 @@ pub struct Activity {
     pub(crate) remaining: AtomicI64,
     pub(crate) sold: AtomicI64,
     pub(crate) reserved: AtomicI64,
+    /// Units of cancelled orders whose cancellation is not durable yet.
+    /// They go back to `remaining` only once the log holds the cancel, so
+    /// no purchase can consume a unit that a crash could take back.
+    pub(crate) releasing: AtomicI64,
+    /// Its creation could not be made durable: it does not exist for
+    /// anyone (a tombstone keeps the write-once slot).
+    pub(crate) void: std::sync::atomic::AtomicBool,
 }
 
 /// A consistent-enough read of a sale for `GET` (each counter is exact;
@@ -57,6 +65,8 @@ impl Activity {
             remaining: AtomicI64::new(spec.stock as i64),
             sold: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
+            releasing: AtomicI64::new(0),
+            void: std::sync::atomic::AtomicBool::new(false),
             sku_id: spec.sku_id,
             name: spec.name,
             price_cents: spec.price_cents,
@@ -119,5 +129,10 @@ impl Activity {
             self.sold.load(Ordering::Acquire),
             self.reserved.load(Ordering::Acquire),
         )
+    }
+
+    /// Units cancelled but not yet back on sale.
+    pub fn releasing(&self) -> i64 {
+        self.releasing.load(Ordering::Acquire)
     }
 }

@@ -38,6 +38,10 @@ pub struct EngineConfig {
     pub order_ttl_ms: u64,
     /// Sales this node can hold (slots are allocated up front).
     pub max_activities: u32,
+    /// With a log attached: units of a cancelled order go back on sale only
+    /// when the caller reports the cancel durable ([`Engine::durable`]).
+    /// Without one (tests, a log-less engine): at once.
+    pub hold_released_until_durable: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +50,7 @@ impl Default for EngineConfig {
             node_id: 0,
             order_ttl_ms: 15 * 60 * 1000,
             max_activities: 4096,
+            hold_released_until_durable: false,
         }
     }
 }
@@ -178,12 +183,21 @@ impl Engine {
     }
 
     pub fn activity(&self, id: ActivityId) -> Option<&Activity> {
+        self.activity_any(id)
+            .filter(|a| !a.void.load(Ordering::Acquire))
+    }
+
+    /// Including a sale whose creation was reverted (order reverts need it).
+    fn activity_any(&self, id: ActivityId) -> Option<&Activity> {
         self.activities.get((id as usize).checked_sub(1)?)?.get()
     }
 
     /// Every sale, in id order.
     pub fn activities(&self) -> impl Iterator<Item = &Activity> {
-        self.activities.iter().map_while(|a| a.get())
+        self.activities
+            .iter()
+            .filter_map(|a| a.get())
+            .filter(|a| !a.void.load(Ordering::Acquire))
     }
 
     pub fn create_activity(
@@ -212,7 +226,10 @@ impl Engine {
         };
         self.install_activity(&ev, &mut next)
             .map_err(|_| Reject::CapacityExhausted)?;
-        let view = self.activity(*next - 1).expect("just installed").view(now);
+        let view = self
+            .activity_any(*next - 1)
+            .expect("just installed")
+            .view(now);
         sink.emit(ev);
         Ok(view)
     }
@@ -434,9 +451,11 @@ impl Engine {
         else {
             unreachable!("install_activity takes ActivityCreated");
         };
-        if *id != *next {
+        // Increasing, not necessarily dense: a creation that failed to
+        // become durable leaves its id unused.
+        if *id < *next {
             return Err(ReplayError(format!(
-                "activity {id} created out of order (expected {next})"
+                "activity {id} created out of order (next is {next})"
             )));
         }
         let slot = self
@@ -454,7 +473,7 @@ impl Engine {
         };
         slot.set(Activity::new(*id, spec, *created_at))
             .map_err(|_| ReplayError(format!("activity {id} created twice")))?;
-        *next += 1;
+        *next = *id + 1;
         Ok(())
     }
 
@@ -584,8 +603,149 @@ impl Engine {
                 let view = OrderView::from(&*o);
                 u.sub_held(*activity_id, *quantity);
                 a.reserved.fetch_sub(*quantity as i64, Ordering::AcqRel);
-                a.remaining.fetch_add(*quantity as i64, Ordering::AcqRel);
+                if mode == Mode::Live && self.cfg.hold_released_until_durable {
+                    a.releasing.fetch_add(*quantity as i64, Ordering::AcqRel);
+                } else {
+                    a.remaining.fetch_add(*quantity as i64, Ordering::AcqRel);
+                }
                 Ok(view)
+            }
+        }
+    }
+
+    /// The log holds `ev` now: finish what waited for that (units of a
+    /// cancelled order go back on sale).
+    pub fn durable(&self, ev: &Event) {
+        if !self.cfg.hold_released_until_durable {
+            return;
+        }
+        if let Event::OrderCancelled {
+            activity_id,
+            quantity,
+            ..
+        } = ev
+        {
+            if let Some(a) = self.activity_any(*activity_id) {
+                a.releasing.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                a.remaining.fetch_add(*quantity as i64, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Undo a live event the log could not make durable. Events may be
+    /// reverted in any order: undoing a creation removes the order and
+    /// returns its units wherever they are, and undoing a later move of an
+    /// order that is already gone does nothing.
+    pub fn revert(&self, ev: &Event) {
+        match ev {
+            Event::ActivityCreated { id, .. } => {
+                // Slots are write-once: the sale becomes a tombstone that
+                // nobody can see or buy from; its id is not reused.
+                if let Some(a) = self.activity_any(*id) {
+                    a.void.store(true, Ordering::Release);
+                }
+            }
+            Event::OrderCreated {
+                order_id,
+                activity_id,
+                user_id,
+                ..
+            } => {
+                let Some(a) = self.activity_any(*activity_id) else {
+                    return;
+                };
+                let mut stripe = self.users.lock(*user_id);
+                let Some(u) = stripe.users.get_mut(user_id) else {
+                    return;
+                };
+                let Some(i) = u.orders.iter().position(|o| o.id == *order_id) else {
+                    return;
+                };
+                let o = u.orders.swap_remove(i);
+                let q = o.quantity as i64;
+                match o.status {
+                    OrderStatus::Created => {
+                        u.sub_held(*activity_id, o.quantity);
+                        a.reserved.fetch_sub(q, Ordering::AcqRel);
+                    }
+                    OrderStatus::Paid => {
+                        u.sub_held(*activity_id, o.quantity);
+                        a.sold.fetch_sub(q, Ordering::AcqRel);
+                    }
+                    // Its cancel cannot be durable (it came after this
+                    // creation), so the units are still parked.
+                    OrderStatus::Cancelled => {
+                        if self.cfg.hold_released_until_durable {
+                            a.releasing.fetch_sub(q, Ordering::AcqRel);
+                        } else {
+                            a.remaining.fetch_sub(q, Ordering::AcqRel);
+                        }
+                    }
+                }
+                a.remaining.fetch_add(q, Ordering::AcqRel);
+            }
+            Event::OrderPaid {
+                order_id,
+                activity_id,
+                user_id,
+                quantity,
+                ..
+            } => {
+                let Some(a) = self.activity_any(*activity_id) else {
+                    return;
+                };
+                let mut stripe = self.users.lock(*user_id);
+                let Some(o) = stripe
+                    .users
+                    .get_mut(user_id)
+                    .and_then(|u| u.order_mut(*order_id))
+                else {
+                    return;
+                };
+                if o.status == OrderStatus::Paid {
+                    o.status = OrderStatus::Created;
+                    // CREATED is only ever left once: it was last updated
+                    // when it was created.
+                    o.updated_at = o.created_at;
+                    a.sold.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                    a.reserved.fetch_add(*quantity as i64, Ordering::AcqRel);
+                }
+            }
+            Event::OrderCancelled {
+                order_id,
+                activity_id,
+                user_id,
+                quantity,
+                ..
+            } => {
+                let Some(a) = self.activity_any(*activity_id) else {
+                    return;
+                };
+                let mut stripe = self.users.lock(*user_id);
+                let Stripe { users, expiries } = &mut *stripe;
+                let Some(u) = users.get_mut(user_id) else {
+                    return;
+                };
+                let Some(o) = u.order_mut(*order_id) else {
+                    return;
+                };
+                if o.status == OrderStatus::Cancelled {
+                    o.status = OrderStatus::Created;
+                    // CREATED is only ever left once: it was last updated
+                    // when it was created.
+                    o.updated_at = o.created_at;
+                    o.cancel_reason = None;
+                    let expires_at = o.expires_at;
+                    u.add_held(*activity_id, *quantity);
+                    if self.cfg.hold_released_until_durable {
+                        a.releasing.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                    } else {
+                        a.remaining.fetch_sub(*quantity as i64, Ordering::AcqRel);
+                    }
+                    a.reserved.fetch_add(*quantity as i64, Ordering::AcqRel);
+                    // Back on the payment clock.
+                    expiries.push(Reverse((expires_at, *user_id, *order_id)));
+                }
             }
         }
     }
@@ -593,14 +753,14 @@ impl Engine {
     /// Every invariant of the design, checked over the whole state. For
     /// tests and for recovery; takes every stripe lock in turn.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut held_per_activity = vec![0u64; self.activities().count() + 1];
+        let mut held_per_activity = vec![0u64; self.activities.len() + 1];
         let mut seen_ids = std::collections::HashSet::new();
         for s in self.users.stripes() {
             let stripe = s.lock();
             for (uid, u) in &stripe.users {
                 for &(aid, n) in &u.holdings {
                     let a = self
-                        .activity(aid)
+                        .activity_any(aid)
                         .ok_or(format!("user {uid} holds units of unknown activity {aid}"))?;
                     if n > a.per_user_limit {
                         return Err(format!(
@@ -634,15 +794,16 @@ impl Engine {
         }
         for a in self.activities() {
             let (r, s, v) = a.counters();
-            if r < 0 || s < 0 || v < 0 {
+            let l = a.releasing();
+            if r < 0 || s < 0 || v < 0 || l < 0 {
                 return Err(format!(
-                    "activity {}: negative counter r={r} s={s} v={v}",
+                    "activity {}: negative counter r={r} s={s} v={v} l={l}",
                     a.id
                 ));
             }
-            if (s + v) as u64 > a.stock || (r + s + v) as u64 != a.stock {
+            if (s + v) as u64 > a.stock || (r + s + v + l) as u64 != a.stock {
                 return Err(format!(
-                    "activity {}: remaining {r} + sold {s} + reserved {v} != stock {}",
+                    "activity {}: remaining {r} + sold {s} + reserved {v} + releasing {l} != stock {}",
                     a.id, a.stock
                 ));
             }
@@ -710,4 +871,114 @@ type ActivityRow = (
 pub struct EngineDump {
     pub activities: Vec<ActivityRow>,
     pub orders: Vec<Order>,
+}
+
+/// One sale in a snapshot: its spec, its counters, whether it is void.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivitySnapshot {
+    pub id: ActivityId,
+    pub spec: ActivitySpec,
+    pub created_at: Millis,
+    pub remaining: i64,
+    pub sold: i64,
+    pub reserved: i64,
+    pub void: bool,
+}
+
+/// The whole state, as a snapshot stores it. Only taken from an engine that
+/// no one else mutates (the snapshotter's follower), so it is consistent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EngineSnapshot {
+    pub next_activity: ActivityId,
+    pub last_order_id: OrderId,
+    pub activities: Vec<ActivitySnapshot>,
+    pub orders: Vec<Order>,
+}
+
+impl Engine {
+    pub fn export(&self) -> EngineSnapshot {
+        let activities = self
+            .activities
+            .iter()
+            .filter_map(|a| a.get())
+            .map(|a| {
+                let (remaining, sold, reserved) = a.counters();
+                ActivitySnapshot {
+                    id: a.id,
+                    spec: ActivitySpec {
+                        sku_id: a.sku_id.clone(),
+                        name: a.name.clone(),
+                        price_cents: a.price_cents,
+                        stock: a.stock,
+                        start_at: a.start_at,
+                        end_at: a.end_at,
+                        per_user_limit: a.per_user_limit,
+                    },
+                    created_at: a.created_at,
+                    // A follower applies cancels whole: nothing is parked.
+                    remaining: remaining + a.releasing(),
+                    sold,
+                    reserved,
+                    void: a.void.load(Ordering::Acquire),
+                }
+            })
+            .collect();
+        let mut orders = Vec::new();
+        for s in self.users.stripes() {
+            let stripe = s.lock();
+            for u in stripe.users.values() {
+                orders.extend(u.orders.iter().cloned());
+            }
+        }
+        orders.sort_by_key(|o| o.id);
+        EngineSnapshot {
+            next_activity: *self.next_activity.lock(),
+            last_order_id: self.ids.last(),
+            activities,
+            orders,
+        }
+    }
+
+    /// Load a snapshot into this (empty) engine.
+    pub fn load(&self, snap: &EngineSnapshot) -> Result<(), ReplayError> {
+        let mut next = self.next_activity.lock();
+        if *next != 1 || self.activities().next().is_some() {
+            return Err(ReplayError(
+                "snapshot loaded into a non-empty engine".into(),
+            ));
+        }
+        for a in &snap.activities {
+            let slot = self
+                .activities
+                .get((a.id as usize).wrapping_sub(1))
+                .ok_or_else(|| {
+                    ReplayError(format!(
+                        "snapshot activity {} beyond engine.max_activities",
+                        a.id
+                    ))
+                })?;
+            let act = Activity::new(a.id, a.spec.clone(), a.created_at);
+            act.remaining.store(a.remaining, Ordering::Release);
+            act.sold.store(a.sold, Ordering::Release);
+            act.reserved.store(a.reserved, Ordering::Release);
+            act.void.store(a.void, Ordering::Release);
+            slot.set(act)
+                .map_err(|_| ReplayError(format!("snapshot activity {} twice", a.id)))?;
+        }
+        *next = snap.next_activity.max(1);
+        for o in &snap.orders {
+            let mut stripe = self.users.lock(o.user_id);
+            let Stripe { users, expiries } = &mut *stripe;
+            let u = users.entry(o.user_id).or_default();
+            if o.status != OrderStatus::Cancelled {
+                u.add_held(o.activity_id, o.quantity);
+            }
+            if o.status == OrderStatus::Created {
+                expiries.push(Reverse((o.expires_at, o.user_id, o.id)));
+            }
+            u.orders.push(o.clone());
+        }
+        self.ids.observe(snap.last_order_id);
+        Ok(())
+    }
 }

@@ -67,6 +67,11 @@ impl OrderIdGen {
         self.last.fetch_max(id, Ordering::Relaxed);
     }
 
+    /// The last id handed out or observed.
+    pub fn last(&self) -> OrderId {
+        self.last.load(Ordering::Relaxed)
+    }
+
     pub fn node_of(id: OrderId) -> u16 {
         ((id >> SEQ_BITS) & MAX_NODE_ID as u64) as u16
     }
