@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 use flashd_engine::ratelimit::{Bucket, Keyed, Rate};
-use flashd_engine::{Engine, Event, EventSink, Placed, Reject, UserId};
+use flashd_engine::{Engine, Placed, Reject, UserId};
 use flashd_protocol::{Request, RouteMatch, Router};
 use flashd_reactor::{Context, Dispatcher, Handler, ServerStats};
 
@@ -29,6 +29,7 @@ pub struct AppStats {
     pub ring_full: AtomicU64,
     pub unauthorized: AtomicU64,
     pub invalid: AtomicU64,
+    pub log_unavailable: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -89,26 +90,23 @@ impl RateLimits {
     }
 }
 
-/// Counts events; the durable log takes this place with the log work.
-pub struct CountingSink<'a>(pub &'a AtomicU64, pub u64);
-
-impl EventSink for CountingSink<'_> {
-    fn emit(&mut self, _e: Event) {
-        self.1 += 1;
-    }
-}
-
-impl Drop for CountingSink<'_> {
-    fn drop(&mut self) {
-        if self.1 > 0 {
-            self.0.fetch_add(self.1, Ordering::Relaxed);
-        }
-    }
+/// What the log path shows to `/metrics` and `/readyz`.
+pub struct LogView {
+    pub stats: Arc<flashd_storage::WriterStats>,
+    pub committed_lsn: Arc<AtomicU64>,
+    pub snapshot_lsn: Arc<AtomicU64>,
+    pub recovery_ms: u64,
+    pub recovered_events: u64,
+    pub depth: flashd_storage::WriterHandle<exec::Pending>,
 }
 
 /// What every sub-reactor's handler shares.
 pub struct Shared {
+    pub core: Arc<exec::Core>,
     pub engine: Arc<Engine>,
+    /// Recovery is done and the log is open: API requests are served.
+    pub ready: std::sync::atomic::AtomicBool,
+    pub log: std::sync::OnceLock<LogView>,
     pub auth: Auth,
     pub limits: RateLimits,
     pub stats: Arc<ServerStats>,
@@ -176,14 +174,10 @@ impl App {
         cx.respond_error(404, "not_found", "no such resource", &[]);
     }
 
-    /// Run a state-changing command: inline, or handed to a worker.
+    /// Run a state-changing command: inline, or handed to a worker. The
+    /// request is deferred first, so that a command whose answer must wait
+    /// for the log has somewhere to send it.
     fn run(&mut self, cmd: Command, cx: &mut Context<'_>) {
-        let Some(d) = self.dispatcher.as_mut() else {
-            let mut sink = CountingSink(&self.shared.events, 0);
-            let out = exec::execute(&self.shared.engine, &cmd, exec::now_ms(), &mut sink);
-            drop(sink);
-            return self.respond(out, cx);
-        };
         let Some(ticket) = cx.defer() else {
             inc(&self.shared.app[self.reactor].ring_full);
             return cx.respond_error(
@@ -193,15 +187,26 @@ impl App {
                 &[("Retry-After", "1")],
             );
         };
-        if let Err(job) = d.submit(Job { ticket, cmd }) {
-            cx.undefer(job.ticket);
-            inc(&self.shared.app[self.reactor].ring_full);
-            cx.respond_error(
-                503,
-                "overloaded",
-                "worker queues are full",
-                &[("Retry-After", "1")],
-            );
+        match self.dispatcher.as_mut() {
+            None => match self.shared.core.run(&cmd, exec::now_ms(), ticket) {
+                exec::Step::Now(out) => {
+                    cx.undefer(ticket);
+                    self.respond(out, cx);
+                }
+                exec::Step::Queued => {}
+            },
+            Some(d) => {
+                if let Err(job) = d.submit(Job { ticket, cmd }) {
+                    cx.undefer(job.ticket);
+                    inc(&self.shared.app[self.reactor].ring_full);
+                    cx.respond_error(
+                        503,
+                        "overloaded",
+                        "worker queues are full",
+                        &[("Retry-After", "1")],
+                    );
+                }
+            }
         }
     }
 
@@ -234,10 +239,36 @@ impl App {
                 inc(&self.stats().rejected[i]);
                 cx.respond_error(r.status(), r.code(), r.message(), &[]);
             }
+            Outcome::LogUnavailable => {
+                inc(&self.stats().log_unavailable);
+                cx.respond_error(
+                    503,
+                    "unavailable",
+                    "orders cannot be made durable right now; nothing was changed",
+                    &[("Retry-After", "1")],
+                );
+            }
+            Outcome::LogBusy => {
+                inc(&self.stats().ring_full);
+                cx.respond_error(
+                    503,
+                    "overloaded",
+                    "the order log is saturated",
+                    &[("Retry-After", "1")],
+                );
+            }
         }
     }
 
     fn api(&mut self, route: Route, id: Option<&str>, req: &Request<'_>, cx: &mut Context<'_>) {
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return cx.respond_error(
+                503,
+                "unavailable",
+                "recovering the order log",
+                &[("Retry-After", "1")],
+            );
+        }
         if let Err(wait) = self.shared.limits.door(cx.peer(), cx.now()) {
             return self.too_many(cx, wait);
         }
@@ -342,6 +373,17 @@ impl Handler for App {
                     cx.respond_error(503, "not_ready", "shutting down", &[])
                 } else if !self.shared.stats.all_running() {
                     cx.respond_error(503, "not_ready", "reactors starting", &[])
+                } else if !self.shared.ready.load(Ordering::Acquire) {
+                    cx.respond_error(503, "not_ready", "recovering the order log", &[])
+                } else if let Some(w) = self
+                    .shared
+                    .core
+                    .writer
+                    .get()
+                    .filter(|w| w.gate.is_open(exec::now_ms()))
+                {
+                    let why = format!("order log unavailable: {}", w.gate.reason());
+                    cx.respond_error(503, "not_ready", &why, &[])
                 } else {
                     cx.respond_json(200, br#"{"status":"ready"}"#)
                 }
@@ -350,6 +392,7 @@ impl Handler for App {
                 self.text.clear();
                 metrics::render(&self.shared.stats, &mut self.text);
                 metrics::render_app(&self.shared, &mut self.text);
+                metrics::render_log(&self.shared, &mut self.text);
                 cx.respond(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -20,7 +20,55 @@ pub struct Config {
     pub engine: EngineSection,
     pub rate_limit: RateLimitSection,
     pub auth: AuthSection,
+    pub log: LogSection,
     pub logging: LoggingSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub backend: String,
+    pub dir: String,
+    pub ack: String,
+    pub fsync: bool,
+    pub flush_interval_ms: u64,
+    pub segment_bytes: u64,
+    pub snapshot_every_events: u64,
+    pub retain_segments: u64,
+    pub ring_capacity: u64,
+    pub batch_max: u64,
+    pub unavailable_ms: u64,
+    pub on_corruption: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            backend: "file".into(),
+            dir: String::new(),
+            ack: "durable".into(),
+            fsync: true,
+            flush_interval_ms: 10,
+            segment_bytes: 64 << 20,
+            snapshot_every_events: 1_000_000,
+            retain_segments: 2,
+            ring_capacity: 65_536,
+            batch_max: 4096,
+            unavailable_ms: 1000,
+            on_corruption: "refuse".into(),
+        }
+    }
+}
+
+impl LogSection {
+    /// `log.dir`, defaulting to `server.data_dir/log`.
+    pub fn dir(&self, data_dir: &str) -> std::path::PathBuf {
+        if self.dir.is_empty() {
+            std::path::Path::new(data_dir).join("log")
+        } else {
+            self.dir.clone().into()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,6 +328,8 @@ impl Config {
             node_id: self.engine.node_id as u16,
             order_ttl_ms: self.engine.order_ttl_ms,
             max_activities: self.engine.max_activities as u32,
+            // The log is always attached: cancelled units wait for it.
+            hold_released_until_durable: true,
         }
     }
 

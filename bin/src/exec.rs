@@ -1,11 +1,23 @@
-//! Commands that change engine state, and their outcomes: what crosses the
-//! worker rings (or runs inline when `workers.count = 0`).
+//! Commands that change engine state, and their path to durability.
+//!
+//! A command runs on a worker (or inline on a reactor). Before it touches
+//! the engine it is admitted by the log's gate (503 while the log is
+//! unavailable) and checked for ring room; its events go to the log writer
+//! while the engine still holds the buyer's lock (so one user's events are
+//! logged in the order they were applied); its reply follows them into the
+//! writer's ring and is released only after the group commit that made them
+//! durable (`log.ack = "durable"`). Refusals that changed nothing (sold
+//! out, limit reached, …) are answered at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use flashd_engine::{
-    ActivityId, ActivitySpec, Engine, EventSink, Millis, OrderId, OrderView, PlaceOrder, Placed,
-    Reject, UserId,
+    ActivityId, ActivitySpec, Engine, Event, EventSink, Millis, OrderId, OrderView, PlaceOrder,
+    Placed, Reject, UserId,
 };
-use flashd_reactor::Ticket;
+use flashd_reactor::{Completer, Ticket};
+use flashd_storage::{Ack, Entry, Replies, WriterHandle};
 
 use crate::api::RequestId;
 
@@ -39,6 +51,102 @@ pub enum Outcome {
     Moved(OrderView),
     ActivityCreated(ActivityId),
     Rejected(Reject),
+    /// The log cannot make anything durable now (breaker open, or the
+    /// write failed and the command was undone).
+    LogUnavailable,
+    /// The log writer's ring is full: shed.
+    LogBusy,
+}
+
+/// A reply waiting in the log writer's ring.
+pub struct Pending {
+    pub ticket: Ticket,
+    pub outcome: Outcome,
+}
+
+/// Entries one command may push to the writer: its events (at most two:
+/// an expiry cancel and the command's own) and its reply.
+const ENTRIES_PER_COMMAND: usize = 3;
+
+/// Everything the command path needs, shared by workers, reactors and the
+/// sweeper.
+pub struct Core {
+    pub engine: Arc<Engine>,
+    /// Set once recovery is done; `None` before that.
+    pub writer: OnceLock<WriterHandle<Pending>>,
+    pub ack: Ack,
+    pub events: Arc<AtomicU64>,
+}
+
+/// Pushes events to the log writer, stamped with the admitting epoch.
+pub struct LogSink<'a> {
+    pub writer: &'a WriterHandle<Pending>,
+    pub epoch: u64,
+    pub n: u64,
+}
+
+impl EventSink for LogSink<'_> {
+    fn emit(&mut self, ev: Event) {
+        self.n += 1;
+        self.writer.push(Entry::Event {
+            ev,
+            epoch: self.epoch,
+        });
+    }
+}
+
+/// Where a command's answer comes from.
+pub enum Step {
+    /// Answer now.
+    Now(Outcome),
+    /// The reply is in the writer's ring with the ticket; answered after
+    /// the commit.
+    Queued,
+}
+
+impl Core {
+    /// Run `cmd` at `now`. `ticket` is the request's, handed to the writer
+    /// when the answer must wait for durability.
+    pub fn run(&self, cmd: &Command, now: Millis, ticket: Ticket) -> Step {
+        let Some(w) = self.writer.get() else {
+            return Step::Now(Outcome::LogUnavailable);
+        };
+        let Some(epoch) = w.gate.admit(now) else {
+            return Step::Now(Outcome::LogUnavailable);
+        };
+        if !w.has_room(ENTRIES_PER_COMMAND) {
+            return Step::Now(Outcome::LogBusy);
+        }
+        let mut sink = LogSink {
+            writer: w,
+            epoch,
+            n: 0,
+        };
+        let out = execute(&self.engine, cmd, now, &mut sink);
+        if sink.n > 0 {
+            self.events.fetch_add(sink.n, Ordering::Relaxed);
+        }
+        let must_wait = match out {
+            // A refusal that changed nothing needs no log.
+            Outcome::Rejected(_) => false,
+            _ => self.ack == Ack::Durable,
+        };
+        if must_wait {
+            // Even a command with no events of its own (a retry answered
+            // with an existing order, a repeated pay) waits: what it
+            // reports may still be on its way to the disk.
+            w.push(Entry::Reply {
+                reply: Pending {
+                    ticket,
+                    outcome: out,
+                },
+                epoch,
+            });
+            Step::Queued
+        } else {
+            Step::Now(out)
+        }
+    }
 }
 
 pub fn execute(engine: &Engine, cmd: &Command, now: Millis, sink: &mut dyn EventSink) -> Outcome {
@@ -69,6 +177,32 @@ pub fn execute(engine: &Engine, cmd: &Command, now: Millis, sink: &mut dyn Event
         }
     };
     r.unwrap_or_else(Outcome::Rejected)
+}
+
+/// Completes requests once the writer knows their fate.
+pub struct Completions {
+    pub completer: Completer<Outcome>,
+    pub woken: Vec<bool>,
+}
+
+impl Replies<Pending> for Completions {
+    fn done(&mut self, p: Pending, durable: bool) {
+        let out = if durable {
+            p.outcome
+        } else {
+            Outcome::LogUnavailable
+        };
+        self.woken[p.ticket.reactor()] = true;
+        self.completer.push(p.ticket, out);
+    }
+
+    fn flush(&mut self) {
+        for (r, w) in self.woken.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                self.completer.wake(r);
+            }
+        }
+    }
 }
 
 /// Wall-clock milliseconds, read once per batch (or per inline request).

@@ -175,9 +175,8 @@ type Pool = flashd_reactor::WorkerPool<exec::Job>;
 fn start_workers(
     cfg: &Config,
     reactors: usize,
-    engine: &Arc<flashd_engine::Engine>,
+    core: &Arc<exec::Core>,
     completer: flashd_reactor::Completer<exec::Outcome>,
-    events: &Arc<AtomicU64>,
 ) -> anyhow::Result<Option<Pool>> {
     if cfg.workers.count == 0 {
         return Ok(None);
@@ -191,26 +190,24 @@ fn start_workers(
     } else {
         Vec::new()
     };
-    let engine = engine.clone();
-    let events = events.clone();
+    let core = core.clone();
     let pool = Pool::start(
         cfg.workers.count as usize,
         cfg.workers.ring_capacity as usize,
         cfg.workers.batch_max as usize,
         cores,
         move |_| {
-            let engine = engine.clone();
+            let core = core.clone();
             let completer = completer.clone();
-            let events = events.clone();
             let mut woken = vec![false; reactors];
             move |batch: &mut Vec<exec::Job>| {
                 // One clock read per batch, one wake-up per reactor per batch.
                 let now = exec::now_ms();
-                let mut sink = app::CountingSink(&events, 0);
                 for job in batch.drain(..) {
-                    let out = exec::execute(&engine, &job.cmd, now, &mut sink);
-                    woken[job.ticket.reactor()] = true;
-                    completer.push(job.ticket, out);
+                    if let exec::Step::Now(out) = core.run(&job.cmd, now, job.ticket) {
+                        woken[job.ticket.reactor()] = true;
+                        completer.push(job.ticket, out);
+                    }
                 }
                 for (r, w) in woken.iter_mut().enumerate() {
                     if std::mem::take(w) {
@@ -222,6 +219,134 @@ fn start_workers(
     )
     .context("cannot start workers")?;
     Ok(Some(pool))
+}
+
+/// The durable path, once recovery has rebuilt the engine.
+struct Durable {
+    writer: flashd_storage::LogWriter<exec::Pending>,
+    snapshotter: flashd_storage::Snapshotter,
+}
+
+/// Rebuild the engine from the newest snapshot and the log after it, then
+/// open the log for appending and start its writer and snapshotter.
+fn recover(
+    cfg: &Config,
+    core: &exec::Core,
+    completer: flashd_reactor::Completer<exec::Outcome>,
+    reactors: usize,
+    shared: &app::Shared,
+) -> anyhow::Result<Durable> {
+    use flashd_storage as st;
+    let dir = cfg.log.dir(&cfg.server.data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating log.dir {}", dir.display()))?;
+    let t0 = Instant::now();
+    let snapshot = st::latest_snapshot(&dir).context("reading snapshots")?;
+    let from = snapshot.as_ref().map_or(0, |s| s.1);
+    if let Some((path, lsn, snap)) = &snapshot {
+        core.engine
+            .load(snap)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        tracing::info!(path = %path.display(), lsn, orders = snap.orders.len(), "loaded snapshot");
+    }
+    let policy = if cfg.log.on_corruption == "truncate" {
+        st::OnCorruption::Truncate
+    } else {
+        st::OnCorruption::Refuse
+    };
+    let engine = core.engine.clone();
+    let rec = st::recover(&dir, from, policy, &mut |_, ev| engine.apply(&ev).map_err(|e| e.to_string())).map_err(|e| {
+        anyhow::anyhow!("recovery refused: {e}\n(if losing everything from the damage on is acceptable, set log.on_corruption = \"truncate\")")
+    })?;
+    for (path, offset, dropped) in &rec.truncated {
+        tracing::warn!(path = %path.display(), offset, dropped_bytes = dropped, "truncated the log at recovery");
+    }
+    if let Err(e) = core.engine.check_invariants() {
+        anyhow::bail!("recovered state breaks an invariant: {e}");
+    }
+    let recovery_ms = t0.elapsed().as_millis() as u64;
+    tracing::info!(
+        snapshot_lsn = from,
+        replayed = rec.replayed,
+        next_lsn = rec.next_lsn,
+        ms = recovery_ms,
+        "recovery done"
+    );
+
+    let log = st::FileLog::open(
+        st::FileLogConfig {
+            dir: dir.clone(),
+            segment_bytes: cfg.log.segment_bytes,
+            fsync: cfg.log.fsync,
+        },
+        rec.tail,
+        rec.next_lsn,
+    )?;
+    let writer = st::LogWriter::start(
+        Box::new(log),
+        core.engine.clone(),
+        exec::Completions {
+            completer,
+            woken: vec![false; reactors],
+        },
+        st::WriterConfig {
+            ring_capacity: cfg.log.ring_capacity as usize,
+            batch_max: cfg.log.batch_max as usize,
+            unavailable: Duration::from_millis(cfg.log.unavailable_ms),
+            ack: if cfg.log.ack == "ledger" {
+                st::Ack::Ledger
+            } else {
+                st::Ack::Durable
+            },
+            flush_interval: Duration::from_millis(cfg.log.flush_interval_ms),
+        },
+        exec::now_ms,
+    )?;
+    let snapshotter = st::Snapshotter::start(
+        st::SnapshotterConfig {
+            dir,
+            every_events: cfg.log.snapshot_every_events,
+            keep: 2,
+            retain_segments: cfg.log.retain_segments as usize,
+            fsync: cfg.log.fsync,
+            poll: Duration::from_millis(200),
+        },
+        cfg.engine_config(),
+        snapshot.map(|(_, lsn, snap)| (lsn, snap)),
+        writer.committed_lsn.clone(),
+    )?;
+    let _ = shared.log.set(app::LogView {
+        stats: writer.stats.clone(),
+        committed_lsn: writer.committed_lsn.clone(),
+        snapshot_lsn: snapshotter.last_snapshot_lsn.clone(),
+        recovery_ms,
+        recovered_events: rec.replayed,
+        depth: writer.handle(),
+    });
+    Ok(Durable {
+        writer,
+        snapshotter,
+    })
+}
+
+/// Cancel unpaid orders past their deadline through the log; returns how
+/// many. Bounded per call so the writer's ring cannot overflow.
+fn sweep(core: &exec::Core, now: flashd_engine::Millis) -> usize {
+    let Some(w) = core.writer.get() else { return 0 };
+    let Some(epoch) = w.gate.admit(now) else {
+        return 0;
+    };
+    let limit = 1024;
+    if !w.has_room(limit) {
+        return 0;
+    }
+    let mut sink = exec::LogSink {
+        writer: w,
+        epoch,
+        n: 0,
+    };
+    let n = core.engine.expire_due(now, limit, &mut sink);
+    core.events.fetch_add(sink.n, Ordering::Relaxed);
+    n
 }
 
 fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -242,16 +367,24 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let stats = server.stats();
     let local = server.local_addr();
     let events = Arc::new(AtomicU64::new(0));
-    let pool = start_workers(
-        &cfg,
-        rcfg.sub_reactors,
-        &engine,
-        server.completer(),
-        &events,
-    )?;
+    let core = Arc::new(exec::Core {
+        engine: engine.clone(),
+        writer: std::sync::OnceLock::new(),
+        ack: if cfg.log.ack == "ledger" {
+            flashd_storage::Ack::Ledger
+        } else {
+            flashd_storage::Ack::Durable
+        },
+        events: events.clone(),
+    });
+    let pool = start_workers(&cfg, rcfg.sub_reactors, &core, server.completer())?;
+    let completer = server.completer();
 
     let shared = Arc::new(app::Shared {
+        core: core.clone(),
         engine: engine.clone(),
+        ready: AtomicBool::new(false),
+        log: std::sync::OnceLock::new(),
         auth: auth::Auth::new(&secrets.jwt_secret, &secrets.admin_token),
         limits: app::RateLimits::new(&cfg.rate_limit),
         stats: stats.clone(),
@@ -260,30 +393,11 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         workers: pool.as_ref().map(|p| p.dispatcher(0)),
     });
     let app_shared = shared.clone();
+    // Reactors first: /healthz answers and /readyz says "recovering" while
+    // the log is replayed.
     let handle = server
         .start(move |i| app::App::new(app_shared.clone(), i))
         .context("cannot start reactors")?;
-
-    // Unpaid orders past their deadline go back on sale.
-    let sweeping = Arc::new(AtomicBool::new(true));
-    let sweeper = {
-        let engine = engine.clone();
-        let sweeping = sweeping.clone();
-        let events = events.clone();
-        let every = Duration::from_millis(cfg.engine.expiry_sweep_ms);
-        std::thread::Builder::new()
-            .name("flashd-sweeper".into())
-            .spawn(move || {
-                while sweeping.load(Ordering::Relaxed) {
-                    std::thread::sleep(every);
-                    let mut sink = app::CountingSink(&events, 0);
-                    let n = engine.expire_due(exec::now_ms(), &mut sink);
-                    if n > 0 {
-                        tracing::debug!(cancelled = n, "unpaid orders timed out");
-                    }
-                }
-            })?
-    };
 
     // Signals go to a channel so the main thread can also run the watchdog.
     let (sig_tx, sig_rx) = mpsc::channel();
@@ -305,11 +419,58 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    let durable = match recover(&cfg, &core, completer, rcfg.sub_reactors, &shared) {
+        Ok(d) => d,
+        Err(e) => {
+            handle.shutdown();
+            let _ = handle.join();
+            return Err(e);
+        }
+    };
+    let _ = core.writer.set(durable.writer.handle());
+    // Orders whose payment deadline passed while we were down go first.
+    let mut overdue = 0;
+    loop {
+        let n = sweep(&core, exec::now_ms());
+        overdue += n;
+        if n < 1024 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if overdue > 0 {
+        tracing::info!(
+            cancelled = overdue,
+            "unpaid orders whose deadline passed while flashd was down were cancelled"
+        );
+    }
+    shared.ready.store(true, Ordering::Release);
+
+    // Unpaid orders past their deadline go back on sale.
+    let sweeping = Arc::new(AtomicBool::new(true));
+    let sweeper = {
+        let core = core.clone();
+        let sweeping = sweeping.clone();
+        let every = Duration::from_millis(cfg.engine.expiry_sweep_ms);
+        std::thread::Builder::new()
+            .name("flashd-sweeper".into())
+            .spawn(move || {
+                while sweeping.load(Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    let n = sweep(&core, exec::now_ms());
+                    if n > 0 {
+                        tracing::debug!(cancelled = n, "unpaid orders timed out");
+                    }
+                }
+            })?
+    };
+
     tracing::info!(
         listen = %local,
         sub_reactors = rcfg.sub_reactors,
         pin_cpus = rcfg.pin_cpus,
         workers = cfg.workers.count,
+        ack = %cfg.log.ack,
         version = env!("CARGO_PKG_VERSION"),
         "flashd ready"
     );
@@ -359,12 +520,15 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let t0 = Instant::now();
     handle.join().map_err(anyhow::Error::msg)?;
     // Reactors are gone, so no job can arrive: workers finish what is
-    // queued and stop.
+    // queued, the sweeper stops, the log writes and syncs the rest, and the
+    // snapshotter takes a final snapshot so the next start replays nothing.
     if let Some(p) = pool {
         p.stop();
     }
     sweeping.store(false, Ordering::Relaxed);
     let _ = sweeper.join();
+    durable.writer.stop();
+    durable.snapshotter.stop();
     tracing::info!(
         drained_in_ms = t0.elapsed().as_millis() as u64,
         grace_ms = rcfg.shutdown_grace.as_millis() as u64,

@@ -268,3 +268,110 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
         }
     }
 }
+
+/// The order log: group commits, their sizes and latency, the breaker,
+/// snapshots and recovery.
+pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
+    use flashd_storage::{BATCH_BOUNDS, COMMIT_BOUNDS_US};
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(l) = shared.log.get() else { return };
+    let s = &l.stats;
+    counter(
+        out,
+        "flashd_log_commits_total",
+        "Group commits (one write + one fdatasync each).",
+        s.commits.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_log_events_total",
+        "Events made durable.",
+        s.events.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_log_failures_total",
+        "Failed log writes or syncs.",
+        s.failures.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_log_reverted_events_total",
+        "Events undone because the log could not make them durable.",
+        s.reverted.load(Relaxed),
+    );
+    out.push_str("# HELP flashd_log_batch_events Events per group commit.\n# TYPE flashd_log_batch_events histogram\n");
+    let mut cum = 0;
+    for (i, b) in BATCH_BOUNDS.iter().enumerate() {
+        cum += s.batch_hist[i].load(Relaxed);
+        let _ = writeln!(out, "flashd_log_batch_events_bucket{{le=\"{b}\"}} {cum}");
+    }
+    cum += s.batch_hist[BATCH_BOUNDS.len()].load(Relaxed);
+    let _ = writeln!(out, "flashd_log_batch_events_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(
+        out,
+        "flashd_log_batch_events_sum {}",
+        s.events.load(Relaxed)
+    );
+    let _ = writeln!(out, "flashd_log_batch_events_count {cum}");
+    out.push_str("# HELP flashd_log_commit_seconds Time of a group commit (write + fdatasync).\n# TYPE flashd_log_commit_seconds histogram\n");
+    let mut cum = 0;
+    for (i, b) in COMMIT_BOUNDS_US.iter().enumerate() {
+        cum += s.commit_hist[i].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "flashd_log_commit_seconds_bucket{{le=\"{}\"}} {cum}",
+            *b as f64 / 1e6
+        );
+    }
+    cum += s.commit_hist[COMMIT_BOUNDS_US.len()].load(Relaxed);
+    let _ = writeln!(out, "flashd_log_commit_seconds_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(
+        out,
+        "flashd_log_commit_seconds_sum {}",
+        s.commit_ns_sum.load(Relaxed) as f64 / 1e9
+    );
+    let _ = writeln!(out, "flashd_log_commit_seconds_count {cum}");
+    gauge(
+        out,
+        "flashd_log_committed_lsn",
+        "Events in the log that are durable.",
+        l.committed_lsn.load(Relaxed),
+    );
+    gauge(
+        out,
+        "flashd_log_snapshot_lsn",
+        "Events covered by the newest snapshot.",
+        l.snapshot_lsn.load(Relaxed),
+    );
+    gauge(
+        out,
+        "flashd_log_ring_depth",
+        "Entries waiting for the log writer.",
+        l.depth.depth() as u64,
+    );
+    let open = l.depth.gate.is_open(crate::exec::now_ms());
+    gauge(
+        out,
+        "flashd_log_breaker_open",
+        "1 while orders are refused because the log failed.",
+        open as u64,
+    );
+    counter(
+        out,
+        "flashd_log_breaker_trips_total",
+        "Times the log's breaker opened.",
+        l.depth.gate.trips.load(Relaxed),
+    );
+    let _ = write!(
+        out,
+        "# HELP flashd_recovery_seconds Time the last start spent loading the snapshot and replaying the log.\n# TYPE flashd_recovery_seconds gauge\nflashd_recovery_seconds {}\n",
+        l.recovery_ms as f64 / 1e3
+    );
+    gauge(
+        out,
+        "flashd_recovered_events",
+        "Events replayed at the last start.",
+        l.recovered_events,
+    );
+}

@@ -8,102 +8,11 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-const SECRET: &str = "test-secret-0123456789abcdef";
-const ADMIN: &str = "test-admin-token-0123456789";
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token_with(secret: &str, user: u64, exp: u64) -> String {
-    let claims = serde_json::json!({"sub": user.to_string(), "exp": exp});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn token(user: u64) -> String {
-    token_with(SECRET, user, now_s() + 3600)
-}
-
-fn sale_config(extra: &str) -> String {
-    format!("[auth]\njwt_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n{extra}")
-}
-
-fn rfc3339(offset_s: i64) -> String {
-    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
-fn post(path: &str, auth: &str, body: &str) -> String {
-    format!("POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-}
-
-fn get(path: &str, auth: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\n\r\n")
-}
-
-fn json(r: &ParsedResponse) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body_str()))
-}
-
-fn create(addr: SocketAddr, stock: u64, limit: u32, start_s: i64, end_s: i64) -> u64 {
-    let body = format!(
-        r#"{{"sku_id":"SKU-{stock}","name":"Flash \"deal\"","price_cents":1999,"stock":{stock},"start_at":"{}","end_at":"{}","per_user_limit":{limit}}}"#,
-        rfc3339(start_s),
-        rfc3339(end_s)
-    );
-    let r = request(addr, &post("/api/v1/activities", ADMIN, &body));
-    assert_eq!(r.status, 201, "{}", r.body_str());
-    let v = json(&r);
-    assert_eq!(v["name"], "Flash \"deal\"");
-    v["id"].as_u64().unwrap()
-}
-
-fn activity(addr: SocketAddr, id: u64) -> Value {
-    let r = request(
-        addr,
-        &format!("GET /api/v1/activities/{id} HTTP/1.1\r\n\r\n"),
-    );
-    assert_eq!(r.status, 200, "{}", r.body_str());
-    json(&r)
-}
-
-fn buy_req(activity: u64, user: u64, qty: u32, rid: &str) -> String {
-    post(
-        &format!("/api/v1/activities/{activity}/orders"),
-        &token(user),
-        &format!(r#"{{"quantity":{qty},"request_id":"{rid}"}}"#),
-    )
-}
-
-/// Send `reqs` on one keep-alive connection, pipelined `depth` at a time.
-fn pipelined(addr: SocketAddr, reqs: &[String], depth: usize) -> Vec<ParsedResponse> {
-    let mut s = connect(addr);
-    let mut out = Vec::with_capacity(reqs.len());
-    for chunk in reqs.chunks(depth) {
-        let joined: String = chunk.concat();
-        s.write_all(joined.as_bytes()).unwrap();
-        let got = read_responses(&mut s, chunk.len());
-        assert_eq!(got.len(), chunk.len(), "connection closed early");
-        out.extend(got);
-    }
-    out
-}
 
 fn stampede(workers: u32) {
     const USERS: u64 = 10_000;

@@ -376,14 +376,18 @@ impl Engine {
         Ok(view)
     }
 
-    /// Cancel every unpaid order whose deadline is at or before `now`,
-    /// returning its units to stock. Returns how many were cancelled.
-    pub fn expire_due(&self, now: Millis, sink: &mut dyn EventSink) -> usize {
+    /// Cancel unpaid orders whose deadline is at or before `now` (at most
+    /// `limit` of them, so a caller can bound what it emits), returning
+    /// their units to stock. Returns how many were cancelled.
+    pub fn expire_due(&self, now: Millis, limit: usize, sink: &mut dyn EventSink) -> usize {
         let mut n = 0;
         for s in self.users.stripes() {
+            if n >= limit {
+                break;
+            }
             let mut stripe = s.lock();
             while let Some(Reverse((at, user, order))) = stripe.expiries.peek().copied() {
-                if at > now {
+                if at > now || n >= limit {
                     break;
                 }
                 stripe.expiries.pop();

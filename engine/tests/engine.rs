@@ -178,7 +178,7 @@ fn lifecycle_pay_cancel_timeout() {
     };
     assert_eq!(e.activity(a).unwrap().view(T0).remaining, before - 3);
     // User 9's order 'y' (deadline T0+60_050) is due; user 11's is not yet.
-    assert_eq!(e.expire_due(T0 + 100 + 59_999, &mut log), 1);
+    assert_eq!(e.expire_due(T0 + 100 + 59_999, usize::MAX, &mut log), 1);
     assert_eq!(e.order(11, o3.id).unwrap().status, OrderStatus::Created);
     let before = before + 1; // 'y' went back to stock
                              // Paying exactly at the deadline is too late, and cancels.
@@ -197,7 +197,7 @@ fn lifecycle_pay_cancel_timeout() {
         Ok(Placed::Created(_))
     ));
     assert_eq!(
-        e.expire_due(T0 + 200 + 60_000, &mut log),
+        e.expire_due(T0 + 200 + 60_000, usize::MAX, &mut log),
         1,
         "user 12's 's'"
     );
@@ -337,7 +337,7 @@ proptest! {
                         }
                     }
                 }
-                Cmd::Expire => { e.expire_due(now, &mut log); }
+                Cmd::Expire => { e.expire_due(now, usize::MAX, &mut log); }
                 Cmd::Tick(ms) => now += *ms as u64 * 10,
             }
             if let Err(msg) = e.check_invariants() {
@@ -402,7 +402,7 @@ fn run_cmds(e: &Engine, cmds: &[Cmd], log: &mut Vec<Event>) {
                 }
             }
             Cmd::Expire => {
-                e.expire_due(now, log);
+                e.expire_due(now, usize::MAX, log);
             }
             Cmd::Tick(ms) => now += *ms as u64 * 10,
         }

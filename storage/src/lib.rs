@@ -1,4 +1,58 @@
-//! flashd-storage: the write-behind path (order log, snapshots, recovery,
-//! the MySQL sink, the Redis stock authority).
+//! flashd-storage: the durable path of orders.
 //!
-//! Filled in by the durability work that follows the engine.
+//! It owns the [`OrderLog`] trait and its embedded file backend (segment
+//! files of CRC32C-framed records), the group-commit [`LogWriter`] with its
+//! circuit breaker, snapshots and the follower that writes them, and
+//! start-up [`recover`]y.
+//!
+//! Invariants:
+//! * A reply marked durable follows the `fdatasync` of every event queued
+//!   before it (with `ack = durable`).
+//! * The log on disk is always a prefix of what the engine applied: a
+//!   failed write is cut back before anything after it is written, and the
+//!   events it held are reverted in the engine.
+//! * Recovery never silently drops a record that was followed by a valid
+//!   one: only a torn tail of the last segment is truncated without the
+//!   operator's say-so.
+
+mod codec;
+mod error;
+mod failpoint;
+mod file_log;
+mod follower;
+mod record;
+mod recovery;
+mod segment;
+mod snapshot;
+mod writer;
+
+pub use codec::{decode_event, encode_event};
+pub use error::{DecodeError, LogError};
+pub use file_log::{FileLog, FileLogConfig};
+pub use follower::{Snapshotter, SnapshotterConfig, Tail};
+pub use record::{decode_record, encode_record, Decoded};
+pub use recovery::{read_range, recover, OnCorruption, Recovered};
+pub use segment::{list_segments, segment_name, HEADER_BYTES};
+pub use snapshot::{
+    latest_snapshot, list_snapshots, prune, read_snapshot, snapshot_name, write_snapshot,
+};
+pub use writer::{
+    Ack, Entry, Gate, LogWriter, Replies, WriterConfig, WriterHandle, WriterStats, BATCH_BOUNDS,
+    COMMIT_BOUNDS_US,
+};
+
+use flashd_engine::Event;
+
+/// An ordered, durable log of engine events. One writer appends; durability
+/// is learnt from `commit`; readers go through [`recover`] / [`Tail`] for
+/// the file backend.
+pub trait OrderLog: Send {
+    /// Queue a batch for writing (it may reach the OS now).
+    fn append(&mut self, events: &[Event]) -> Result<(), LogError>;
+    /// Make everything appended durable; returns the LSN after the last
+    /// durable event.
+    fn commit(&mut self) -> Result<u64, LogError>;
+    /// Forget what was appended since the last successful commit.
+    fn rollback(&mut self) -> Result<(), LogError>;
+    fn committed_lsn(&self) -> u64;
+}

@@ -38,7 +38,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -57,7 +59,25 @@ impl Flashd {
     }
 
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Flashd {
-        let dir = TempDir::new("srv");
+        Self::start_in(TempDir::new("srv"), extra, env)
+    }
+
+    /// Start on an existing directory (its `data` holds the log of an
+    /// earlier run): a restart.
+    pub fn start_in(dir: TempDir, extra: &str, env: &[(&str, &str)]) -> Flashd {
+        match Self::try_start_in(dir, extra, env) {
+            Ok(f) => f,
+            Err((_, log)) => panic!("flashd did not become ready:\n{}", log.join("\n")),
+        }
+    }
+
+    /// Like `start_in`, but a server that exits instead of becoming ready
+    /// gives back its directory and everything it logged.
+    pub fn try_start_in(
+        dir: TempDir,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Flashd, (TempDir, Vec<String>)> {
         let cfg = dir.path().join("flashd.toml");
         let listen = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
@@ -105,27 +125,56 @@ impl Flashd {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("flashd did not report ready");
-            if line.contains("flashd ready") {
-                let a = line
-                    .split("listen=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                break a.parse().unwrap();
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if line.contains("flashd ready") {
+                        let a = line
+                            .split("listen=")
+                            .nth(1)
+                            .unwrap()
+                            .split_whitespace()
+                            .next()
+                            .unwrap();
+                        break a.parse().unwrap();
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err((dir, seen));
+                }
             }
         };
-        Flashd {
+        Ok(Flashd {
             child,
             addr,
             dir,
             log: rx,
-        }
+        })
+    }
+
+    /// `kill -9`, and keep the directory for a restart.
+    pub fn crash(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        TempDir(std::mem::take(&mut self.dir.0))
+    }
+
+    /// SIGTERM, wait for a clean exit, keep the directory.
+    pub fn stop(mut self) -> TempDir {
+        self.signal(libc::SIGTERM);
+        let st = self.wait(Duration::from_secs(20));
+        assert_eq!(st.code(), Some(0), "clean stop");
+        TempDir(std::mem::take(&mut self.dir.0))
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("data").join("log")
     }
 
     pub fn pid(&self) -> i32 {
@@ -227,4 +276,99 @@ pub fn raise_nofile() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
     lim.rlim_cur
+}
+
+// ---- The sale API, as a client sees it. ----
+
+use serde_json::Value;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn token_with(secret: &str, user: u64, exp: u64) -> String {
+    let claims = serde_json::json!({"sub": user.to_string(), "exp": exp});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn token(user: u64) -> String {
+    token_with(SECRET, user, now_s() + 3600)
+}
+
+pub fn sale_config(extra: &str) -> String {
+    format!("[auth]\njwt_secret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n{extra}")
+}
+
+pub fn rfc3339(offset_s: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+pub fn post(path: &str, auth: &str, body: &str) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+}
+
+pub fn get(path: &str, auth: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\n\r\n")
+}
+
+pub fn json(r: &ParsedResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body_str()))
+}
+
+pub fn create(addr: SocketAddr, stock: u64, limit: u32, start_s: i64, end_s: i64) -> u64 {
+    let body = format!(
+        r#"{{"sku_id":"SKU-{stock}","name":"Flash \"deal\"","price_cents":1999,"stock":{stock},"start_at":"{}","end_at":"{}","per_user_limit":{limit}}}"#,
+        rfc3339(start_s),
+        rfc3339(end_s)
+    );
+    let r = request(addr, &post("/api/v1/activities", ADMIN, &body));
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    let v = json(&r);
+    assert_eq!(v["name"], "Flash \"deal\"");
+    v["id"].as_u64().unwrap()
+}
+
+pub fn activity(addr: SocketAddr, id: u64) -> Value {
+    let r = request(
+        addr,
+        &format!("GET /api/v1/activities/{id} HTTP/1.1\r\n\r\n"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    json(&r)
+}
+
+pub fn buy_req(activity: u64, user: u64, qty: u32, rid: &str) -> String {
+    post(
+        &format!("/api/v1/activities/{activity}/orders"),
+        &token(user),
+        &format!(r#"{{"quantity":{qty},"request_id":"{rid}"}}"#),
+    )
+}
+
+/// Send `reqs` on one keep-alive connection, pipelined `depth` at a time.
+pub fn pipelined(addr: SocketAddr, reqs: &[String], depth: usize) -> Vec<ParsedResponse> {
+    let mut s = connect(addr);
+    let mut out = Vec::with_capacity(reqs.len());
+    for chunk in reqs.chunks(depth) {
+        let joined: String = chunk.concat();
+        s.write_all(joined.as_bytes()).unwrap();
+        let got = read_responses(&mut s, chunk.len());
+        assert_eq!(got.len(), chunk.len(), "connection closed early");
+        out.extend(got);
+    }
+    out
 }

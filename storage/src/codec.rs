@@ -1,0 +1,397 @@
+//! Binary encoding of engine events and snapshot items: little-endian
+//! fixed-width integers, strings as u16 length + bytes. Hand-written so the
+//! format is stable, explicit and cheap (no schema evolution magic: a
+//! change bumps the file format version).
+
+use flashd_engine::{ActivitySnapshot, ActivitySpec, CancelReason, Event, Order, OrderStatus};
+
+use crate::error::DecodeError;
+
+pub const KIND_ACTIVITY_CREATED: u8 = 1;
+pub const KIND_ORDER_CREATED: u8 = 2;
+pub const KIND_ORDER_PAID: u8 = 3;
+pub const KIND_ORDER_CANCELLED: u8 = 4;
+pub const KIND_SNAP_HEADER: u8 = 10;
+pub const KIND_SNAP_ACTIVITY: u8 = 11;
+pub const KIND_SNAP_ORDER: u8 = 12;
+
+struct W<'a>(&'a mut Vec<u8>);
+
+impl W<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        let b = s.as_bytes();
+        let n = b.len().min(u16::MAX as usize);
+        self.0.extend_from_slice(&(n as u16).to_le_bytes());
+        self.0.extend_from_slice(&b[..n]);
+    }
+}
+
+pub(crate) struct R<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> R<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        R { buf, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(DecodeError::Truncated)?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn str(&mut self) -> Result<String, DecodeError> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::BadUtf8)
+    }
+    fn done(&self) -> Result<(), DecodeError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+}
+
+fn status_byte(s: OrderStatus) -> u8 {
+    s as u8
+}
+
+fn status_from(b: u8) -> Result<OrderStatus, DecodeError> {
+    match b {
+        0 => Ok(OrderStatus::Created),
+        1 => Ok(OrderStatus::Paid),
+        2 => Ok(OrderStatus::Cancelled),
+        _ => Err(DecodeError::BadEnum("order status")),
+    }
+}
+
+fn reason_from(b: u8) -> Result<CancelReason, DecodeError> {
+    match b {
+        0 => Ok(CancelReason::User),
+        1 => Ok(CancelReason::Timeout),
+        _ => Err(DecodeError::BadEnum("cancel reason")),
+    }
+}
+
+/// Append `ev`'s payload to `out`; returns its record kind.
+pub fn encode_event(ev: &Event, out: &mut Vec<u8>) -> u8 {
+    let mut w = W(out);
+    match ev {
+        Event::ActivityCreated {
+            id,
+            sku_id,
+            name,
+            price_cents,
+            stock,
+            start_at,
+            end_at,
+            per_user_limit,
+            created_at,
+        } => {
+            w.u32(*id);
+            w.str(sku_id);
+            w.str(name);
+            w.u64(*price_cents);
+            w.u64(*stock);
+            w.u64(*start_at);
+            w.u64(*end_at);
+            w.u32(*per_user_limit);
+            w.u64(*created_at);
+            KIND_ACTIVITY_CREATED
+        }
+        Event::OrderCreated {
+            order_id,
+            activity_id,
+            user_id,
+            quantity,
+            amount_cents,
+            request_id,
+            created_at,
+            expires_at,
+        } => {
+            w.u64(*order_id);
+            w.u32(*activity_id);
+            w.u64(*user_id);
+            w.u32(*quantity);
+            w.u64(*amount_cents);
+            w.str(request_id);
+            w.u64(*created_at);
+            w.u64(*expires_at);
+            KIND_ORDER_CREATED
+        }
+        Event::OrderPaid {
+            order_id,
+            activity_id,
+            user_id,
+            quantity,
+            at,
+        } => {
+            w.u64(*order_id);
+            w.u32(*activity_id);
+            w.u64(*user_id);
+            w.u32(*quantity);
+            w.u64(*at);
+            KIND_ORDER_PAID
+        }
+        Event::OrderCancelled {
+            order_id,
+            activity_id,
+            user_id,
+            quantity,
+            reason,
+            at,
+        } => {
+            w.u64(*order_id);
+            w.u32(*activity_id);
+            w.u64(*user_id);
+            w.u32(*quantity);
+            w.u8(*reason as u8);
+            w.u64(*at);
+            KIND_ORDER_CANCELLED
+        }
+    }
+}
+
+pub fn decode_event(kind: u8, payload: &[u8]) -> Result<Event, DecodeError> {
+    let mut r = R::new(payload);
+    let ev = match kind {
+        KIND_ACTIVITY_CREATED => Event::ActivityCreated {
+            id: r.u32()?,
+            sku_id: r.str()?,
+            name: r.str()?,
+            price_cents: r.u64()?,
+            stock: r.u64()?,
+            start_at: r.u64()?,
+            end_at: r.u64()?,
+            per_user_limit: r.u32()?,
+            created_at: r.u64()?,
+        },
+        KIND_ORDER_CREATED => Event::OrderCreated {
+            order_id: r.u64()?,
+            activity_id: r.u32()?,
+            user_id: r.u64()?,
+            quantity: r.u32()?,
+            amount_cents: r.u64()?,
+            request_id: r.str()?.into_boxed_str(),
+            created_at: r.u64()?,
+            expires_at: r.u64()?,
+        },
+        KIND_ORDER_PAID => Event::OrderPaid {
+            order_id: r.u64()?,
+            activity_id: r.u32()?,
+            user_id: r.u64()?,
+            quantity: r.u32()?,
+            at: r.u64()?,
+        },
+        KIND_ORDER_CANCELLED => Event::OrderCancelled {
+            order_id: r.u64()?,
+            activity_id: r.u32()?,
+            user_id: r.u64()?,
+            quantity: r.u32()?,
+            reason: reason_from(r.u8()?)?,
+            at: r.u64()?,
+        },
+        k => return Err(DecodeError::UnknownKind(k)),
+    };
+    r.done()?;
+    Ok(ev)
+}
+
+pub fn encode_snap_activity(a: &ActivitySnapshot, out: &mut Vec<u8>) {
+    let mut w = W(out);
+    w.u32(a.id);
+    w.str(&a.spec.sku_id);
+    w.str(&a.spec.name);
+    w.u64(a.spec.price_cents);
+    w.u64(a.spec.stock);
+    w.u64(a.spec.start_at);
+    w.u64(a.spec.end_at);
+    w.u32(a.spec.per_user_limit);
+    w.u64(a.created_at);
+    w.i64(a.remaining);
+    w.i64(a.sold);
+    w.i64(a.reserved);
+    w.u8(a.void as u8);
+}
+
+pub fn decode_snap_activity(payload: &[u8]) -> Result<ActivitySnapshot, DecodeError> {
+    let mut r = R::new(payload);
+    let a = ActivitySnapshot {
+        id: r.u32()?,
+        spec: ActivitySpec {
+            sku_id: r.str()?,
+            name: r.str()?,
+            price_cents: r.u64()?,
+            stock: r.u64()?,
+            start_at: r.u64()?,
+            end_at: r.u64()?,
+            per_user_limit: r.u32()?,
+        },
+        created_at: r.u64()?,
+        remaining: r.i64()?,
+        sold: r.i64()?,
+        reserved: r.i64()?,
+        void: r.u8()? != 0,
+    };
+    r.done()?;
+    Ok(a)
+}
+
+pub fn encode_snap_order(o: &Order, out: &mut Vec<u8>) {
+    let mut w = W(out);
+    w.u64(o.id);
+    w.u32(o.activity_id);
+    w.u64(o.user_id);
+    w.u32(o.quantity);
+    w.u64(o.amount_cents);
+    w.u8(status_byte(o.status));
+    w.str(&o.request_id);
+    w.u64(o.created_at);
+    w.u64(o.expires_at);
+    w.u64(o.updated_at);
+    w.u8(match o.cancel_reason {
+        None => 0,
+        Some(CancelReason::User) => 1,
+        Some(CancelReason::Timeout) => 2,
+    });
+}
+
+pub fn decode_snap_order(payload: &[u8]) -> Result<Order, DecodeError> {
+    let mut r = R::new(payload);
+    let o = Order {
+        id: r.u64()?,
+        activity_id: r.u32()?,
+        user_id: r.u64()?,
+        quantity: r.u32()?,
+        amount_cents: r.u64()?,
+        status: status_from(r.u8()?)?,
+        request_id: r.str()?.into_boxed_str(),
+        created_at: r.u64()?,
+        expires_at: r.u64()?,
+        updated_at: r.u64()?,
+        cancel_reason: match r.u8()? {
+            0 => None,
+            1 => Some(CancelReason::User),
+            2 => Some(CancelReason::Timeout),
+            _ => return Err(DecodeError::BadEnum("cancel reason")),
+        },
+    };
+    r.done()?;
+    Ok(o)
+}
+
+pub fn encode_snap_header(
+    lsn: u64,
+    next_activity: u32,
+    last_order_id: u64,
+    activities: u64,
+    orders: u64,
+    out: &mut Vec<u8>,
+) {
+    let mut w = W(out);
+    w.u64(lsn);
+    w.u32(next_activity);
+    w.u64(last_order_id);
+    w.u64(activities);
+    w.u64(orders);
+}
+
+pub fn decode_snap_header(payload: &[u8]) -> Result<(u64, u32, u64, u64, u64), DecodeError> {
+    let mut r = R::new(payload);
+    let h = (r.u64()?, r.u32()?, r.u64()?, r.u64()?, r.u64()?);
+    r.done()?;
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        let evs = vec![
+            Event::ActivityCreated {
+                id: 7,
+                sku_id: "SKU-ü".into(),
+                name: "n".into(),
+                price_cents: 1,
+                stock: 2,
+                start_at: 3,
+                end_at: 4,
+                per_user_limit: 5,
+                created_at: 6,
+            },
+            Event::OrderCreated {
+                order_id: u64::MAX,
+                activity_id: 1,
+                user_id: 2,
+                quantity: 3,
+                amount_cents: 4,
+                request_id: "r-1".into(),
+                created_at: 5,
+                expires_at: 6,
+            },
+            Event::OrderPaid {
+                order_id: 1,
+                activity_id: 2,
+                user_id: 3,
+                quantity: 4,
+                at: 5,
+            },
+            Event::OrderCancelled {
+                order_id: 1,
+                activity_id: 2,
+                user_id: 3,
+                quantity: 4,
+                reason: CancelReason::Timeout,
+                at: 5,
+            },
+        ];
+        for ev in evs {
+            let mut b = Vec::new();
+            let k = encode_event(&ev, &mut b);
+            assert_eq!(decode_event(k, &b).unwrap(), ev);
+            assert!(decode_event(k, &b[..b.len() - 1]).is_err());
+            b.push(0);
+            assert_eq!(decode_event(k, &b), Err(DecodeError::TrailingBytes));
+        }
+        assert_eq!(decode_event(99, &[]), Err(DecodeError::UnknownKind(99)));
+    }
+}
