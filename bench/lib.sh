@@ -36,6 +36,7 @@ bench_start_flashd() {
 [server]
 listen = "127.0.0.1:$port"
 max_connections = 200000
+data_dir = "$dir/data"
 [logging]
 level = "warn"
 $extra
