@@ -241,6 +241,7 @@ fn recover(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating log.dir {}", dir.display()))?;
     let t0 = Instant::now();
     let snapshot = st::latest_snapshot(&dir).context("reading snapshots")?;
+    let read_ms = t0.elapsed().as_millis() as u64;
     let from = snapshot.as_ref().map_or(0, |s| s.1);
     if let Some((path, lsn, snap)) = &snapshot {
         core.engine
@@ -253,6 +254,7 @@ fn recover(
     } else {
         st::OnCorruption::Refuse
     };
+    let loaded_ms = t0.elapsed().as_millis() as u64;
     let engine = core.engine.clone();
     let rec = st::recover(&dir, from, policy, &mut |_, ev| engine.apply(&ev).map_err(|e| e.to_string())).map_err(|e| {
         anyhow::anyhow!("recovery refused: {e}\n(if losing everything from the damage on is acceptable, set log.on_corruption = \"truncate\")")
@@ -260,11 +262,16 @@ fn recover(
     for (path, offset, dropped) in &rec.truncated {
         tracing::warn!(path = %path.display(), offset, dropped_bytes = dropped, "truncated the log at recovery");
     }
+    let replayed_ms = t0.elapsed().as_millis() as u64;
     if let Err(e) = core.engine.check_invariants() {
         anyhow::bail!("recovered state breaks an invariant: {e}");
     }
     let recovery_ms = t0.elapsed().as_millis() as u64;
     tracing::info!(
+        snapshot_read_ms = read_ms,
+        snapshot_load_ms = loaded_ms - read_ms,
+        replay_ms = replayed_ms - loaded_ms,
+        check_ms = recovery_ms - replayed_ms,
         snapshot_lsn = from,
         replayed = rec.replayed,
         next_lsn = rec.next_lsn,

@@ -91,6 +91,13 @@ pub fn recover(
                 });
             }
         }
+        // A segment wholly before the snapshot holds nothing to replay:
+        // don't read it (start-up would otherwise scan the whole retained
+        // log). Its damage, if any, cannot change the recovered state.
+        if !is_last && segments[i + 1].0 <= from_lsn {
+            expected_base = Some(segments[i + 1].0);
+            continue;
+        }
         let data = std::fs::read(path).map_err(|e| LogError::io(path, e))?;
         // A last segment shorter than its header was created but never
         // written (crash between create and header sync): start it over.

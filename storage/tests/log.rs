@@ -171,6 +171,29 @@ fn corruption_in_an_earlier_segment_refuses() {
 }
 
 #[test]
+fn segments_wholly_before_the_snapshot_are_not_read() {
+    let d = Dir::new("skip");
+    let evs = write_events(&d.0, 60, 512);
+    let segs = list_segments(&d.0).unwrap();
+    assert!(segs.len() >= 3, "want several segments: {segs:?}");
+    // Damage the first segment; a snapshot at the third segment's base
+    // makes it irrelevant, so recovery neither reads nor refuses it.
+    let mut data = std::fs::read(&segs[0].1).unwrap();
+    let n = data.len();
+    data[n - 2] ^= 0x10;
+    std::fs::write(&segs[0].1, &data).unwrap();
+    let from = segs[2].0;
+    let (got, r) = read_all(&d.0, from, OnCorruption::Refuse).unwrap();
+    assert_eq!(got, evs[from as usize..]);
+    assert_eq!(r.next_lsn, 60);
+    // A snapshot inside the first segment still needs it: refused.
+    assert!(matches!(
+        read_all(&d.0, 1, OnCorruption::Refuse),
+        Err(LogError::ChecksumMismatch { .. })
+    ));
+}
+
+#[test]
 fn empty_files_bad_magic_and_version() {
     // An empty last segment (created, never written): recreated.
     let d = Dir::new("empty");
@@ -294,7 +317,8 @@ fn snapshots_round_trip_and_a_damaged_one_is_skipped() {
     }
     let s1 = e.export();
     write_snapshot(&d.0, 6, &s1, true).unwrap();
-    e.pay(1, s1.orders[0].id, T0 + 2, &mut log).unwrap();
+    let first = s1.orders.iter().find(|o| o.user_id == 1).unwrap().id;
+    e.pay(1, first, T0 + 2, &mut log).unwrap();
     let s2 = e.export();
     let p2 = write_snapshot(&d.0, 7, &s2, true).unwrap();
     let (p, lsn, got) = latest_snapshot(&d.0).unwrap().unwrap();
