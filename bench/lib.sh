@@ -91,19 +91,27 @@ bench_stop_all() {
 bench_wrk() {
   local cpus=$1 sys=$2 scen=$3 out=$4; shift 4
   local txt
-  txt=$(taskset -c "$cpus" wrk --latency "$@" 2>&1)
+  txt=$(taskset -c "$cpus" "${WRK:-wrk}" --latency "$@" 2>&1)
   python3 - "$sys" "$scen" "$out" <<PY
 import re, sys
 txt = """$txt"""
 sysname, scen, out = sys.argv[1:4]
 def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v or "")
+    if not m:
+        return float("nan")
     x = float(m.group(1)); u = m.group(2)
-    return x / 1000 if u == "us" else x * 1000 if u == "s" else x
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", txt).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", txt).group(1))
-mx = ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", txt).group(1))
+    return {"us": x / 1000, "ms": x, "s": x * 1000, "m": x * 60000}[u]
+def find(pat):
+    m = re.search(pat, txt)
+    return m.group(1) if m else None
+if find(r"Requests/sec:\s+([\d.]+)") is None:
+    print(f"wrk gave no result for {sysname} {scen}:\n{txt}", file=sys.stderr)
+    sys.exit(0)
+rps = float(find(r"Requests/sec:\s+([\d.]+)"))
+p50 = ms(find(r"50%\s+(\S+)"))
+p99 = ms(find(r"99%\s+(\S+)"))
+mx = ms(find(r"Latency\s+\S+\s+\S+\s+(\S+)"))
 # wrk cannot time pipelined requests (it fills only the 50% bucket); the
 # max latency still bounds p99 from above, so report that, marked.
 if p99 == 0:
