@@ -14,11 +14,14 @@ bench_need() {
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
+# FLASHD_BIN / FLASHD_LOAD: prebuilt binaries (a copied release build on a
+# machine without cargo); otherwise both are built here.
 bench_build() {
   if [ -z "${FLASHD_BIN:-}" ]; then
-    cargo build --release -q -p flashd
+    cargo build --release -q -p flashd -p flashd-load
     FLASHD_BIN=$PWD/target/release/flashd
   fi
+  FLASHD_LOAD=${FLASHD_LOAD:-$(dirname "$FLASHD_BIN")/flashd-load}
 }
 
 bench_wait_port() {
