@@ -112,8 +112,8 @@ if find(r"Requests/sec:\s+([\d.]+)") is None:
     print(f"wrk gave no result for {sysname} {scen}:\n{txt}", file=sys.stderr)
     sys.exit(0)
 rps = float(find(r"Requests/sec:\s+([\d.]+)"))
-p50 = ms(find(r"50%\s+(\S+)"))
-p99 = ms(find(r"99%\s+(\S+)"))
+p50 = ms(find(r"(?m)^\s+50%\s+(\S+)"))
+p99 = ms(find(r"(?m)^\s+99%\s+(\S+)"))
 mx = ms(find(r"Latency\s+\S+\s+\S+\s+(\S+)"))
 # wrk cannot time pipelined requests (it fills only the 50% bucket); the
 # max latency still bounds p99 from above, so report that, marked.
