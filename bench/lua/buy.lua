@@ -34,7 +34,10 @@ function request()
   local tok = f:read("*l")
   used = used + 1
   n = n + 1
-  local body = '{"quantity":1,"request_id":"t' .. tid .. "-" .. n .. '"}'
+  -- Request ids are per user, across sales: name the sale in them, or a
+  -- user buying again in the next run's sale would be an idempotency
+  -- conflict (409), not a new order.
+  local body = '{"quantity":1,"request_id":"a' .. activity .. "-t" .. tid .. "-" .. n .. '"}'
   return wrk.format("POST", path, {
     ["Authorization"] = "Bearer " .. tok,
     ["Content-Type"] = "application/json",
