@@ -257,10 +257,16 @@ fn event_loop(
                 }
             }
         }
-        let timeout = next_due.map(|d| d.saturating_duration_since(Instant::now()));
-        let timeout = timeout
-            .unwrap_or(Duration::from_millis(10))
-            .min(Duration::from_millis(10));
+        // epoll's timeout is in whole milliseconds (rounded up), so
+        // sleeping in it until a send is due would make the client itself
+        // up to a millisecond late, and the correction would charge that to
+        // the server: within 2 ms of the next send, spin (poll without
+        // waiting) instead. The client has a core of its own.
+        let timeout = match next_due.map(|d| d.saturating_duration_since(Instant::now())) {
+            Some(t) if t < Duration::from_millis(2) => Duration::ZERO,
+            Some(t) => (t - Duration::from_millis(1)).min(Duration::from_millis(10)),
+            None => Duration::from_millis(10),
+        };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
