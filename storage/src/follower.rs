@@ -142,6 +142,7 @@ impl Snapshotter {
         let thread = std::thread::Builder::new()
             .name("flashd-snapshot".into())
             .spawn(move || {
+                background_priority();
                 let shadow = Engine::new(EngineConfig { hold_released_until_durable: false, ..engine_cfg });
                 if let Some((_, snap)) = &base {
                     if let Err(e) = shadow.load(snap) {
@@ -209,5 +210,18 @@ impl Snapshotter {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+/// Run this thread (and the threads it starts) at the lowest CPU priority.
+/// The follower's work comes in bursts (a poll's worth of events, a whole
+/// snapshot) and nothing waits for it; at normal priority each burst took
+/// the CPU from a reactor sharing it for milliseconds, which showed as the
+/// p99 of every request on that reactor.
+fn background_priority() {
+    // SAFETY: setpriority on this thread's own id; no memory is touched.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the snapshotter's priority");
     }
 }

@@ -133,6 +133,11 @@ pub const COMMIT_BOUNDS_US: [u64; 7] = [100, 250, 500, 1000, 2500, 5000, 10_000]
 struct Shared<R> {
     ring: ArrayQueue<Entry<R>>,
     sleeping: CachePadded<AtomicBool>,
+    /// The writer will wake by itself within a millisecond: producers need
+    /// not unpark it. Ledger mode under load: nobody waits on the write, and
+    /// waking the writer for every order cost the reactor sharing its CPU a
+    /// context switch per order (and its p99).
+    self_waking: CachePadded<AtomicBool>,
     stop: AtomicBool,
     thread: std::sync::OnceLock<std::thread::Thread>,
 }
@@ -171,7 +176,9 @@ impl<R: Send + 'static> WriterHandle<R> {
                 }
             }
         }
-        if self.shared.sleeping.load(Ordering::SeqCst) {
+        if self.shared.sleeping.load(Ordering::SeqCst)
+            && !self.shared.self_waking.load(Ordering::SeqCst)
+        {
             if let Some(t) = self.shared.thread.get() {
                 t.unpark();
             }
@@ -201,6 +208,7 @@ impl<R: Send + 'static> LogWriter<R> {
         let shared = Arc::new(Shared {
             ring: ArrayQueue::new(cfg.ring_capacity),
             sleeping: CachePadded::new(AtomicBool::new(false)),
+            self_waking: CachePadded::new(AtomicBool::new(false)),
             stop: AtomicBool::new(false),
             thread: std::sync::OnceLock::new(),
         });
@@ -222,6 +230,7 @@ impl<R: Send + 'static> LogWriter<R> {
             let mut dirty_since: Option<Instant> = None;
             // Ledger mode: events that failed to write, retried first.
             let mut retry: Vec<Event> = Vec::new();
+            let mut last_write: Option<Instant> = None;
             loop {
                 while batch.len() < cfg.batch_max {
                     match sh.ring.pop() {
@@ -246,9 +255,20 @@ impl<R: Send + 'static> LogWriter<R> {
                     if sh.stop.load(Ordering::Acquire) && sh.ring.is_empty() && dirty_since.is_none() {
                         break;
                     }
+                    // Ledger mode with orders flowing: poll every
+                    // millisecond instead of being woken per order.
+                    let busy = cfg.ack == Ack::Ledger
+                        && last_write.is_some_and(|t: Instant| t.elapsed() < Duration::from_millis(100));
+                    sh.self_waking.store(busy, Ordering::SeqCst);
                     sh.sleeping.store(true, Ordering::SeqCst);
                     if sh.ring.is_empty() && !sh.stop.load(Ordering::Acquire) {
-                        let wait = if dirty_since.is_some() { cfg.flush_interval.min(Duration::from_millis(2)) } else { Duration::from_millis(50) };
+                        let wait = if busy {
+                            Duration::from_millis(1)
+                        } else if dirty_since.is_some() {
+                            cfg.flush_interval.min(Duration::from_millis(2))
+                        } else {
+                            Duration::from_millis(50)
+                        };
                         std::thread::park_timeout(wait);
                     }
                     sh.sleeping.store(false, Ordering::SeqCst);
@@ -302,8 +322,11 @@ impl<R: Send + 'static> LogWriter<R> {
                             st.commit_hist[ci].fetch_add(1, Ordering::Relaxed);
                             if cfg.ack == Ack::Durable {
                                 c.store(log.committed_lsn(), Ordering::Release);
-                            } else if dirty_since.is_none() {
-                                dirty_since = Some(Instant::now());
+                            } else {
+                                last_write = Some(Instant::now());
+                                if dirty_since.is_none() {
+                                    dirty_since = last_write;
+                                }
                             }
                         }
                         for ev in &events {

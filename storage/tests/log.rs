@@ -599,3 +599,84 @@ fn follower_snapshots_and_recovery_from_snapshot_plus_tail() {
     assert_eq!(rec.next_lsn, 301);
     assert_eq!(r.dump(), e.dump());
 }
+
+/// `ack = ledger`: nobody waits on the writer, so under a steady stream it
+/// polls instead of being woken per event; every event must still reach
+/// the disk within a few flush intervals, also a lone one after the stream
+/// stopped (then a push wakes it again), and be there for recovery.
+#[test]
+fn ledger_writer_writes_behind_within_its_window() {
+    let d = Dir::new("ledger");
+    let e = Arc::new(engine(true));
+    let log = FileLog::open(cfg(&d.0, 1 << 20), None, 0).unwrap();
+    let w = LogWriter::start(
+        Box::new(log),
+        e.clone(),
+        Collect::default(),
+        WriterConfig {
+            ring_capacity: 4096,
+            batch_max: 256,
+            unavailable: Duration::from_millis(200),
+            ack: Ack::Ledger,
+            flush_interval: Duration::from_millis(5),
+        },
+        now,
+    )
+    .unwrap();
+    let h = w.handle();
+    let t = now();
+    let epoch = h.gate.admit(t).unwrap();
+    e.create_activity(
+        &ActivitySpec {
+            start_at: t - 1000,
+            end_at: t + 3_600_000,
+            ..spec(10_000)
+        },
+        t,
+        &mut Sink(&h, epoch),
+    )
+    .unwrap();
+    let buy = |u: u64| {
+        e.place_order(
+            &PlaceOrder {
+                activity_id: 1,
+                user_id: u,
+                quantity: 1,
+                request_id: "r",
+            },
+            now(),
+            &mut Sink(&h, epoch),
+        )
+        .unwrap();
+    };
+    let durable_within = |lsn: u64, limit: Duration| {
+        let t0 = std::time::Instant::now();
+        while w.committed_lsn.load(Ordering::Acquire) < lsn {
+            assert!(
+                t0.elapsed() < limit,
+                "only {} of {lsn} events synced after {limit:?}",
+                w.committed_lsn.load(Ordering::Acquire)
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        t0.elapsed()
+    };
+    // A steady stream: 2,000 orders over ~200 ms.
+    for u in 1..=2000u64 {
+        buy(u);
+        if u % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    durable_within(2001, Duration::from_millis(100));
+    // Quiet long enough for the writer to go back to sleeping until woken,
+    // then one order: written and synced promptly, not after a long park.
+    std::thread::sleep(Duration::from_millis(300));
+    buy(5000);
+    let took = durable_within(2002, Duration::from_millis(40));
+    assert!(took < Duration::from_millis(40), "{took:?}");
+    w.stop();
+    let (got, r) = read_all(&d.0, 0, OnCorruption::Refuse).unwrap();
+    assert_eq!(got.len(), 2002);
+    assert_eq!(r.next_lsn, 2002);
+}
