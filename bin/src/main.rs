@@ -446,6 +446,19 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(1));
     }
     if overdue > 0 {
+        // Their units go back on sale once the cancels are durable (never
+        // before: see Engine::durable). Report ready only then, so that
+        // the first reader after a restart sees the stock it will sell.
+        let t0 = Instant::now();
+        while core.engine.activities().any(|a| a.releasing() != 0) {
+            if t0.elapsed() > Duration::from_secs(30) {
+                tracing::warn!(
+                    "cancels of overdue orders are not durable after 30 s; starting anyway"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         tracing::info!(
             cancelled = overdue,
             "unpaid orders whose deadline passed while flashd was down were cancelled"
