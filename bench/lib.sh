@@ -82,6 +82,16 @@ NGX
   bench_wait_port "$port"
 }
 
+# bench_new_sale PORT ADMIN_TOKEN STOCK: create a sale open from ten
+# seconds ago for two hours, one unit per buyer; prints its id.
+bench_new_sale() {
+  local t0 t1
+  t0=$(date -u -d '-10 sec' +%FT%TZ); t1=$(date -u -d '+2 hour' +%FT%TZ)
+  curl -s -X POST "http://127.0.0.1:$1/api/v1/activities" -H "Authorization: Bearer $2" \
+    -d "{\"sku_id\":\"BENCH\",\"name\":\"bench\",\"price_cents\":100,\"stock\":$3,\"start_at\":\"$t0\",\"end_at\":\"$t1\",\"per_user_limit\":1}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+
 bench_stop_all() {
   for p in "${BENCH_PIDS[@]:-}"; do
     [ -n "$p" ] && kill "$p" 2>/dev/null || true
