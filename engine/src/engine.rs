@@ -642,6 +642,18 @@ impl Engine {
     /// returns its units wherever they are, and undoing a later move of an
     /// order that is already gone does nothing.
     pub fn revert(&self, ev: &Event) {
+        self.revert_in(ev, Mode::Live)
+    }
+
+    /// Undo a replayed event (an abort record in the log). Replayed
+    /// cancels put their units straight back on sale (nothing waits for
+    /// durability during replay), so that is where undoing takes them from.
+    pub fn revert_replayed(&self, ev: &Event) {
+        self.revert_in(ev, Mode::Replay)
+    }
+
+    fn revert_in(&self, ev: &Event, mode: Mode) {
+        let parked = mode == Mode::Live && self.cfg.hold_released_until_durable;
         match ev {
             Event::ActivityCreated { id, .. } => {
                 // Slots are write-once: the sale becomes a tombstone that
@@ -680,7 +692,7 @@ impl Engine {
                     // Its cancel cannot be durable (it came after this
                     // creation), so the units are still parked.
                     OrderStatus::Cancelled => {
-                        if self.cfg.hold_released_until_durable {
+                        if parked {
                             a.releasing.fetch_sub(q, Ordering::AcqRel);
                         } else {
                             a.remaining.fetch_sub(q, Ordering::AcqRel);
@@ -742,7 +754,7 @@ impl Engine {
                     o.cancel_reason = None;
                     let expires_at = o.expires_at;
                     u.add_held(*activity_id, *quantity);
-                    if self.cfg.hold_released_until_durable {
+                    if parked {
                         a.releasing.fetch_sub(*quantity as i64, Ordering::AcqRel);
                     } else {
                         a.remaining.fetch_sub(*quantity as i64, Ordering::AcqRel);
