@@ -64,6 +64,9 @@ pub struct Gate {
     failed_epoch: AtomicU64,
     open_until_ms: AtomicU64,
     pub trips: AtomicU64,
+    /// From a failure until the next successful write: while the door is
+    /// shut, and while a probe after it is still waiting on the log.
+    failing: AtomicBool,
     reason: Mutex<String>,
 }
 
@@ -87,6 +90,11 @@ impl Gate {
         now < self.open_until_ms.load(Ordering::Acquire)
     }
 
+    /// The last write failed and none has succeeded since.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
     /// Why the log is unavailable, if it is (or was last).
     pub fn reason(&self) -> String {
         self.reason.lock().map(|r| r.clone()).unwrap_or_default()
@@ -99,6 +107,7 @@ impl Gate {
             .store(now + unavailable.as_millis() as u64, Ordering::Release);
         self.epoch.store(e + 1, Ordering::Release);
         self.trips.fetch_add(1, Ordering::Relaxed);
+        self.failing.store(true, Ordering::Release);
         if let Ok(mut r) = self.reason.lock() {
             *r = why;
         }
@@ -109,6 +118,7 @@ impl Gate {
     }
 
     fn close(&self) {
+        self.failing.store(false, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
     }
 }
@@ -332,7 +342,7 @@ impl<R: Send + 'static> LogWriter<R> {
                         for ev in &events {
                             engine.durable(ev);
                         }
-                        if g.is_open(now) && !events.is_empty() {
+                        if (g.is_open(now) || g.is_failing()) && !events.is_empty() {
                             tracing::info!("log writes succeed again: accepting orders");
                             g.close();
                         }
@@ -344,6 +354,10 @@ impl<R: Send + 'static> LogWriter<R> {
                     Err(e) => {
                         st.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %e, events = events.len(), "log write failed: cutting back to the last commit, failing these orders");
+                        // Shut the door first: rolling back may take a while
+                        // (Kafka: the old producer settles), and whoever
+                        // arrives meanwhile should get a fast 503, not wait.
+                        g.trip(now, cfg.unavailable, e.to_string());
                         if let Err(e2) = log.rollback() {
                             // The file may now hold records we are about to
                             // report as failed; recovery would bring them
@@ -351,7 +365,6 @@ impl<R: Send + 'static> LogWriter<R> {
                             tracing::error!(error = %e2, "cannot cut the log back after a failed write; aborting");
                             std::process::abort();
                         }
-                        g.trip(now, cfg.unavailable, e.to_string());
                         if cfg.ack == Ack::Durable {
                             for ev in events.iter().rev() {
                                 engine.revert(ev);
