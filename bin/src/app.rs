@@ -98,6 +98,10 @@ pub struct LogView {
     pub recovery_ms: u64,
     pub recovered_events: u64,
     pub depth: flashd_storage::WriterHandle<exec::Pending>,
+    /// "file" or "kafka".
+    pub backend: &'static str,
+    /// The embedded sink's figures (`sink.embedded`).
+    pub sink: Option<Arc<flashd_storage::sink::SinkStats>>,
 }
 
 /// What every sub-reactor's handler shares.
@@ -380,7 +384,7 @@ impl Handler for App {
                     .core
                     .writer
                     .get()
-                    .filter(|w| w.gate.is_open(exec::now_ms()))
+                    .filter(|w| w.gate.is_open(exec::now_ms()) || w.gate.is_failing())
                 {
                     let why = format!("order log unavailable: {}", w.gate.reason());
                     cx.respond_error(503, "not_ready", &why, &[])

@@ -21,7 +21,74 @@ pub struct Config {
     pub rate_limit: RateLimitSection,
     pub auth: AuthSection,
     pub log: LogSection,
+    pub mysql: MysqlSection,
+    pub sink: SinkSection,
     pub logging: LoggingSection,
+}
+
+/// `[log.kafka]`: the production log (`log.backend = "kafka"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of the topic when flashd creates it.
+    pub partitions: u64,
+    /// A buy waits at most this long for its delivery report; after a
+    /// failure, buys get 503 for this long before the broker is tried again.
+    pub unavailable_ms: u64,
+    /// librdkafka properties, passed through (`"linger.ms" = "1"`).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "flashd-orders".into(),
+            partitions: 4,
+            unavailable_ms: 1000,
+            properties: Default::default(),
+        }
+    }
+}
+
+/// `[mysql]`: the shards the sink writes and `flashd migrate` creates.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlSection {
+    pub shards: Vec<ShardEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    pub url: String,
+}
+
+/// `[sink]`: the Kafka → MySQL projection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSection {
+    /// Run the sink inside `flashd serve` (on its own threads).
+    pub embedded: bool,
+    pub group: String,
+    pub batch_max: u64,
+    pub batch_wait_ms: u64,
+    /// `flashd sink` serves `/metrics` here ("" = not at all).
+    pub metrics_listen: String,
+}
+
+impl Default for SinkSection {
+    fn default() -> Self {
+        SinkSection {
+            embedded: false,
+            group: "flashd-sink".into(),
+            batch_max: 5000,
+            batch_wait_ms: 20,
+            metrics_listen: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +106,7 @@ pub struct LogSection {
     pub batch_max: u64,
     pub unavailable_ms: u64,
     pub on_corruption: String,
+    pub kafka: KafkaSection,
 }
 
 impl Default for LogSection {
@@ -56,6 +124,7 @@ impl Default for LogSection {
             batch_max: 4096,
             unavailable_ms: 1000,
             on_corruption: "refuse".into(),
+            kafka: KafkaSection::default(),
         }
     }
 }
@@ -305,6 +374,90 @@ impl Config {
                 message: format!("not an IP:port address: {:?}", s.listen),
             });
         }
+        let mut one_of = |path: &str, v: &str, allowed: &[&str]| {
+            if !allowed.contains(&v) {
+                errs.push(ConfigError {
+                    path: path.into(),
+                    message: format!("must be one of {allowed:?}, got {v:?}"),
+                });
+            }
+        };
+        one_of("log.backend", &self.log.backend, &["file", "kafka"]);
+        one_of("log.ack", &self.log.ack, &["durable", "ledger"]);
+        one_of(
+            "log.on_corruption",
+            &self.log.on_corruption,
+            &["refuse", "truncate"],
+        );
+        let k = &self.log.kafka;
+        if self.log.backend == "kafka" || self.sink.embedded {
+            if k.brokers.trim().is_empty() {
+                errs.push(ConfigError {
+                    path: "log.kafka.brokers".into(),
+                    message: "must name at least one broker".into(),
+                });
+            }
+            if k.topic.trim().is_empty() {
+                errs.push(ConfigError {
+                    path: "log.kafka.topic".into(),
+                    message: "must not be empty".into(),
+                });
+            }
+        }
+        if !(1..=10_000).contains(&k.partitions) {
+            errs.push(ConfigError {
+                path: "log.kafka.partitions".into(),
+                message: format!("must be between 1 and 10000, got {}", k.partitions),
+            });
+        }
+        if !(1..=600_000).contains(&k.unavailable_ms) {
+            errs.push(ConfigError {
+                path: "log.kafka.unavailable_ms".into(),
+                message: format!("must be between 1 and 600000, got {}", k.unavailable_ms),
+            });
+        }
+        for key in ["enable.idempotence", "acks", "message.timeout.ms"] {
+            if k.properties.contains_key(key) {
+                errs.push(ConfigError {
+                    path: format!("log.kafka.properties.{key}"),
+                    message: "is set by flashd (durability depends on it)".into(),
+                });
+            }
+        }
+        for (i, sh) in self.mysql.shards.iter().enumerate() {
+            if let Err(e) = flashd_storage::sink::check_url(&sh.url) {
+                errs.push(ConfigError {
+                    path: format!("mysql.shards[{i}].url"),
+                    message: e,
+                });
+            }
+        }
+        if self.sink.embedded && self.log.backend != "kafka" {
+            errs.push(ConfigError {
+                path: "sink.embedded".into(),
+                message: "needs log.backend = \"kafka\"".into(),
+            });
+        }
+        if self.sink.embedded && self.mysql.shards.is_empty() {
+            errs.push(ConfigError {
+                path: "mysql.shards".into(),
+                message: "sink.embedded needs at least one shard".into(),
+            });
+        }
+        if !(1..=100_000).contains(&self.sink.batch_max) {
+            errs.push(ConfigError {
+                path: "sink.batch_max".into(),
+                message: format!("must be between 1 and 100000, got {}", self.sink.batch_max),
+            });
+        }
+        if !self.sink.metrics_listen.is_empty()
+            && self.sink.metrics_listen.parse::<SocketAddr>().is_err()
+        {
+            errs.push(ConfigError {
+                path: "sink.metrics_listen".into(),
+                message: format!("not an IP:port address: {:?}", self.sink.metrics_listen),
+            });
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             errs.push(ConfigError {
                 path: "logging.level".into(),
@@ -320,6 +473,30 @@ impl Config {
         match self.reactor.sub_reactors {
             0 => core_count(),
             n => n as usize,
+        }
+    }
+
+    pub fn kafka_config(&self) -> flashd_storage::kafka::KafkaConfig {
+        let k = &self.log.kafka;
+        flashd_storage::kafka::KafkaConfig {
+            brokers: k.brokers.clone(),
+            topic: k.topic.clone(),
+            timeout: Duration::from_millis(k.unavailable_ms),
+            properties: k
+                .properties
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn sink_config(&self) -> flashd_storage::sink::SinkConfig {
+        flashd_storage::sink::SinkConfig {
+            kafka: self.kafka_config(),
+            group: self.sink.group.clone(),
+            shards: self.mysql.shards.iter().map(|s| s.url.clone()).collect(),
+            batch_max: self.sink.batch_max as usize,
+            batch_wait: Duration::from_millis(self.sink.batch_wait_ms),
         }
     }
 
@@ -403,5 +580,33 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("server.max_header_bytes:")));
         assert!(e.iter().any(|m| m.starts_with("reactor.sub_reactors:")));
         assert!(errs("[server]\nbacklog = -1\n")[0].starts_with("server.backlog:"));
+    }
+
+    #[test]
+    fn log_and_sink_keys_are_checked() {
+        assert_eq!(
+            errs("[log]\nbackend = \"kafak\"\n"),
+            ["log.backend: must be one of [\"file\", \"kafka\"], got \"kafak\""]
+        );
+        assert!(errs("[log]\nack = \"durabel\"\n")[0].starts_with("log.ack:"));
+        assert_eq!(
+            errs("[log.kafka.properties]\nacks = \"1\"\n"),
+            ["log.kafka.properties.acks: is set by flashd (durability depends on it)"]
+        );
+        let e = errs("[sink]\nembedded = true\n[[mysql.shards]]\nurl = \"postgres://x\"\n");
+        assert!(
+            e.iter().any(|m| m.starts_with("sink.embedded: needs")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("mysql.shards[0].url:")),
+            "{e:?}"
+        );
+        let ok = Config::parse("[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"127.0.0.1:1\"\n[log.kafka.properties]\n\"linger.ms\" = \"2\"\n[sink]\nembedded = true\n[[mysql.shards]]\nurl = \"mysql://root@127.0.0.1:3306/s0\"\n[[mysql.shards]]\nurl = \"mysql://root@127.0.0.1:3306/s1\"\n").unwrap();
+        assert_eq!(ok.sink_config().shards.len(), 2);
+        assert_eq!(
+            ok.kafka_config().properties,
+            [("linger.ms".to_string(), "2".to_string())]
+        );
     }
 }

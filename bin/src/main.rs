@@ -58,6 +58,18 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Create the databases and tables on every MySQL shard (and the Kafka
+    /// topic when log.backend = "kafka"). Idempotent.
+    Migrate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Project the Kafka topic into the MySQL shards (a consumer group
+    /// member; run several for more throughput). Stops on SIGTERM/SIGINT.
+    Sink {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check a configuration file: exit 0 if valid, else print every error
     /// with its key path and exit 2.
     CheckConfig { path: PathBuf },
@@ -134,6 +146,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Migrate { config } => {
+            let cfg = match load(Some(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&cfg);
+            report(migrate(&cfg))
+        }
+        Cmd::Sink { config } => {
+            let cfg = match load(Some(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(&cfg);
+            report(run_sink(&cfg))
+        }
         Cmd::Serve { config } => {
             let cfg = match load(config.as_deref()) {
                 Ok(c) => c,
@@ -150,6 +178,93 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("flashd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.log.backend == "kafka" {
+        let created = flashd_storage::kafka::ensure_topic(
+            &cfg.kafka_config(),
+            cfg.log.kafka.partitions as i32,
+        )?;
+        println!(
+            "topic {}: {}",
+            cfg.log.kafka.topic,
+            if created { "created" } else { "exists" }
+        );
+    }
+    let shards: Vec<String> = cfg.mysql.shards.iter().map(|s| s.url.clone()).collect();
+    if shards.is_empty() {
+        anyhow::ensure!(
+            cfg.log.backend == "kafka",
+            "mysql.shards: no shards configured"
+        );
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(flashd_storage::sink::migrate(&shards))?;
+    for (i, s) in cfg.mysql.shards.iter().enumerate() {
+        println!("shard {i}: {} ok", redact(&s.url));
+    }
+    Ok(())
+}
+
+/// A URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(a), Some(b)) if b > a => {
+            let creds = &url[a + 3..b];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..a + 3], &creds[..c], &url[b..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn run_sink(cfg: &Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !cfg.mysql.shards.is_empty(),
+        "mysql.shards: no shards configured"
+    );
+    let sink = flashd_storage::sink::Sink::start(cfg.sink_config())?;
+    let mut metrics_thread = None;
+    if !cfg.sink.metrics_listen.is_empty() {
+        let l = std::net::TcpListener::bind(&cfg.sink.metrics_listen)
+            .with_context(|| format!("sink.metrics_listen {}", cfg.sink.metrics_listen))?;
+        let stats = sink.stats.clone();
+        metrics_thread = Some(
+            std::thread::Builder::new()
+                .name("flashd-sink-metrics".into())
+                .spawn(move || metrics::serve_sink_metrics(l, stats))?,
+        );
+    }
+    tracing::info!(
+        topic = %cfg.log.kafka.topic,
+        group = %cfg.sink.group,
+        shards = cfg.mysql.shards.len(),
+        "sink running"
+    );
+    notify(&[NotifyState::Ready]);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let sig = signals.forever().next();
+    tracing::info!(signal = ?sig, "sink stopping");
+    sink.stop();
+    drop(metrics_thread);
+    Ok(())
 }
 
 fn config_errors(errs: &[config::ConfigError]) -> ExitCode {
@@ -224,7 +339,11 @@ fn start_workers(
 /// The durable path, once recovery has rebuilt the engine.
 struct Durable {
     writer: flashd_storage::LogWriter<exec::Pending>,
-    snapshotter: flashd_storage::Snapshotter,
+    /// File backend only (see the README: Kafka state is rebuilt from the
+    /// topic).
+    snapshotter: Option<flashd_storage::Snapshotter>,
+    /// `sink.embedded`.
+    sink: Option<flashd_storage::sink::Sink>,
 }
 
 /// Rebuild the engine from the newest snapshot and the log after it, then
@@ -237,6 +356,9 @@ fn recover(
     shared: &app::Shared,
 ) -> anyhow::Result<Durable> {
     use flashd_storage as st;
+    if cfg.log.backend == "kafka" {
+        return recover_kafka(cfg, core, completer, reactors, shared);
+    }
     let dir = cfg.log.dir(&cfg.server.data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating log.dir {}", dir.display()))?;
     let t0 = Instant::now();
@@ -288,25 +410,13 @@ fn recover(
         rec.tail,
         rec.next_lsn,
     )?;
-    let writer = st::LogWriter::start(
+    let writer = start_writer(
+        cfg,
         Box::new(log),
-        core.engine.clone(),
-        exec::Completions {
-            completer,
-            woken: vec![false; reactors],
-        },
-        st::WriterConfig {
-            ring_capacity: cfg.log.ring_capacity as usize,
-            batch_max: cfg.log.batch_max as usize,
-            unavailable: Duration::from_millis(cfg.log.unavailable_ms),
-            ack: if cfg.log.ack == "ledger" {
-                st::Ack::Ledger
-            } else {
-                st::Ack::Durable
-            },
-            flush_interval: Duration::from_millis(cfg.log.flush_interval_ms),
-        },
-        exec::now_ms,
+        core,
+        completer,
+        reactors,
+        Duration::from_millis(cfg.log.unavailable_ms),
     )?;
     let snapshotter = st::Snapshotter::start(
         st::SnapshotterConfig {
@@ -328,10 +438,110 @@ fn recover(
         recovery_ms,
         recovered_events: rec.replayed,
         depth: writer.handle(),
+        backend: "file",
+        sink: None,
     });
     Ok(Durable {
         writer,
-        snapshotter,
+        snapshotter: Some(snapshotter),
+        sink: None,
+    })
+}
+
+fn start_writer(
+    cfg: &Config,
+    log: Box<dyn flashd_storage::OrderLog>,
+    core: &exec::Core,
+    completer: flashd_reactor::Completer<exec::Outcome>,
+    reactors: usize,
+    unavailable: Duration,
+) -> anyhow::Result<flashd_storage::LogWriter<exec::Pending>> {
+    use flashd_storage as st;
+    Ok(st::LogWriter::start(
+        log,
+        core.engine.clone(),
+        exec::Completions {
+            completer,
+            woken: vec![false; reactors],
+        },
+        st::WriterConfig {
+            ring_capacity: cfg.log.ring_capacity as usize,
+            batch_max: cfg.log.batch_max as usize,
+            unavailable,
+            ack: if cfg.log.ack == "ledger" {
+                st::Ack::Ledger
+            } else {
+                st::Ack::Durable
+            },
+            flush_interval: Duration::from_millis(cfg.log.flush_interval_ms),
+        },
+        exec::now_ms,
+    )?)
+}
+
+/// The Kafka backend: rebuild the engine from the whole topic (merged by
+/// LSN; abort records undo what a failed delivery left behind), then
+/// produce to it.
+fn recover_kafka(
+    cfg: &Config,
+    core: &exec::Core,
+    completer: flashd_reactor::Completer<exec::Outcome>,
+    reactors: usize,
+    shared: &app::Shared,
+) -> anyhow::Result<Durable> {
+    use flashd_storage::kafka;
+    let kcfg = cfg.kafka_config();
+    let t0 = Instant::now();
+    if kafka::ensure_topic(&kcfg, cfg.log.kafka.partitions as i32)
+        .with_context(|| format!("kafka brokers {}", kcfg.brokers))?
+    {
+        tracing::info!(topic = %kcfg.topic, partitions = cfg.log.kafka.partitions, "created the topic");
+    }
+    let engine = core.engine.clone();
+    let rec = kafka::recover_topic(&kcfg, &mut |_, r| match r {
+        kafka::LogRecord::Event(ev) => engine.apply(&ev).map_err(|e| e.to_string()),
+        kafka::LogRecord::Abort(evs) => {
+            for ev in evs.iter().rev() {
+                engine.revert_replayed(ev);
+            }
+            Ok(())
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("recovery from kafka topic {} refused: {e}", kcfg.topic))?;
+    if let Err(e) = core.engine.check_invariants() {
+        anyhow::bail!("recovered state breaks an invariant: {e}");
+    }
+    let recovery_ms = t0.elapsed().as_millis() as u64;
+    tracing::info!(
+        topic = %kcfg.topic,
+        events = rec.events,
+        aborts = rec.aborts,
+        per_partition = ?rec.partitions,
+        next_lsn = rec.next_lsn,
+        ms = recovery_ms,
+        "recovery from kafka done"
+    );
+    let log = kafka::KafkaLog::open(kcfg.clone(), rec.next_lsn)?;
+    let writer = start_writer(cfg, Box::new(log), core, completer, reactors, kcfg.timeout)?;
+    let sink = if cfg.sink.embedded {
+        Some(flashd_storage::sink::Sink::start(cfg.sink_config())?)
+    } else {
+        None
+    };
+    let _ = shared.log.set(app::LogView {
+        stats: writer.stats.clone(),
+        committed_lsn: writer.committed_lsn.clone(),
+        snapshot_lsn: Arc::new(AtomicU64::new(0)),
+        recovery_ms,
+        recovered_events: rec.events,
+        depth: writer.handle(),
+        backend: "kafka",
+        sink: sink.as_ref().map(|s| s.stats.clone()),
+    });
+    Ok(Durable {
+        writer,
+        snapshotter: None,
+        sink,
     })
 }
 
@@ -548,7 +758,12 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     sweeping.store(false, Ordering::Relaxed);
     let _ = sweeper.join();
     durable.writer.stop();
-    durable.snapshotter.stop();
+    if let Some(s) = durable.snapshotter {
+        s.stop();
+    }
+    if let Some(s) = durable.sink {
+        s.stop();
+    }
     tracing::info!(
         drained_in_ms = t0.elapsed().as_millis() as u64,
         grace_ms = rcfg.shutdown_grace.as_millis() as u64,

@@ -350,11 +350,11 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         "Entries waiting for the log writer.",
         l.depth.depth() as u64,
     );
-    let open = l.depth.gate.is_open(crate::exec::now_ms());
+    let open = l.depth.gate.is_open(crate::exec::now_ms()) || l.depth.gate.is_failing();
     gauge(
         out,
         "flashd_log_breaker_open",
-        "1 while orders are refused because the log failed.",
+        "1 from a failed log write until the next one succeeds (orders are refused, or wait on a probe).",
         open as u64,
     );
     counter(
@@ -374,4 +374,97 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         "Events replayed at the last start.",
         l.recovered_events,
     );
+    let _ = write!(
+        out,
+        "# HELP flashd_log_backend The order log's backend (flashd_log_commit_seconds is the produce latency on kafka).\n# TYPE flashd_log_backend gauge\nflashd_log_backend{{backend=\"{}\"}} 1\n",
+        l.backend
+    );
+    if let Some(s) = &l.sink {
+        render_sink(s, out);
+    }
+}
+
+/// The sink's figures (embedded in serve, or `flashd sink`'s own /metrics).
+pub fn render_sink(s: &flashd_storage::sink::SinkStats, out: &mut String) {
+    use flashd_storage::sink::SINK_BATCH_BOUNDS;
+    use std::sync::atomic::Ordering::Relaxed;
+    counter(
+        out,
+        "flashd_sink_events_total",
+        "Log records written to MySQL.",
+        s.events.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_sink_retries_total",
+        "Batch writes that failed and were retried.",
+        s.retries.load(Relaxed),
+    );
+    gauge(
+        out,
+        "flashd_sink_lag_records",
+        "Records in the topic not yet written to MySQL.",
+        s.lag.load(Relaxed).max(0) as u64,
+    );
+    gauge(
+        out,
+        "flashd_sink_mysql_up",
+        "0 while writes to MySQL fail.",
+        s.mysql_up.load(Relaxed) as u64,
+    );
+    out.push_str("# HELP flashd_sink_rows_total Rows written, per shard.\n# TYPE flashd_sink_rows_total counter\n");
+    for (i, r) in s.rows.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "flashd_sink_rows_total{{shard=\"{i}\"}} {}",
+            r.load(Relaxed)
+        );
+    }
+    out.push_str("# HELP flashd_sink_batch_records Records per sink batch.\n# TYPE flashd_sink_batch_records histogram\n");
+    let mut cum = 0;
+    for (i, b) in SINK_BATCH_BOUNDS.iter().enumerate() {
+        cum += s.batch_hist[i].load(Relaxed);
+        let _ = writeln!(out, "flashd_sink_batch_records_bucket{{le=\"{b}\"}} {cum}");
+    }
+    cum += s.batch_hist[SINK_BATCH_BOUNDS.len()].load(Relaxed);
+    let _ = writeln!(out, "flashd_sink_batch_records_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(
+        out,
+        "flashd_sink_batch_records_sum {}",
+        s.events.load(Relaxed)
+    );
+    let _ = writeln!(out, "flashd_sink_batch_records_count {cum}");
+    let _ = write!(
+        out,
+        "# HELP flashd_sink_write_seconds_total Time spent writing batches to MySQL.\n# TYPE flashd_sink_write_seconds_total counter\nflashd_sink_write_seconds_total {}\n",
+        s.write_ns_sum.load(Relaxed) as f64 / 1e9
+    );
+}
+
+/// `flashd sink`'s `/metrics`: a plain blocking server (one scrape at a
+/// time is all Prometheus needs; no reactor here).
+pub fn serve_sink_metrics(
+    l: std::net::TcpListener,
+    stats: std::sync::Arc<flashd_storage::sink::SinkStats>,
+) {
+    use std::io::{Read, Write};
+    for conn in l.incoming() {
+        let Ok(mut c) = conn else { continue };
+        let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut buf = [0u8; 2048];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let req = String::from_utf8_lossy(&buf[..n]);
+        let (status, body) = if req.starts_with("GET /metrics ") {
+            let mut out = String::new();
+            render_sink(&stats, &mut out);
+            ("200 OK", out)
+        } else {
+            ("404 Not Found", "not found\n".to_string())
+        };
+        let _ = write!(
+            c,
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
 }

@@ -58,6 +58,10 @@ pub enum LogError {
     },
     #[error("replaying event {lsn}: {why}")]
     Replay { lsn: u64, why: String },
+    #[error("kafka: {0}")]
+    Broker(String),
+    #[error("mysql: {0}")]
+    Mysql(String),
     #[error("injected fault: {0}")]
     Injected(&'static str),
 }

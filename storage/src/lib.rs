@@ -3,7 +3,9 @@
 //! It owns the [`OrderLog`] trait and its embedded file backend (segment
 //! files of CRC32C-framed records), the group-commit [`LogWriter`] with its
 //! circuit breaker, snapshots and the follower that writes them, and
-//! start-up [`recover`]y.
+//! start-up [`recover`]y; the production path too: the Kafka backend
+//! ([`kafka`]) and the sink that projects the topic into MySQL shards
+//! ([`sink`]).
 //!
 //! Invariants:
 //! * A reply marked durable follows the `fdatasync` of every event queued
@@ -14,15 +16,20 @@
 //! * Recovery never silently drops a record that was followed by a valid
 //!   one: only a torn tail of the last segment is truncated without the
 //!   operator's say-so.
+//! * Kafka: a failed group is undone in the topic by an abort record that
+//!   precedes every later event of the same sale; the sink's writes are
+//!   idempotent and its offsets follow its rows.
 
 mod codec;
 mod error;
 mod failpoint;
 mod file_log;
 mod follower;
+pub mod kafka;
 mod record;
 mod recovery;
 mod segment;
+pub mod sink;
 mod snapshot;
 mod writer;
 
@@ -55,4 +62,12 @@ pub trait OrderLog: Send {
     /// Forget what was appended since the last successful commit.
     fn rollback(&mut self) -> Result<(), LogError>;
     fn committed_lsn(&self) -> u64;
+}
+
+/// Wall-clock milliseconds (for rows the sink stamps itself).
+pub(crate) fn kafka_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
