@@ -145,6 +145,14 @@ pub struct Deliveries {
     done: Condvar,
 }
 
+impl Deliveries {
+    /// The batch state; a poisoned lock (a panicking callback) still holds
+    /// consistent counters, so take it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
@@ -153,7 +161,7 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, r: &DeliveryResult<'_>, opaque: usize) {
         let generation = (opaque as u64 >> 32) as u32;
-        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.lock();
         if b.generation != generation {
             return;
         }
@@ -342,7 +350,7 @@ impl OrderLog for KafkaLog {
         // may come late: past `timeout` the batch counts as failed (what
         // did arrive is undone by the abort records).
         let deadline = Instant::now() + self.cfg.timeout;
-        let mut b = cx.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = cx.lock();
         while b.reported < b.sent {
             let now = Instant::now();
             if now >= deadline {
