@@ -298,12 +298,7 @@ fn kafka_err(e: KafkaError) -> LogError {
 impl OrderLog for KafkaLog {
     fn append(&mut self, events: &[Event]) -> Result<(), LogError> {
         let generation = {
-            let mut b = self
-                .producer
-                .context()
-                .batch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut b = self.producer.context().lock();
             if b.sent == 0 {
                 b.generation = b.generation.wrapping_add(1);
                 b.reported = 0;
@@ -312,13 +307,7 @@ impl OrderLog for KafkaLog {
             }
             b.generation
         };
-        let mut index = self
-            .producer
-            .context()
-            .batch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sent;
+        let mut index = self.producer.context().lock().sent;
         // Aborts first: they must precede anything else of their activity.
         if !self.to_abort.is_empty() && self.batch.is_empty() {
             let mut by_activity: BTreeMap<ActivityId, Vec<Event>> = BTreeMap::new();
@@ -394,12 +383,7 @@ impl OrderLog for KafkaLog {
         // engine undoes it here. The aborts of earlier failures stay queued
         // too (they may not have arrived).
         self.to_abort.append(&mut self.batch);
-        let mut b = self
-            .producer
-            .context()
-            .batch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut b = self.producer.context().lock();
         b.sent = 0;
         drop(b);
         // A fresh producer (a new producer id) for what comes next: after
@@ -424,12 +408,7 @@ impl OrderLog for KafkaLog {
 
 impl KafkaLog {
     fn bump_sent(&self) {
-        let mut b = self
-            .producer
-            .context()
-            .batch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut b = self.producer.context().lock();
         b.sent += 1;
     }
 }
