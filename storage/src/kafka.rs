@@ -1,10 +1,14 @@
 //! The Kafka backend of [`OrderLog`]: the production write-behind path.
 //!
-//! Each engine event becomes one record keyed by its activity, so one
-//! sale's events land on one partition in order. Records carry a global
-//! sequence number (the LSN) that this single writer assigns; recovery
-//! merges the partitions by it and so replays events in exactly the order
-//! the engine applied them, whatever the partition count.
+//! The events of one group commit are packed into one record per activity
+//! (keyed by it), so one sale's events land on one partition in order.
+//! Every event carries a global sequence number (the LSN) that this single
+//! writer assigns; recovery merges the partitions by it and so replays
+//! events in exactly the order the engine applied them, whatever the
+//! partition count. Packing, not one record per event: a broker's cost is
+//! per record far more than per byte (tansu with SQLite storage took about
+//! 37,000 records/s from one producer here), and a busy sale's group holds
+//! tens of orders of one activity.
 //!
 //! `append` hands records to librdkafka without waiting; `commit` waits
 //! for the delivery report of every record appended since the last commit
@@ -42,6 +46,9 @@ use crate::OrderLog;
 pub const RECORD_FORMAT: u8 = 1;
 /// Record kind of an abort (engine events use the codec's kinds 1..=4).
 pub const KIND_ABORT: u8 = 20;
+/// Record kind of a packed run of events of one activity, each with its
+/// own LSN (the header's LSN is the first one's).
+pub const KIND_EVENTS: u8 = 21;
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -95,6 +102,53 @@ pub fn encode_value(lsn: u64, rec: &LogRecord, out: &mut Vec<u8>) {
         }
     };
     out[1] = kind;
+}
+
+/// One record holding several events (of one activity), each with its LSN.
+pub fn encode_events(events: &[(u64, &Event)], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(RECORD_FORMAT);
+    out.push(KIND_EVENTS);
+    out.extend_from_slice(&events.first().map_or(0, |e| e.0).to_le_bytes());
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    let mut p = Vec::with_capacity(128);
+    for (lsn, ev) in events {
+        p.clear();
+        let k = encode_event(ev, &mut p);
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.push(k);
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&p);
+    }
+}
+
+/// Every (LSN, record) a stored value holds: one for an event or an abort,
+/// several for a packed run of events.
+pub fn decode_records(v: &[u8]) -> Result<Vec<(u64, LogRecord)>, DecodeError> {
+    if v.len() < 10 || v[1] != KIND_EVENTS {
+        return decode_value(v).map(|r| vec![r]);
+    }
+    if v[0] != RECORD_FORMAT {
+        return Err(DecodeError::BadEnum("record format"));
+    }
+    let body = &v[10..];
+    let count = u32::from_le_bytes(take(body, 0, 4)?.try_into().expect("4")) as usize;
+    let mut at = 4;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let lsn = u64::from_le_bytes(take(body, at, 8)?.try_into().expect("8"));
+        let k = take(body, at + 8, 1)?[0];
+        let len = u32::from_le_bytes(take(body, at + 9, 4)?.try_into().expect("4")) as usize;
+        out.push((
+            lsn,
+            LogRecord::Event(decode_event(k, take(body, at + 13, len)?)?),
+        ));
+        at += 13 + len;
+    }
+    if at != body.len() {
+        return Err(DecodeError::TrailingBytes);
+    }
+    Ok(out)
 }
 
 fn take(b: &[u8], at: usize, n: usize) -> Result<&[u8], DecodeError> {
@@ -246,15 +300,8 @@ impl KafkaLog {
         })
     }
 
-    fn send(
-        &mut self,
-        key: ActivityId,
-        rec: &LogRecord,
-        index: usize,
-        generation: u32,
-    ) -> Result<(), LogError> {
-        encode_value(self.next_lsn, rec, &mut self.value);
-        self.next_lsn += 1;
+    /// Produce `self.value` (already encoded) keyed by `key`.
+    fn send(&mut self, key: ActivityId, index: usize, generation: u32) -> Result<(), LogError> {
         let key = key.to_string();
         let opaque = ((generation as usize) << 32) | index;
         let mut record = BaseRecord::with_opaque_to(&self.cfg.topic, opaque)
@@ -318,15 +365,29 @@ impl OrderLog for KafkaLog {
                     .push(ev.clone());
             }
             for (a, evs) in by_activity {
-                self.send(a, &LogRecord::Abort(evs), index, generation)?;
+                encode_value(self.next_lsn, &LogRecord::Abort(evs), &mut self.value);
+                self.next_lsn += 1;
+                self.send(a, index, generation)?;
                 index += 1;
                 self.bump_sent();
             }
         }
+        // LSNs in the engine's order; one record per activity, its events
+        // in that order.
+        let mut by_activity: Vec<(ActivityId, Vec<(u64, &Event)>)> = Vec::new();
         for ev in events {
-            self.batch.push(ev.clone());
-            let rec = LogRecord::Event(ev.clone());
-            self.send(activity_of(ev), &rec, index, generation)?;
+            let a = activity_of(ev);
+            let lsn = self.next_lsn;
+            self.next_lsn += 1;
+            match by_activity.iter_mut().find(|(x, _)| *x == a) {
+                Some((_, v)) => v.push((lsn, ev)),
+                None => by_activity.push((a, vec![(lsn, ev)])),
+            }
+        }
+        self.batch.extend(events.iter().cloned());
+        for (a, evs) in &by_activity {
+            encode_events(evs, &mut self.value);
+            self.send(*a, index, generation)?;
             index += 1;
             self.bump_sent();
         }
@@ -515,7 +576,7 @@ pub fn recover_topic(
                     last_progress = Instant::now();
                     let (p, off) = (m.partition(), m.offset());
                     let v = m.payload().unwrap_or(&[]);
-                    let (lsn, rec) = decode_value(v).map_err(|e| LogError::Corrupt {
+                    let recs = decode_records(v).map_err(|e| LogError::Corrupt {
                         path: format!("kafka:{}/{p}", cfg.topic).into(),
                         offset: off as u64,
                         why: e.to_string(),
@@ -523,7 +584,7 @@ pub fn recover_topic(
                     if let Some(i) = parts.iter().position(|q| *q == p) {
                         out.partitions[i] += 1;
                     }
-                    records.push((lsn, rec));
+                    records.extend(recs);
                     if ends.get(&p).is_some_and(|h| off + 1 >= *h) {
                         ends.remove(&p);
                     }
@@ -574,5 +635,22 @@ mod tests {
         assert!(decode_value(&v[..v.len() - 1]).is_err());
         v[0] = 9;
         assert!(decode_value(&v).is_err());
+    }
+
+    #[test]
+    fn packed_events_round_trip_with_their_lsns() {
+        let (a, b) = (order(5, 2), order(9, 2));
+        let mut v = Vec::new();
+        encode_events(&[(10, &a), (13, &b)], &mut v);
+        assert_eq!(
+            decode_records(&v).unwrap(),
+            vec![(10, LogRecord::Event(a.clone())), (13, LogRecord::Event(b))]
+        );
+        assert!(decode_records(&v[..v.len() - 1]).is_err());
+        v.push(0);
+        assert!(decode_records(&v).is_err());
+        // Single records still decode through the same door.
+        encode_value(4, &LogRecord::Event(a.clone()), &mut v);
+        assert_eq!(decode_records(&v).unwrap(), vec![(4, LogRecord::Event(a))]);
     }
 }

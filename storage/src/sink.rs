@@ -38,7 +38,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::LogError;
-use crate::kafka::{decode_value, KafkaConfig, LogRecord};
+use crate::kafka::{decode_records, KafkaConfig, LogRecord};
 
 /// Shard of a user: Lamping & Veach's jump consistent hash.
 pub fn shard_of(user: UserId, shards: usize) -> usize {
@@ -317,8 +317,8 @@ fn run(
                 }
                 Some(Ok(m)) => {
                     let v = m.payload().unwrap_or(&[]);
-                    match decode_value(v) {
-                        Ok(r) => batch.push(r),
+                    match decode_records(v) {
+                        Ok(r) => batch.extend(r),
                         // Not ours to judge: skip it loudly rather than
                         // stall every order behind it.
                         Err(e) => {

@@ -7,6 +7,8 @@
 //!
 //!   axum-redis-peer LISTEN REDIS_URL JWT_SECRET
 //!
+//! `GET /api/v1/activities/{id}` reads the sale's hash (HGETALL).
+//!
 //! A sale is set up in Redis by the bench script:
 //!   HSET sale:{id} stock N start_ms T0 end_ms T1 price_cents P
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
@@ -108,6 +110,28 @@ async fn buy(
     }
 }
 
+/// `GET` of a sale: the hash as Redis holds it, as JSON.
+async fn get_sale(State(app): State<Arc<App>>, Path(sale): Path<u64>) -> Response {
+    let mut conn = app.redis.clone();
+    let fields: Result<std::collections::HashMap<String, String>, _> =
+        redis::cmd("HGETALL")
+            .arg(format!("sale:{sale}"))
+            .query_async(&mut conn)
+            .await;
+    match fields {
+        Ok(f) if f.is_empty() => err(StatusCode::NOT_FOUND, "not_found"),
+        Ok(f) => {
+            let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            Json(serde_json::json!({
+                "id": sale, "remaining": num("stock"), "start_ms": num("start_ms"),
+                "end_ms": num("end_ms"), "price_cents": num("price_cents")
+            }))
+            .into_response()
+        }
+        Err(_) => err(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -129,6 +153,7 @@ async fn main() {
         next_id: AtomicU64::new(1),
     });
     let router = Router::new()
+        .route("/api/v1/activities/{id}", get(get_sale))
         .route("/api/v1/activities/{id}/orders", post(buy))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(&args[1])
