@@ -38,6 +38,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::LogError;
+use futures_util::FutureExt;
+
 use crate::kafka::{decode_records, KafkaConfig, LogRecord};
 
 /// Shard of a user: Lamping & Veach's jump consistent hash.
@@ -231,6 +233,9 @@ impl Sink {
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "1000")
             .set("auto.offset.reset", "earliest")
+            // A fetch that finds nothing new waits this long at the broker
+            // (librdkafka's default is 500 ms).
+            .set("fetch.wait.max.ms", "20")
             // A MySQL outage holds a batch (and the poll loop) for as long
             // as it lasts; the group must not give our partitions away.
             .set("max.poll.interval.ms", "86400000");
@@ -693,30 +698,26 @@ impl Writer {
                 }
             }
         }
-        for s in 0..n {
-            if orders[s].is_empty() && events[s].is_empty() {
+        // Order tables first (cached after the first batch of a month),
+        // then every shard's transaction at once: each commit waits for
+        // its server's log flush, and two shards' flushes overlap.
+        for (s, by_table) in orders.iter().enumerate() {
+            if by_table.is_empty() {
                 continue;
             }
             let mut conn = self.pools[s].get_conn().await.map_err(my_err)?;
-            for table in orders[s].keys() {
+            let tables: Vec<String> = by_table.keys().cloned().collect();
+            for table in &tables {
                 self.ensure_table(s, table, &mut conn).await?;
             }
-            let mut tx = conn
-                .start_transaction(TxOpts::default())
-                .await
-                .map_err(my_err)?;
-            let mut rows = 0u64;
-            for (table, rs) in &orders[s] {
-                for chunk in rs.chunks(1000) {
-                    upsert_orders(&mut tx, table, chunk).await?;
-                    rows += chunk.len() as u64;
-                }
-            }
-            for chunk in events[s].chunks(1000) {
-                insert_events(&mut tx, chunk).await?;
-                rows += chunk.len() as u64;
-            }
-            tx.commit().await.map_err(my_err)?;
+        }
+        let writes = (0..n)
+            .filter(|&s| !(orders[s].is_empty() && events[s].is_empty()))
+            .map(|s| {
+                write_shard(&self.pools[s], &orders[s], &events[s])
+                    .map(move |r| r.map(|rows| (s, rows)))
+            });
+        for (s, rows) in futures_util::future::try_join_all(writes).await? {
             self.stats.rows[s].fetch_add(rows, Ordering::Relaxed);
         }
         self.fold_activities(&acts, &HashMap::new()).await
@@ -1054,6 +1055,32 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// One shard's part of a batch, in one transaction; the rows written.
+async fn write_shard(
+    pool: &Pool,
+    orders: &BTreeMap<String, Vec<OrderRow>>,
+    events: &[EventRow],
+) -> Result<u64, LogError> {
+    let mut conn = pool.get_conn().await.map_err(my_err)?;
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .await
+        .map_err(my_err)?;
+    let mut rows = 0u64;
+    for (table, rs) in orders {
+        for chunk in rs.chunks(1000) {
+            upsert_orders(&mut tx, table, chunk).await?;
+            rows += chunk.len() as u64;
+        }
+    }
+    for chunk in events.chunks(1000) {
+        insert_events(&mut tx, chunk).await?;
+        rows += chunk.len() as u64;
+    }
+    tx.commit().await.map_err(my_err)?;
+    Ok(rows)
 }
 
 async fn upsert_orders(
