@@ -956,33 +956,27 @@ impl Writer {
                     activity_id,
                     quantity,
                     ..
-                } => {
-                    let q = *quantity as i64;
-                    let Some((st, _)) = status.get_mut(order_id) else {
-                        continue;
-                    };
-                    if *st == St::Paid {
-                        *st = St::Created;
-                        let d = &mut deltas.entry(*activity_id).or_insert((lsn, [0; 3], false)).1;
-                        d[2] -= q;
-                        d[1] += q;
-                        changes.push((ev.clone(), St::Created));
-                    }
                 }
-                Event::OrderCancelled {
+                | Event::OrderCancelled {
                     order_id,
                     activity_id,
                     quantity,
                     ..
                 } => {
+                    // Undo a pay or a cancel: the order is CREATED again,
+                    // its units move back from sold / remaining to reserved.
+                    let (from, counter) = match ev {
+                        Event::OrderPaid { .. } => (St::Paid, 2),
+                        _ => (St::Cancelled, 0),
+                    };
                     let q = *quantity as i64;
                     let Some((st, _)) = status.get_mut(order_id) else {
                         continue;
                     };
-                    if *st == St::Cancelled {
+                    if *st == from {
                         *st = St::Created;
                         let d = &mut deltas.entry(*activity_id).or_insert((lsn, [0; 3], false)).1;
-                        d[0] -= q;
+                        d[counter] -= q;
                         d[1] += q;
                         changes.push((ev.clone(), St::Created));
                     }
