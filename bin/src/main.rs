@@ -362,14 +362,17 @@ fn recover(
     let dir = cfg.log.dir(&cfg.server.data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating log.dir {}", dir.display()))?;
     let t0 = Instant::now();
-    let snapshot = st::latest_snapshot(&dir).context("reading snapshots")?;
+    let snapshot = st::latest_verified_snapshot(&dir).context("reading snapshots")?;
     let read_ms = t0.elapsed().as_millis() as u64;
-    let from = snapshot.as_ref().map_or(0, |s| s.1);
-    if let Some((path, lsn, snap)) = &snapshot {
-        core.engine
-            .load(snap)
+    let mut from = 0;
+    let mut snapshot_path = None;
+    if let Some(v) = snapshot {
+        let (path, orders) = (v.path.clone(), v.orders);
+        from = v
+            .load_into(&core.engine)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        tracing::info!(path = %path.display(), lsn, orders = snap.orders.len(), "loaded snapshot");
+        tracing::info!(path = %path.display(), lsn = from, orders, "loaded snapshot");
+        snapshot_path = Some(path);
     }
     let policy = if cfg.log.on_corruption == "truncate" {
         st::OnCorruption::Truncate
@@ -378,7 +381,32 @@ fn recover(
     };
     let loaded_ms = t0.elapsed().as_millis() as u64;
     let engine = core.engine.clone();
-    let rec = st::recover(&dir, from, policy, &mut |_, ev| engine.apply(&ev).map_err(|e| e.to_string())).map_err(|e| {
+    // Replayed in chunks on every core (`Engine::apply_batch`); a chunk
+    // bounds the memory a full replay of a long log holds at once.
+    const CHUNK: usize = 1 << 18;
+    let mut chunk: Vec<(u64, flashd_engine::Event)> = Vec::with_capacity(CHUNK);
+    let apply_chunk = |chunk: &mut Vec<(u64, flashd_engine::Event)>| -> Result<(), String> {
+        let r = engine
+            .apply_batch(chunk)
+            .map_err(|(lsn, e)| format!("event {lsn}: {e}"));
+        chunk.clear();
+        r
+    };
+    let rec = st::recover(&dir, from, policy, &mut |lsn, ev| {
+        chunk.push((lsn, ev));
+        if chunk.len() == CHUNK {
+            apply_chunk(&mut chunk)?;
+        }
+        Ok(())
+    })
+    .and_then(|rec| {
+        apply_chunk(&mut chunk).map_err(|why| st::LogError::Replay {
+            lsn: rec.next_lsn,
+            why,
+        })?;
+        Ok(rec)
+    })
+    .map_err(|e| {
         anyhow::anyhow!("recovery refused: {e}\n(if losing everything from the damage on is acceptable, set log.on_corruption = \"truncate\")")
     })?;
     for (path, offset, dropped) in &rec.truncated {
@@ -428,7 +456,7 @@ fn recover(
             poll: Duration::from_millis(200),
         },
         cfg.engine_config(),
-        snapshot.map(|(_, lsn, snap)| (lsn, snap)),
+        snapshot_path.map(|p| (from, p)),
         writer.committed_lsn.clone(),
     )?;
     let _ = shared.log.set(app::LogView {

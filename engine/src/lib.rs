@@ -33,4 +33,4 @@ pub use engine::*;
 pub use event::{Discard, Event, EventSink};
 pub use ids::{OrderIdGen, EPOCH_MS, MAX_NODE_ID};
 pub use types::*;
-pub use users::{Order, USER_STRIPES};
+pub use users::{Order, RequestKey, USER_STRIPES};

@@ -3,7 +3,9 @@
 //! format is stable, explicit and cheap (no schema evolution magic: a
 //! change bumps the file format version).
 
-use flashd_engine::{ActivitySnapshot, ActivitySpec, CancelReason, Event, Order, OrderStatus};
+use flashd_engine::{
+    ActivitySnapshot, ActivitySpec, CancelReason, Event, Order, OrderStatus, RequestKey,
+};
 
 use crate::error::DecodeError;
 
@@ -13,7 +15,12 @@ pub const KIND_ORDER_PAID: u8 = 3;
 pub const KIND_ORDER_CANCELLED: u8 = 4;
 pub const KIND_SNAP_HEADER: u8 = 10;
 pub const KIND_SNAP_ACTIVITY: u8 = 11;
+/// Format 1: one order.
 pub const KIND_SNAP_ORDER: u8 = 12;
+/// Format 2: a block of fixed-width order rows.
+pub const KIND_SNAP_ORDERS: u8 = 13;
+/// Format 2: orders per engine stripe (u32 each), a sizing hint.
+pub const KIND_SNAP_STRIPES: u8 = 14;
 
 struct W<'a>(&'a mut Vec<u8>);
 
@@ -274,26 +281,10 @@ pub fn decode_snap_activity(payload: &[u8]) -> Result<ActivitySnapshot, DecodeEr
     Ok(a)
 }
 
-pub fn encode_snap_order(o: &Order, out: &mut Vec<u8>) {
-    let mut w = W(out);
-    w.u64(o.id);
-    w.u32(o.activity_id);
-    w.u64(o.user_id);
-    w.u32(o.quantity);
-    w.u64(o.amount_cents);
-    w.u8(status_byte(o.status));
-    w.str(&o.request_id);
-    w.u64(o.created_at);
-    w.u64(o.expires_at);
-    w.u64(o.updated_at);
-    w.u8(match o.cancel_reason {
-        None => 0,
-        Some(CancelReason::User) => 1,
-        Some(CancelReason::Timeout) => 2,
-    });
-}
-
-pub fn decode_snap_order(payload: &[u8]) -> Result<Order, DecodeError> {
+/// Snapshot format 1: one record per order, its request id as a string.
+/// Read only (an upgrade starts from the snapshot it finds); the id is
+/// hashed as the engine keeps it.
+pub fn decode_snap_order_v1(payload: &[u8]) -> Result<Order, DecodeError> {
     let mut r = R::new(payload);
     let o = Order {
         id: r.u64()?,
@@ -302,7 +293,7 @@ pub fn decode_snap_order(payload: &[u8]) -> Result<Order, DecodeError> {
         quantity: r.u32()?,
         amount_cents: r.u64()?,
         status: status_from(r.u8()?)?,
-        request_id: r.str()?.into_boxed_str(),
+        request_key: RequestKey::of(&r.str()?),
         created_at: r.u64()?,
         expires_at: r.u64()?,
         updated_at: r.u64()?,
@@ -315,6 +306,56 @@ pub fn decode_snap_order(payload: &[u8]) -> Result<Order, DecodeError> {
     };
     r.done()?;
     Ok(o)
+}
+
+/// Snapshot format 2: an order is a fixed-width row, so a block of them
+/// is decoded without a length field per order and split between threads
+/// by arithmetic.
+pub const ORDER_BYTES: usize = 74;
+
+pub fn encode_order_row(o: &Order, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut w = W(out);
+    w.u64(o.id);
+    w.u32(o.activity_id);
+    w.u64(o.user_id);
+    w.u32(o.quantity);
+    w.u64(o.amount_cents);
+    w.u8(status_byte(o.status));
+    w.u8(match o.cancel_reason {
+        None => 0,
+        Some(CancelReason::User) => 1,
+        Some(CancelReason::Timeout) => 2,
+    });
+    w.u64(o.request_key.0[0]);
+    w.u64(o.request_key.0[1]);
+    w.u64(o.created_at);
+    w.u64(o.expires_at);
+    w.u64(o.updated_at);
+    debug_assert_eq!(out.len() - start, ORDER_BYTES);
+}
+
+pub fn decode_order_row(b: &[u8; ORDER_BYTES]) -> Result<Order, DecodeError> {
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    Ok(Order {
+        id: u64_at(0),
+        activity_id: u32_at(8),
+        user_id: u64_at(12),
+        quantity: u32_at(20),
+        amount_cents: u64_at(24),
+        status: status_from(b[32])?,
+        cancel_reason: match b[33] {
+            0 => None,
+            1 => Some(CancelReason::User),
+            2 => Some(CancelReason::Timeout),
+            _ => return Err(DecodeError::BadEnum("cancel reason")),
+        },
+        request_key: RequestKey([u64_at(34), u64_at(42)]),
+        created_at: u64_at(50),
+        expires_at: u64_at(58),
+        updated_at: u64_at(66),
+    })
 }
 
 pub fn encode_snap_header(
@@ -393,5 +434,42 @@ mod tests {
             assert_eq!(decode_event(k, &b), Err(DecodeError::TrailingBytes));
         }
         assert_eq!(decode_event(99, &[]), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn order_rows_round_trip_and_bad_enums_are_refused() {
+        let mut o = Order {
+            id: u64::MAX - 1,
+            activity_id: u32::MAX,
+            user_id: 1 << 63,
+            quantity: 7,
+            amount_cents: 123_456_789,
+            status: OrderStatus::Cancelled,
+            request_key: RequestKey::of("req-9"),
+            created_at: 1,
+            expires_at: 2,
+            updated_at: 3,
+            cancel_reason: Some(CancelReason::Timeout),
+        };
+        for (status, reason) in [
+            (OrderStatus::Created, None),
+            (OrderStatus::Paid, None),
+            (OrderStatus::Cancelled, Some(CancelReason::User)),
+            (OrderStatus::Cancelled, Some(CancelReason::Timeout)),
+        ] {
+            o.status = status;
+            o.cancel_reason = reason;
+            let mut b = Vec::new();
+            encode_order_row(&o, &mut b);
+            assert_eq!(b.len(), ORDER_BYTES);
+            let row: &[u8; ORDER_BYTES] = b[..].try_into().unwrap();
+            assert_eq!(decode_order_row(row).unwrap(), o);
+            let mut bad = *row;
+            bad[32] = 3;
+            assert!(decode_order_row(&bad).is_err());
+            let mut bad = *row;
+            bad[33] = 3;
+            assert!(decode_order_row(&bad).is_err());
+        }
     }
 }

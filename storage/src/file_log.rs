@@ -12,7 +12,7 @@ use crate::codec::encode_event;
 use crate::error::LogError;
 use crate::failpoint;
 use crate::record::encode_record;
-use crate::segment::{header, segment_name, sync_dir, HEADER_BYTES, SEGMENT_MAGIC};
+use crate::segment::{header, segment_name, sync_dir, FORMAT_VERSION, HEADER_BYTES, SEGMENT_MAGIC};
 use crate::OrderLog;
 
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ fn new_segment(dir: &Path, base: u64) -> Result<(File, PathBuf), LogError> {
         .write(true)
         .open(&path)
         .map_err(|e| LogError::io(&path, e))?;
-    f.write_all(&header(SEGMENT_MAGIC, base))
+    f.write_all(&header(SEGMENT_MAGIC, FORMAT_VERSION, base))
         .map_err(|e| LogError::io(&path, e))?;
     f.sync_all().map_err(|e| LogError::io(&path, e))?;
     sync_dir(dir)?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use flashd_engine::{Engine, EngineConfig, EngineSnapshot, Event};
+use flashd_engine::{Engine, EngineConfig, Event};
 
 use crate::codec::decode_event;
 use crate::error::LogError;
@@ -131,7 +131,7 @@ impl Snapshotter {
     pub fn start(
         cfg: SnapshotterConfig,
         engine_cfg: EngineConfig,
-        base: Option<(u64, EngineSnapshot)>,
+        base: Option<(u64, std::path::PathBuf)>,
         committed: Arc<AtomicU64>,
     ) -> Result<Snapshotter, LogError> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -144,8 +144,10 @@ impl Snapshotter {
             .spawn(move || {
                 background_priority();
                 let shadow = Engine::new(EngineConfig { hold_released_until_durable: false, ..engine_cfg });
-                if let Some((_, snap)) = &base {
-                    if let Err(e) = shadow.load(snap) {
+                if let Some((_, path)) = &base {
+                    // Its own copy, read again at low priority once the
+                    // server is up, rather than held in memory since start.
+                    if let Err(e) = crate::snapshot::verify_snapshot(path).and_then(|v| v.load_into(&shadow)) {
                         tracing::error!(error = %e, "snapshotter cannot load the snapshot; no further snapshots");
                         return;
                     }

@@ -41,7 +41,8 @@ pub use record::{decode_record, encode_record, Decoded};
 pub use recovery::{read_range, recover, OnCorruption, Recovered};
 pub use segment::{list_segments, segment_name, HEADER_BYTES};
 pub use snapshot::{
-    latest_snapshot, list_snapshots, prune, read_snapshot, snapshot_name, write_snapshot,
+    latest_snapshot, latest_verified_snapshot, list_snapshots, prune, read_snapshot, snapshot_name,
+    verify_snapshot, write_snapshot, VerifiedSnapshot,
 };
 pub use writer::{
     Ack, Entry, Gate, LogWriter, Replies, WriterConfig, WriterHandle, WriterStats, BATCH_BOUNDS,

@@ -20,7 +20,9 @@ use flashd_engine::Event;
 use crate::codec::decode_event;
 use crate::error::LogError;
 use crate::record::{decode_record, Decoded, RECORD_OVERHEAD};
-use crate::segment::{check_header, list_segments, sync_dir, HEADER_BYTES, SEGMENT_MAGIC};
+use crate::segment::{
+    check_header, list_segments, sync_dir, FORMAT_VERSION, HEADER_BYTES, SEGMENT_MAGIC,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnCorruption {
@@ -110,7 +112,13 @@ pub fn recover(
             out.tail = None;
             return Ok(out);
         }
-        let hdr_base = check_header(path, &data, SEGMENT_MAGIC, "log segment")?;
+        let (hdr_base, _) = check_header(
+            path,
+            &data,
+            SEGMENT_MAGIC,
+            FORMAT_VERSION..=FORMAT_VERSION,
+            "log segment",
+        )?;
         if hdr_base != *base {
             return Err(LogError::Corrupt {
                 path: path.clone(),
@@ -253,7 +261,13 @@ pub fn read_range(
             continue;
         }
         let data = std::fs::read(path).map_err(|e| LogError::io(path, e))?;
-        check_header(path, &data, SEGMENT_MAGIC, "log segment")?;
+        check_header(
+            path,
+            &data,
+            SEGMENT_MAGIC,
+            FORMAT_VERSION..=FORMAT_VERSION,
+            "log segment",
+        )?;
         let mut off = HEADER_BYTES;
         let mut lsn = *base;
         while off < data.len() && lsn < to {

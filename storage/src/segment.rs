@@ -8,7 +8,12 @@ use crate::error::LogError;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"FLSHDLOG";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"FLSHDSNP";
+/// Segment files' format.
 pub const FORMAT_VERSION: u32 = 1;
+/// Snapshot files' format. 2: orders in fixed-width blocks, request ids as
+/// their hash. 1 (records per order, request id strings) is still read, so
+/// an upgrade starts from the snapshot it finds.
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// magic 8 + version 4 + base lsn 8 + crc 4.
 pub const HEADER_BYTES: usize = 24;
 
@@ -16,23 +21,25 @@ pub fn segment_name(base_lsn: u64) -> String {
     format!("{base_lsn:020}.seg")
 }
 
-pub fn header(magic: &[u8; 8], base_lsn: u64) -> [u8; HEADER_BYTES] {
+pub fn header(magic: &[u8; 8], version: u32, base_lsn: u64) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[..8].copy_from_slice(magic);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..20].copy_from_slice(&base_lsn.to_le_bytes());
     let crc = crc32c::crc32c(&h[..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Check a header; returns its base LSN.
+/// Check a header whose version must be in `versions`; returns the base
+/// LSN and the version.
 pub fn check_header(
     path: &Path,
     buf: &[u8],
     magic: &[u8; 8],
+    versions: std::ops::RangeInclusive<u32>,
     what: &'static str,
-) -> Result<u64, LogError> {
+) -> Result<(u64, u32), LogError> {
     if buf.len() < HEADER_BYTES {
         return Err(LogError::Corrupt {
             path: path.into(),
@@ -47,11 +54,11 @@ pub fn check_header(
         });
     }
     let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !versions.contains(&version) {
         return Err(LogError::Version {
             path: path.into(),
             found: version,
-            supported: FORMAT_VERSION,
+            supported: *versions.end(),
         });
     }
     let expected = u32::from_le_bytes(buf[20..24].try_into().expect("4 bytes"));
@@ -64,7 +71,10 @@ pub fn check_header(
             got,
         });
     }
-    Ok(u64::from_le_bytes(buf[12..20].try_into().expect("8 bytes")))
+    Ok((
+        u64::from_le_bytes(buf[12..20].try_into().expect("8 bytes")),
+        version,
+    ))
 }
 
 /// Segments in `dir`, sorted by base LSN. Files that are not segments are

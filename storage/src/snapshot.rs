@@ -5,12 +5,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flashd_engine::{EngineSnapshot, Order};
+use flashd_engine::{Engine, EngineSnapshot, Order};
 
 use crate::codec::*;
 use crate::error::LogError;
 use crate::record::{decode_record, encode_record, Decoded, MAX_PAYLOAD_BYTES, RECORD_OVERHEAD};
-use crate::segment::{check_header, header, list_segments, sync_dir, HEADER_BYTES, SNAPSHOT_MAGIC};
+use crate::segment::{
+    check_header, header, list_segments, sync_dir, HEADER_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+};
+
+/// Orders per block record: ~600 KB, under the record size limit, and
+/// enough blocks in a big snapshot to share among the cores.
+const ORDERS_PER_BLOCK: usize = 8192;
+const _: () = assert!(ORDERS_PER_BLOCK * ORDER_BYTES <= MAX_PAYLOAD_BYTES);
 
 pub fn snapshot_name(lsn: u64) -> String {
     format!("snap-{lsn:020}.snap")
@@ -46,8 +53,10 @@ pub fn write_snapshot(
     snap: &EngineSnapshot,
     fsync: bool,
 ) -> Result<PathBuf, LogError> {
-    let mut buf = Vec::with_capacity(64 + snap.orders.len() * 96);
-    buf.extend_from_slice(&header(SNAPSHOT_MAGIC, lsn));
+    let mut buf = Vec::with_capacity(
+        4096 + snap.orders.len() * ORDER_BYTES + snap.orders.len() / ORDERS_PER_BLOCK * 16,
+    );
+    buf.extend_from_slice(&header(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, lsn));
     let mut p = Vec::with_capacity(256);
     encode_snap_header(
         lsn,
@@ -63,10 +72,23 @@ pub fn write_snapshot(
         encode_snap_activity(a, &mut p);
         encode_record(&mut buf, KIND_SNAP_ACTIVITY, &p);
     }
+    // Orders per stripe, so a loader sizes every stripe once up front.
+    let mut counts = vec![0u32; flashd_engine::USER_STRIPES];
     for o in &snap.orders {
+        counts[Engine::stripe_of(o.user_id)] += 1;
+    }
+    p.clear();
+    for c in counts {
+        p.extend_from_slice(&c.to_le_bytes());
+    }
+    encode_record(&mut buf, KIND_SNAP_STRIPES, &p);
+    p.reserve(ORDERS_PER_BLOCK * ORDER_BYTES);
+    for block in snap.orders.chunks(ORDERS_PER_BLOCK) {
         p.clear();
-        encode_snap_order(o, &mut p);
-        encode_record(&mut buf, KIND_SNAP_ORDER, &p);
+        for o in block {
+            encode_order_row(o, &mut p);
+        }
+        encode_record(&mut buf, KIND_SNAP_ORDERS, &p);
     }
     let path = dir.join(snapshot_name(lsn));
     let tmp = dir.join(format!("{}.tmp", snapshot_name(lsn)));
@@ -83,10 +105,477 @@ pub fn write_snapshot(
     Ok(path)
 }
 
-pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
-    let data = std::fs::read(path).map_err(|e| LogError::io(path, e))?;
-    let lsn = check_header(path, &data, SNAPSHOT_MAGIC, "snapshot")?;
+/// A snapshot file's bytes, mapped rather than read: start-up then reads
+/// them straight out of the page cache, without copying half a gigabyte
+/// into a fresh buffer first (that copy and its page faults were a quarter
+/// of start-up). Snapshots are only ever replaced by rename and removed by
+/// unlink, never truncated in place, so the mapping stays valid.
+struct FileBytes {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: a read-only private mapping, never written through.
+unsafe impl Send for FileBytes {}
+unsafe impl Sync for FileBytes {}
+
+impl FileBytes {
+    fn open(path: &Path) -> Result<FileBytes, LogError> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(path).map_err(|e| LogError::io(path, e))?;
+        let len = f.metadata().map_err(|e| LogError::io(path, e))?.len() as usize;
+        if len == 0 {
+            return Ok(FileBytes {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh read-only mapping of a file we opened; checked
+        // for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(LogError::io(path, std::io::Error::last_os_error()));
+        }
+        Ok(FileBytes { ptr, len })
+    }
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` maps `len` readable bytes until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for FileBytes {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly what `open` mapped.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+/// What precedes the orders in a snapshot.
+struct Front {
+    lsn: u64,
+    version: u32,
+    /// Sales, next sale id and last order id; no orders.
+    meta: EngineSnapshot,
+    n_ord: u64,
+    /// Orders per engine stripe (format 2), to size the stripes up front.
+    stripe_orders: Option<Vec<u32>>,
+    /// Where the orders begin.
+    off: usize,
+}
+
+fn record_at<'d>(path: &Path, data: &'d [u8], off: &mut usize) -> Result<(u8, &'d [u8]), LogError> {
+    match decode_record(&data[*off..]) {
+        Decoded::Record { kind, payload, len } => {
+            *off += len;
+            Ok((kind, payload))
+        }
+        Decoded::Checksum { expected, got, .. } => Err(LogError::ChecksumMismatch {
+            path: path.into(),
+            offset: *off as u64,
+            expected,
+            got,
+        }),
+        other => Err(corrupt_at(path, *off, format!("{other:?}"))),
+    }
+}
+
+fn corrupt_at(path: &Path, off: usize, why: String) -> LogError {
+    LogError::Corrupt {
+        path: path.into(),
+        offset: off as u64,
+        why,
+    }
+}
+
+fn read_front(path: &Path, data: &[u8]) -> Result<Front, LogError> {
+    let (lsn, version) =
+        check_header(path, data, SNAPSHOT_MAGIC, 1..=SNAPSHOT_VERSION, "snapshot")?;
     let mut off = HEADER_BYTES;
+    let (kind, p) = record_at(path, data, &mut off)?;
+    if kind != KIND_SNAP_HEADER {
+        return Err(corrupt_at(
+            path,
+            HEADER_BYTES,
+            "first record is not the snapshot header".into(),
+        ));
+    }
+    let (hlsn, next_activity, last_order_id, n_act, n_ord) =
+        decode_snap_header(p).map_err(|e| corrupt_at(path, HEADER_BYTES, e.to_string()))?;
+    if hlsn != lsn {
+        return Err(corrupt_at(
+            path,
+            HEADER_BYTES,
+            "header records disagree on the LSN".into(),
+        ));
+    }
+    let mut meta = EngineSnapshot {
+        next_activity,
+        last_order_id,
+        ..EngineSnapshot::default()
+    };
+    for _ in 0..n_act {
+        let at = off;
+        let (kind, p) = record_at(path, data, &mut off)?;
+        if kind != KIND_SNAP_ACTIVITY {
+            return Err(corrupt_at(path, at, "expected a sale record".into()));
+        }
+        meta.activities
+            .push(decode_snap_activity(p).map_err(|e| corrupt_at(path, at, e.to_string()))?);
+    }
+    let mut stripe_orders = None;
+    if version >= 2 && off < data.len() {
+        let at = off;
+        let mut probe = off;
+        if let Ok((KIND_SNAP_STRIPES, p)) = record_at(path, data, &mut probe) {
+            if p.len() % 4 != 0 {
+                return Err(corrupt_at(
+                    path,
+                    at,
+                    "stripe counts of a partial length".into(),
+                ));
+            }
+            stripe_orders = Some(
+                p.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
+            );
+            off = probe;
+        }
+    }
+    Ok(Front {
+        lsn,
+        version,
+        meta,
+        n_ord,
+        stripe_orders,
+        off,
+    })
+}
+
+pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
+    let data = FileBytes::open(path)?;
+    let data: &[u8] = &data;
+    let front = read_front(path, data)?;
+    let mut snap = front.meta;
+    let off = if front.version == 1 {
+        read_orders_v1(path, data, front.off, front.n_ord, &mut snap.orders)?
+    } else {
+        read_order_blocks(path, data, front.off, front.n_ord, &mut snap.orders)?
+    };
+    if off != data.len() {
+        return Err(corrupt_at(path, off, "bytes after the last record".into()));
+    }
+    Ok((front.lsn, snap))
+}
+
+/// A block of order rows: (offset of its record, index of its first
+/// order, orders in it).
+type Block = (usize, usize, usize);
+
+/// Find the blocks of `n_ord` orders from `off` by their length fields;
+/// returns them and where they end.
+fn index_blocks(
+    path: &Path,
+    data: &[u8],
+    mut off: usize,
+    n_ord: u64,
+) -> Result<(Vec<Block>, usize), LogError> {
+    let corrupt = |off: usize, why: String| corrupt_at(path, off, why);
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut total = 0usize;
+    while (total as u64) < n_ord {
+        let at = off;
+        let len = data
+            .get(off..off + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| corrupt(at, "snapshot ends before its last order".into()))?;
+        if len > MAX_PAYLOAD_BYTES || off + len + RECORD_OVERHEAD > data.len() {
+            // Let the record reader name the damage (length or checksum).
+            return Err(match decode_record(&data[off..]) {
+                Decoded::Checksum { expected, got, .. } => LogError::ChecksumMismatch {
+                    path: path.into(),
+                    offset: at as u64,
+                    expected,
+                    got,
+                },
+                other => corrupt(at, format!("{other:?}")),
+            });
+        }
+        if len == 0 || len % ORDER_BYTES != 0 {
+            return Err(corrupt(at, format!("an order block of {len} bytes")));
+        }
+        let n = len / ORDER_BYTES;
+        if (total + n) as u64 > n_ord {
+            return Err(corrupt(at, "more orders than the header says".into()));
+        }
+        blocks.push((at, total, n));
+        total += n;
+        off += len + RECORD_OVERHEAD;
+    }
+    Ok((blocks, off))
+}
+
+/// Blocks shared among up to `threads` threads, about the same number of
+/// orders each, whole blocks only.
+fn split_blocks(blocks: &[Block], threads: usize) -> Vec<&[Block]> {
+    let total: usize = blocks.iter().map(|b| b.2).sum();
+    let per = total.div_ceil(threads.max(1)).max(1);
+    let mut parts = Vec::new();
+    let mut rest = blocks;
+    while !rest.is_empty() {
+        let start = rest[0].1;
+        let k = rest
+            .iter()
+            .position(|b| b.1 >= start + per)
+            .unwrap_or(rest.len());
+        parts.push(&rest[..k]);
+        rest = &rest[k..];
+    }
+    parts
+}
+
+fn decode_threads(n_ord: usize) -> usize {
+    if n_ord >= 100_000 {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+    } else {
+        1
+    }
+}
+
+/// One block's rows, after its CRC and kind are checked.
+fn block_rows<'d>(path: &Path, data: &'d [u8], at: usize) -> Result<&'d [u8], LogError> {
+    let mut off = at;
+    let (kind, payload) = record_at(path, data, &mut off)?;
+    if kind != KIND_SNAP_ORDERS {
+        return Err(corrupt_at(path, at, "expected a block of orders".into()));
+    }
+    Ok(payload)
+}
+
+/// Run `f` over the jobs on their own threads (inline for one job); the
+/// first error in job order wins.
+fn on_threads<T, F>(jobs: Vec<T>, f: F) -> Result<(), LogError>
+where
+    T: Send,
+    F: Fn(T) -> Result<(), LogError> + Sync,
+{
+    if jobs.len() <= 1 {
+        return jobs.into_iter().try_for_each(f);
+    }
+    let results: Vec<Result<(), LogError>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let f = &f;
+                sc.spawn(move || f(job))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("snapshot reader panicked"))
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// A snapshot checked from end to end (every CRC, every row's enums) but
+/// not yet loaded: loading it into an engine cannot then fail halfway on
+/// damage, which would leave a half-loaded engine with no way back to an
+/// older snapshot.
+pub struct VerifiedSnapshot {
+    pub path: PathBuf,
+    pub lsn: u64,
+    pub orders: u64,
+    body: Body,
+}
+
+enum Body {
+    /// Format 1, decoded whole.
+    V1(EngineSnapshot),
+    /// Format 2: decoded again, block by block, straight into the engine.
+    V2 {
+        data: FileBytes,
+        front: Front,
+        blocks: Vec<Block>,
+    },
+}
+
+pub fn verify_snapshot(path: &Path) -> Result<VerifiedSnapshot, LogError> {
+    let data = FileBytes::open(path)?;
+    let front = read_front(path, &data)?;
+    if front.version == 1 {
+        drop(data);
+        let (lsn, snap) = read_snapshot(path)?;
+        return Ok(VerifiedSnapshot {
+            path: path.into(),
+            lsn,
+            orders: snap.orders.len() as u64,
+            body: Body::V1(snap),
+        });
+    }
+    let (blocks, end) = index_blocks(path, &data, front.off, front.n_ord)?;
+    if end != data.len() {
+        return Err(corrupt_at(path, end, "bytes after the last record".into()));
+    }
+    let parts = split_blocks(&blocks, decode_threads(front.n_ord as usize));
+    let bytes: &[u8] = &data;
+    on_threads(parts, |part| {
+        for &(at, _, _) in part {
+            for (k, row) in block_rows(path, bytes, at)?
+                .chunks_exact(ORDER_BYTES)
+                .enumerate()
+            {
+                // The two enum bytes: all a CRC-clean row can still get wrong.
+                if row[32] > 2 || row[33] > 2 {
+                    let row: &[u8; ORDER_BYTES] = row.try_into().expect("exact chunks");
+                    let e = decode_order_row(row)
+                        .err()
+                        .map_or_else(|| "bad row".to_string(), |e| e.to_string());
+                    return Err(corrupt_at(path, at, format!("order row {k}: {e}")));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(VerifiedSnapshot {
+        path: path.into(),
+        lsn: front.lsn,
+        orders: front.n_ord,
+        body: Body::V2 {
+            data,
+            front,
+            blocks,
+        },
+    })
+}
+
+impl VerifiedSnapshot {
+    /// Load into an empty engine: format 2 is decoded on every core, each
+    /// block straight into the engine's stripes (no copy of all orders in
+    /// between: at millions of orders that copy, and its page faults, were
+    /// a third of start-up).
+    pub fn load_into(self, engine: &Engine) -> Result<u64, LogError> {
+        let lsn = self.lsn;
+        let replay = |e: flashd_engine::ReplayError| LogError::Replay { lsn, why: e.0 };
+        match self.body {
+            Body::V1(snap) => engine.load(&snap).map_err(replay)?,
+            Body::V2 {
+                data,
+                front,
+                blocks,
+            } => {
+                engine
+                    .begin_load(&front.meta, front.stripe_orders.as_deref())
+                    .map_err(replay)?;
+                let parts = split_blocks(&blocks, decode_threads(front.n_ord as usize));
+                let bytes: &[u8] = &data;
+                let path = &self.path;
+                on_threads(parts, |part| {
+                    let mut buf: Vec<Order> = Vec::with_capacity(ORDERS_PER_BLOCK);
+                    for &(at, _, _) in part {
+                        buf.clear();
+                        for row in block_rows(path, bytes, at)?.chunks_exact(ORDER_BYTES) {
+                            let row: &[u8; ORDER_BYTES] = row.try_into().expect("exact chunks");
+                            buf.push(
+                                decode_order_row(row)
+                                    .map_err(|e| corrupt_at(path, at, e.to_string()))?,
+                            );
+                        }
+                        engine.load_orders_part(&buf);
+                    }
+                    Ok(())
+                })?;
+                engine.finish_load();
+            }
+        }
+        Ok(lsn)
+    }
+}
+
+/// The newest snapshot that passes every check, verified and ready to
+/// load; a damaged newer one is reported and skipped.
+pub fn latest_verified_snapshot(dir: &Path) -> Result<Option<VerifiedSnapshot>, LogError> {
+    for (_, path) in list_snapshots(dir)?.into_iter().rev() {
+        match verify_snapshot(&path) {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => tracing::warn!(error = %e, "skipping a damaged snapshot"),
+        }
+    }
+    Ok(None)
+}
+
+/// Format 2: blocks of fixed-width rows. The blocks are found from their
+/// length fields (a few hundred for millions of orders), then CRC-checked
+/// and decoded on every core straight into their place in `out`.
+fn read_order_blocks(
+    path: &Path,
+    data: &[u8],
+    off: usize,
+    n_ord: u64,
+    out: &mut Vec<Order>,
+) -> Result<usize, LogError> {
+    let (blocks, end) = index_blocks(path, data, off, n_ord)?;
+    let n_ord = blocks.iter().map(|b| b.2).sum::<usize>();
+    out.clear();
+    out.reserve_exact(n_ord);
+    let parts = split_blocks(&blocks, decode_threads(n_ord));
+    // Each part decodes into its own stretch of the output's spare room.
+    let mut spare = &mut out.spare_capacity_mut()[..n_ord];
+    let mut jobs = Vec::with_capacity(parts.len());
+    for part in parts {
+        let count: usize = part.iter().map(|b| b.2).sum();
+        let (mine, later) = spare.split_at_mut(count);
+        spare = later;
+        jobs.push((part, mine));
+    }
+    on_threads(jobs, |(part, dst)| {
+        let base = part.first().map_or(0, |b| b.1);
+        for &(at, first, _) in part {
+            for (k, row) in block_rows(path, data, at)?
+                .chunks_exact(ORDER_BYTES)
+                .enumerate()
+            {
+                let row: &[u8; ORDER_BYTES] = row.try_into().expect("exact chunks");
+                let o = decode_order_row(row)
+                    .map_err(|e| corrupt_at(path, at, format!("order {}: {e}", first + k)))?;
+                dst[first - base + k].write(o);
+            }
+        }
+        Ok(())
+    })?;
+    // SAFETY: every part succeeded, so each of the `n_ord` slots was
+    // written exactly once (the blocks tile 0..n_ord); `Order` is `Copy`,
+    // so nothing could leak on the error paths above.
+    unsafe { out.set_len(n_ord) };
+    Ok(end)
+}
+
+/// Format 1: one record per order. Big ones are decoded on every core.
+fn read_orders_v1(
+    path: &Path,
+    data: &[u8],
+    mut off: usize,
+    n_ord: u64,
+    out: &mut Vec<Order>,
+) -> Result<usize, LogError> {
     let corrupt = |off: usize, why: String| LogError::Corrupt {
         path: path.into(),
         offset: off as u64,
@@ -95,9 +584,7 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
     let next = |off: &mut usize| -> Result<(u8, &[u8]), LogError> {
         match decode_record(&data[*off..]) {
             Decoded::Record { kind, payload, len } => {
-                let at = *off;
                 *off += len;
-                let _ = at;
                 Ok((kind, payload))
             }
             Decoded::Checksum { expected, got, .. } => Err(LogError::ChecksumMismatch {
@@ -109,40 +596,7 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
             other => Err(corrupt(*off, format!("{other:?}"))),
         }
     };
-    let (kind, p) = next(&mut off)?;
-    if kind != KIND_SNAP_HEADER {
-        return Err(corrupt(
-            HEADER_BYTES,
-            "first record is not the snapshot header".into(),
-        ));
-    }
-    let (hlsn, next_activity, last_order_id, n_act, n_ord) =
-        decode_snap_header(p).map_err(|e| corrupt(HEADER_BYTES, e.to_string()))?;
-    if hlsn != lsn {
-        return Err(corrupt(
-            HEADER_BYTES,
-            "header records disagree on the LSN".into(),
-        ));
-    }
-    let mut snap = EngineSnapshot {
-        next_activity,
-        last_order_id,
-        ..EngineSnapshot::default()
-    };
-    for _ in 0..n_act {
-        let at = off;
-        let (kind, p) = next(&mut off)?;
-        if kind != KIND_SNAP_ACTIVITY {
-            return Err(corrupt(at, "expected a sale record".into()));
-        }
-        snap.activities
-            .push(decode_snap_activity(p).map_err(|e| corrupt(at, e.to_string()))?);
-    }
-    // Orders: millions of them at start-up. Find each record's offset
-    // from the length fields (cheap), then check CRCs and decode on every
-    // core. Lengths that do not add up fall back to the one-by-one reader,
-    // which names the exact damage.
-    let offsets = order_offsets(&data, off, n_ord);
+    let offsets = order_offsets(data, off, n_ord);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
     if let (Some(offsets), true) = (offsets.as_ref(), threads > 1 && n_ord >= 100_000) {
         let per = offsets.len().div_ceil(threads);
@@ -150,7 +604,7 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
             let hs: Vec<_> = offsets
                 .chunks(per)
                 .map(|chunk| {
-                    let next = &next;
+                    let (next, corrupt) = (&next, &corrupt);
                     sc.spawn(move || {
                         let mut v = Vec::with_capacity(chunk.len());
                         for &at in chunk {
@@ -159,7 +613,9 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
                             if kind != KIND_SNAP_ORDER {
                                 return Err(corrupt(at, "expected an order record".into()));
                             }
-                            v.push(decode_snap_order(p).map_err(|e| corrupt(at, e.to_string()))?);
+                            v.push(
+                                decode_snap_order_v1(p).map_err(|e| corrupt(at, e.to_string()))?,
+                            );
                         }
                         Ok(v)
                     })
@@ -169,9 +625,9 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
                 .map(|h| h.join().expect("snapshot decoder panicked"))
                 .collect()
         });
-        snap.orders.reserve_exact(n_ord as usize);
+        out.reserve_exact(n_ord as usize);
         for part in parts {
-            snap.orders.extend(part?);
+            out.extend(part?);
         }
         off = offsets.last().map_or(off, |&last| {
             let n = u32::from_le_bytes(data[last..last + 4].try_into().expect("4 bytes"));
@@ -184,14 +640,10 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
             if kind != KIND_SNAP_ORDER {
                 return Err(corrupt(at, "expected an order record".into()));
             }
-            snap.orders
-                .push(decode_snap_order(p).map_err(|e| corrupt(at, e.to_string()))?);
+            out.push(decode_snap_order_v1(p).map_err(|e| corrupt(at, e.to_string()))?);
         }
     }
-    if off != data.len() {
-        return Err(corrupt(off, "bytes after the last record".into()));
-    }
-    Ok((lsn, snap))
+    Ok(off)
 }
 
 /// Where each of `n` records starting at `off` begins, from their length
@@ -248,4 +700,181 @@ pub fn prune(dir: &Path, keep: usize, retain_segments: usize) -> Result<(), LogE
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashd_engine::{ActivitySnapshot, ActivitySpec, CancelReason, OrderStatus, RequestKey};
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("flashd-snap-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A format-1 snapshot as the previous release wrote it, byte by byte.
+    fn v1_file(lsn: u64, act: &ActivitySnapshot, orders: &[(Order, &str)]) -> Vec<u8> {
+        let mut buf = header(SNAPSHOT_MAGIC, 1, lsn).to_vec();
+        let mut p = Vec::new();
+        encode_snap_header(lsn, 2, 99, 1, orders.len() as u64, &mut p);
+        encode_record(&mut buf, KIND_SNAP_HEADER, &p);
+        p.clear();
+        encode_snap_activity(act, &mut p);
+        encode_record(&mut buf, KIND_SNAP_ACTIVITY, &p);
+        for (o, rid) in orders {
+            p.clear();
+            p.extend_from_slice(&o.id.to_le_bytes());
+            p.extend_from_slice(&o.activity_id.to_le_bytes());
+            p.extend_from_slice(&o.user_id.to_le_bytes());
+            p.extend_from_slice(&o.quantity.to_le_bytes());
+            p.extend_from_slice(&o.amount_cents.to_le_bytes());
+            p.push(o.status as u8);
+            p.extend_from_slice(&(rid.len() as u16).to_le_bytes());
+            p.extend_from_slice(rid.as_bytes());
+            p.extend_from_slice(&o.created_at.to_le_bytes());
+            p.extend_from_slice(&o.expires_at.to_le_bytes());
+            p.extend_from_slice(&o.updated_at.to_le_bytes());
+            p.push(match o.cancel_reason {
+                None => 0,
+                Some(CancelReason::User) => 1,
+                Some(CancelReason::Timeout) => 2,
+            });
+            encode_record(&mut buf, KIND_SNAP_ORDER, &p);
+        }
+        buf
+    }
+
+    #[test]
+    fn a_format_1_snapshot_still_loads_and_a_future_one_is_refused() {
+        let d = tmpdir("v1");
+        let act = ActivitySnapshot {
+            id: 1,
+            spec: ActivitySpec {
+                sku_id: "S".into(),
+                name: "N".into(),
+                price_cents: 5,
+                stock: 10,
+                start_at: 0,
+                end_at: 100,
+                per_user_limit: 2,
+            },
+            created_at: 0,
+            remaining: 8,
+            sold: 1,
+            reserved: 1,
+            void: false,
+        };
+        let order = |id, user, status, reason, rid: &str| Order {
+            id,
+            activity_id: 1,
+            user_id: user,
+            quantity: 1,
+            amount_cents: 5,
+            status,
+            request_key: RequestKey::of(rid),
+            created_at: 1,
+            expires_at: 50,
+            updated_at: 2,
+            cancel_reason: reason,
+        };
+        let orders = [
+            (order(98, 7, OrderStatus::Paid, None, "a-1"), "a-1"),
+            (order(99, 8, OrderStatus::Created, None, "b-1"), "b-1"),
+            (
+                order(
+                    97,
+                    8,
+                    OrderStatus::Cancelled,
+                    Some(CancelReason::User),
+                    "b-0",
+                ),
+                "b-0",
+            ),
+        ];
+        let p = d.join(snapshot_name(42));
+        std::fs::write(&p, v1_file(42, &act, &orders)).unwrap();
+        let (lsn, snap) = read_snapshot(&p).unwrap();
+        assert_eq!(lsn, 42);
+        assert_eq!((snap.next_activity, snap.last_order_id), (2, 99));
+        assert_eq!(snap.activities, vec![act.clone()]);
+        let want: Vec<Order> = orders.iter().map(|(o, _)| *o).collect();
+        assert_eq!(snap.orders, want);
+
+        // Written again, it is format 2 and reads back the same.
+        let p2 = write_snapshot(&d, 43, &snap, false).unwrap();
+        let data = std::fs::read(&p2).unwrap();
+        assert_eq!(u32::from_le_bytes(data[8..12].try_into().unwrap()), 2);
+        assert_eq!(read_snapshot(&p2).unwrap().1, snap);
+
+        // A version from the future: refused, naming both versions.
+        let mut future = data.clone();
+        future[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&future[..20]);
+        future[20..24].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&p2, &future).unwrap();
+        match read_snapshot(&p2) {
+            Err(LogError::Version {
+                found, supported, ..
+            }) => assert_eq!((found, supported), (3, 2)),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn blocks_that_do_not_add_up_are_refused_with_their_offset() {
+        let d = tmpdir("blocks");
+        let o = Order {
+            id: 1,
+            activity_id: 1,
+            user_id: 1,
+            quantity: 1,
+            amount_cents: 1,
+            status: OrderStatus::Created,
+            request_key: RequestKey::of("r"),
+            created_at: 0,
+            expires_at: 0,
+            updated_at: 0,
+            cancel_reason: None,
+        };
+        let snap = EngineSnapshot {
+            next_activity: 1,
+            last_order_id: 3,
+            activities: vec![],
+            orders: (1..=3).map(|id| Order { id, ..o }).collect(),
+        };
+        let p = write_snapshot(&d, 5, &snap, false).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        // The header promises one more order than the blocks hold.
+        let mut data = good[..HEADER_BYTES].to_vec();
+        let mut h = Vec::new();
+        encode_snap_header(5, 1, 3, 0, 4, &mut h);
+        encode_record(&mut data, KIND_SNAP_HEADER, &h);
+        let first_block = HEADER_BYTES + h.len() + RECORD_OVERHEAD;
+        data.extend_from_slice(&good[first_block..]);
+        std::fs::write(&p, &data).unwrap();
+        match read_snapshot(&p) {
+            Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset as usize, data.len()),
+            other => panic!("{other:?}"),
+        }
+        // A block whose length is not a whole number of rows.
+        let mut data = good.clone();
+        let mut rows = Vec::new();
+        for o in &snap.orders {
+            encode_order_row(o, &mut rows);
+        }
+        rows.pop();
+        data.truncate(first_block);
+        encode_record(&mut data, KIND_SNAP_ORDERS, &rows);
+        std::fs::write(&p, &data).unwrap();
+        match read_snapshot(&p) {
+            Err(LogError::Corrupt { offset, why, .. }) => {
+                assert_eq!(offset as usize, first_block, "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -713,17 +713,51 @@ fn a_large_snapshot_decodes_in_parallel_and_damage_is_found() {
     let (lsn, got) = read_snapshot(&p).unwrap();
     assert_eq!(lsn, 110_001);
     assert_eq!(got, snap);
+    // Loaded block by block straight into an engine (start-up's path):
+    // the same state, every invariant holding, the same orders findable.
+    let fresh = Engine::new(EngineConfig {
+        node_id: 1,
+        order_ttl_ms: 60_000,
+        max_activities: 8,
+        hold_released_until_durable: false,
+    });
+    let v = verify_snapshot(&p).unwrap();
+    assert_eq!((v.lsn, v.orders), (110_001, 110_000));
+    assert_eq!(v.load_into(&fresh).unwrap(), 110_001);
+    assert_eq!(fresh.dump(), e.dump());
+    fresh.check_invariants().unwrap();
+    let some = &snap.orders[snap.orders.len() / 3];
+    assert_eq!(
+        fresh.order(some.user_id, some.id).map(|o| o.id),
+        Some(some.id)
+    );
+    // Unpaid orders still time out after a load.
+    let mut expired = Vec::new();
+    assert_eq!(
+        fresh.expire_due(T0 + 60_001, usize::MAX, &mut expired),
+        110_000
+    );
+    fresh.check_invariants().unwrap();
     let mut data = std::fs::read(&p).unwrap();
     let mid = data.len() / 2;
     data[mid] ^= 0x01;
     std::fs::write(&p, &data).unwrap();
     match read_snapshot(&p) {
         Err(LogError::ChecksumMismatch { offset, .. }) => {
+            // The offset names the block of orders holding the flipped
+            // byte: its length field says where that block ends.
+            let at = offset as usize;
+            let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
             assert!(
-                offset as usize <= mid && mid - (offset as usize) < 200,
-                "offset {offset}, flipped {mid}"
+                at <= mid && mid < at + len + 9,
+                "block at {at} ({len} bytes) does not hold flipped byte {mid}"
             );
         }
         other => panic!("expected a checksum mismatch, got {other:?}"),
     }
+    // Verification finds it before any engine is touched.
+    assert!(matches!(
+        verify_snapshot(&p),
+        Err(LogError::ChecksumMismatch { .. })
+    ));
 }
