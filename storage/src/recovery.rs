@@ -49,6 +49,18 @@ enum Damage {
     Corrupt(LogError),
 }
 
+/// A segment's header (its one format version); returns its base LSN.
+fn check_segment_header(path: &Path, data: &[u8]) -> Result<u64, LogError> {
+    check_header(
+        path,
+        data,
+        SEGMENT_MAGIC,
+        FORMAT_VERSION..=FORMAT_VERSION,
+        "log segment",
+    )
+    .map(|(base, _)| base)
+}
+
 /// Replay every event with LSN >= `from_lsn` into `apply`, in order.
 pub fn recover(
     dir: &Path,
@@ -112,13 +124,7 @@ pub fn recover(
             out.tail = None;
             return Ok(out);
         }
-        let (hdr_base, _) = check_header(
-            path,
-            &data,
-            SEGMENT_MAGIC,
-            FORMAT_VERSION..=FORMAT_VERSION,
-            "log segment",
-        )?;
+        let hdr_base = check_segment_header(path, &data)?;
         if hdr_base != *base {
             return Err(LogError::Corrupt {
                 path: path.clone(),
@@ -261,13 +267,7 @@ pub fn read_range(
             continue;
         }
         let data = std::fs::read(path).map_err(|e| LogError::io(path, e))?;
-        check_header(
-            path,
-            &data,
-            SEGMENT_MAGIC,
-            FORMAT_VERSION..=FORMAT_VERSION,
-            "log segment",
-        )?;
+        check_segment_header(path, &data)?;
         let mut off = HEADER_BYTES;
         let mut lsn = *base;
         while off < data.len() && lsn < to {

@@ -576,26 +576,8 @@ fn read_orders_v1(
     n_ord: u64,
     out: &mut Vec<Order>,
 ) -> Result<usize, LogError> {
-    let corrupt = |off: usize, why: String| LogError::Corrupt {
-        path: path.into(),
-        offset: off as u64,
-        why,
-    };
-    let next = |off: &mut usize| -> Result<(u8, &[u8]), LogError> {
-        match decode_record(&data[*off..]) {
-            Decoded::Record { kind, payload, len } => {
-                *off += len;
-                Ok((kind, payload))
-            }
-            Decoded::Checksum { expected, got, .. } => Err(LogError::ChecksumMismatch {
-                path: path.into(),
-                offset: *off as u64,
-                expected,
-                got,
-            }),
-            other => Err(corrupt(*off, format!("{other:?}"))),
-        }
-    };
+    let corrupt = |off: usize, why: String| corrupt_at(path, off, why);
+    let next = |off: &mut usize| record_at(path, data, off);
     let offsets = order_offsets(data, off, n_ord);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
     if let (Some(offsets), true) = (offsets.as_ref(), threads > 1 && n_ord >= 100_000) {
