@@ -386,7 +386,7 @@ fn sale_through_kafka_reaches_mysql_shards_exactly_once() {
     }
 
     let srv = Flashd::start(&cfg);
-    let a = create(srv.addr, 5_000, 1, -1, 3600);
+    let a = create_when_log_ready(srv.addr, 5_000, 1, -1, 3600, Duration::from_secs(20));
     let won = stampede(srv.addr, a, 1..50_001, 8);
     assert_eq!(won.len(), 5_000, "every unit sold once");
     // Some pay, some cancel.
@@ -523,7 +523,7 @@ fn broker_and_mysql_outages_lose_nothing() {
     let log = std::env::var("FLASHD_TEST_LOG").unwrap_or_else(|_| "info".into());
     let srv = Flashd::start_with_env(&cfg, &[("RUST_LOG", &log)]);
     let addr = srv.addr;
-    let a = create(addr, 1_000_000, 1, -1, 3600);
+    let a = create_when_log_ready(addr, 1_000_000, 1, -1, 3600, Duration::from_secs(20));
 
     // Buyers run throughout; every 201 is recorded.
     let stop = Arc::new(AtomicBool::new(false));

@@ -342,6 +342,35 @@ pub fn create(addr: SocketAddr, stock: u64, limit: u32, start_s: i64, end_s: i64
     v["id"].as_u64().unwrap()
 }
 
+/// `create`, retried while the log answers 503 ("nothing was changed", so
+/// a retry is safe): the first write to a freshly started broker and topic
+/// can take longer than a test's short `unavailable_ms`.
+#[allow(dead_code)]
+pub fn create_when_log_ready(
+    addr: SocketAddr,
+    stock: u64,
+    limit: u32,
+    start_s: i64,
+    end_s: i64,
+    within: Duration,
+) -> u64 {
+    let body = format!(
+        r#"{{"sku_id":"SKU-{stock}","name":"Flash \"deal\"","price_cents":1999,"stock":{stock},"start_at":"{}","end_at":"{}","per_user_limit":{limit}}}"#,
+        rfc3339(start_s),
+        rfc3339(end_s)
+    );
+    let deadline = Instant::now() + within;
+    loop {
+        let r = request(addr, &post("/api/v1/activities", ADMIN, &body));
+        if r.status == 503 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(r.status, 201, "{}", r.body_str());
+        return json(&r)["id"].as_u64().unwrap();
+    }
+}
+
 pub fn activity(addr: SocketAddr, id: u64) -> Value {
     let r = request(
         addr,
