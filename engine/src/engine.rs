@@ -552,13 +552,8 @@ impl Engine {
                 let a = self.activity(*activity_id).ok_or_else(|| {
                     ReplayError(format!("order {order_id}: no activity {activity_id}"))
                 })?;
-                if mode == Mode::Live {
-                    if !a.try_take(*quantity) {
-                        return Err(ReplayError("sold out".into()));
-                    }
-                } else {
-                    a.remaining.fetch_sub(*quantity as i64, Ordering::AcqRel);
-                }
+                // Refused before any counter moves: a failed apply changes
+                // nothing.
                 let key = RequestKey::of(request_id);
                 if mode == Mode::Replay
                     && stripe.chain(*user_id).any(|i| {
@@ -569,6 +564,13 @@ impl Engine {
                     return Err(ReplayError(format!(
                         "order {order_id} or its request id seen twice"
                     )));
+                }
+                if mode == Mode::Live {
+                    if !a.try_take(*quantity) {
+                        return Err(ReplayError("sold out".into()));
+                    }
+                } else {
+                    a.remaining.fetch_sub(*quantity as i64, Ordering::AcqRel);
                 }
                 a.reserved.fetch_add(*quantity as i64, Ordering::AcqRel);
                 let order = Order {

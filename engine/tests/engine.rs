@@ -276,6 +276,25 @@ fn replay_rejects_a_foreign_log() {
         "ids may skip one whose creation failed"
     );
     assert!(e.apply(&ev).is_err(), "but never repeat or go back");
+
+    // An order created twice (same id, or the same request id of one
+    // user) is refused and moves no counter.
+    let created = |order_id, request_id: &str| Event::OrderCreated {
+        order_id,
+        activity_id: 2,
+        user_id: 9,
+        quantity: 1,
+        amount_cents: 1,
+        request_id: request_id.into(),
+        created_at: 0,
+        expires_at: 10,
+    };
+    e.apply(&created(100, "r-1")).unwrap();
+    let before = e.dump();
+    assert!(e.apply(&created(100, "r-2")).is_err(), "same order id");
+    assert!(e.apply(&created(101, "r-1")).is_err(), "same request id");
+    assert_eq!(e.dump(), before);
+    e.check_invariants().unwrap();
 }
 
 #[derive(Debug, Clone)]
