@@ -16,6 +16,11 @@
 //!       --conns 64 buy ACTIVITY TOKENS_FILE
 //!   flashd-load --url ... --rate 25000 get PATH
 //!
+//! Between sends a thread sleeps in epoll until a timerfd fires at the
+//! next send; `--spin` polls without sleeping within 2 ms of it instead
+//! (the older behaviour, kept to compare: it holds the client's core at
+//! 100%).
+//!
 //! The first `--warmup` seconds (default 1) run at the full rate but are
 //! not counted. Windows of 100 ms in which some request waited over 10 ms
 //! are listed on stderr, to tell one stall from a steady tail.
@@ -54,6 +59,7 @@ fn run() -> Result<(), String> {
     let (mut rate, mut duration, mut conns) = (1000.0f64, 10.0f64, 64usize);
     let mut warmup = 1.0f64;
     let mut nthreads = 1usize;
+    let mut spin = false;
     let mut rest = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -65,6 +71,7 @@ fn run() -> Result<(), String> {
             "--conns" => conns = val()?.parse().map_err(|_| "--conns: a number")?,
             "--warmup" => warmup = val()?.parse().map_err(|_| "--warmup: seconds")?,
             "--threads" => nthreads = val()?.parse().map_err(|_| "--threads: a number")?,
+            "--spin" => spin = true,
             _ => rest.push(a),
         }
     }
@@ -114,7 +121,18 @@ fn run() -> Result<(), String> {
                 .map(|c| start + interval.mul_f64(c as f64 / conns as f64))
                 .collect();
             std::thread::spawn(move || {
-                event_loop(addr, &host, &work, &mine, interval, measure_from, end)
+                event_loop(
+                    addr,
+                    &host,
+                    &work,
+                    &mine,
+                    &Schedule {
+                        interval,
+                        measure_from,
+                        end,
+                        spin,
+                    },
+                )
             })
         })
         .collect();
@@ -196,6 +214,19 @@ struct Conn {
     inbuf: Vec<u8>,
 }
 
+/// When requests are due and which responses count, shared by the threads.
+#[derive(Clone, Copy)]
+struct Schedule {
+    /// Between two sends on one connection.
+    interval: Duration,
+    /// Responses to requests due before this are the warm-up's.
+    measure_from: Instant,
+    /// No request is due from here on.
+    end: Instant,
+    /// Poll without sleeping within 2 ms of a send (instead of a timerfd).
+    spin: bool,
+}
+
 /// Drive some connections open loop on one thread with epoll: each sends
 /// its next request when it is due (or at once when behind), and a
 /// response's latency runs from its request's due time.
@@ -204,10 +235,14 @@ fn event_loop(
     host: &str,
     work: &Work,
     firsts: &[Instant],
-    interval: Duration,
-    measure_from: Instant,
-    end: Instant,
+    sched: &Schedule,
 ) -> ConnResult {
+    let Schedule {
+        interval,
+        measure_from,
+        end,
+        spin,
+    } = *sched;
     use mio::{Events, Interest, Poll, Token};
     let mut out = ConnResult::default();
     let mut poll = Poll::new().expect("epoll");
@@ -232,6 +267,14 @@ fn event_loop(
             inbuf: Vec::with_capacity(4096),
         })
         .collect();
+    let mut timer = Timer::new();
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&timer.fd),
+            Token(TIMER),
+            Interest::READABLE,
+        )
+        .expect("register timerfd");
     let mut seq = 0u64;
     let hard_stop = end + Duration::from_secs(10);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -260,14 +303,22 @@ fn event_loop(
         // epoll's timeout is in whole milliseconds (rounded up), so
         // sleeping in it until a send is due would make the client itself
         // up to a millisecond late, and the correction would charge that to
-        // the server: within 2 ms of the next send, spin (poll without
-        // waiting) instead. The client has a core of its own.
+        // the server. A timerfd wakes the loop to the microsecond instead.
+        // Spinning would do too, but a spinning client keeps its core 100%
+        // busy, and on a VM whose disk emulation shares the host's CPUs
+        // with the vCPUs that alone stretches the server's fdatasyncs
+        // (bench/results/2026-11-23-fsync-vm.md): the client must not
+        // load the machine more than the requests it sends.
         let timeout = match next_due.map(|d| d.saturating_duration_since(Instant::now())) {
-            Some(t) if t < Duration::from_millis(2) => Duration::ZERO,
-            Some(t) => (t - Duration::from_millis(1)).min(Duration::from_millis(10)),
-            None => Duration::from_millis(10),
+            Some(t) if t.is_zero() => Some(Duration::ZERO),
+            Some(t) if spin && t < Duration::from_millis(2) => Some(Duration::ZERO),
+            Some(t) => {
+                timer.arm(t);
+                None
+            }
+            None => Some(Duration::from_millis(10)),
         };
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
@@ -275,6 +326,10 @@ fn event_loop(
         }
         for ev in events.iter() {
             let i = ev.token().0;
+            if i == TIMER {
+                timer.clear();
+                continue;
+            }
             let c = &mut conns[i];
             if ev.is_writable() && c.written < c.out.len() {
                 flush(c);
@@ -334,6 +389,62 @@ fn event_loop(
         }
     }
     out
+}
+
+const TIMER: usize = usize::MAX;
+
+/// A one-shot CLOCK_MONOTONIC timerfd (the clock `Instant` reads), so
+/// that epoll can sleep until the next send to the microsecond.
+struct Timer {
+    fd: i32,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        assert!(
+            fd >= 0,
+            "timerfd_create: {}",
+            std::io::Error::last_os_error()
+        );
+        Timer { fd }
+    }
+
+    fn arm(&mut self, after: Duration) {
+        let after = after.max(Duration::from_micros(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: fd is our timerfd; spec outlives the call.
+        unsafe { libc::timerfd_settime(self.fd, 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Read the expiry count so that the next expiry is a new edge.
+    fn clear(&mut self) {
+        let mut n = 0u64;
+        // SAFETY: reads 8 bytes into n; EAGAIN when nothing expired.
+        unsafe { libc::read(self.fd, (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: we own fd.
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 fn build_request(work: &Work, host: &str, seq: u64, req: &mut Vec<u8>) {
