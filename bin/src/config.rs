@@ -99,6 +99,7 @@ pub struct LogSection {
     pub ack: String,
     pub fsync: bool,
     pub flush_interval_ms: u64,
+    pub commit_interval_us: u64,
     pub segment_bytes: u64,
     pub snapshot_every_events: u64,
     pub retain_segments: u64,
@@ -117,6 +118,7 @@ impl Default for LogSection {
             ack: "durable".into(),
             fsync: true,
             flush_interval_ms: 10,
+            commit_interval_us: 0,
             segment_bytes: 64 << 20,
             snapshot_every_events: 1_000_000,
             retain_segments: 2,
@@ -363,6 +365,12 @@ impl Config {
         range("server.shutdown_grace_ms", s.shutdown_grace_ms, 0, 600_000);
         range("reactor.sub_reactors", self.reactor.sub_reactors, 0, 1024);
         range(
+            "log.commit_interval_us",
+            self.log.commit_interval_us,
+            0,
+            100_000,
+        );
+        range(
             "reactor.completion_ring",
             self.reactor.completion_ring,
             1,
@@ -589,6 +597,12 @@ mod tests {
             ["log.backend: must be one of [\"file\", \"kafka\"], got \"kafak\""]
         );
         assert!(errs("[log]\nack = \"durabel\"\n")[0].starts_with("log.ack:"));
+        assert_eq!(
+            errs("[log]\ncommit_interval_us = 200000\n"),
+            ["log.commit_interval_us: must be between 0 and 100000, got 200000"]
+        );
+        let c = Config::parse("[log]\ncommit_interval_us = 1500\n").unwrap();
+        assert_eq!(c.log.commit_interval_us, 1500);
         assert_eq!(
             errs("[log.kafka.properties]\nacks = \"1\"\n"),
             ["log.kafka.properties.acks: is set by flashd (durability depends on it)"]

@@ -502,6 +502,7 @@ fn start_writer(
                 st::Ack::Durable
             },
             flush_interval: Duration::from_millis(cfg.log.flush_interval_ms),
+            commit_interval: Duration::from_micros(cfg.log.commit_interval_us),
         },
         exec::now_ms,
     )?)

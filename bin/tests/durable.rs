@@ -75,6 +75,48 @@ struct Acked {
     orders: HashMap<u64, (u64, &'static str)>,
 }
 
+/// `log.commit_interval_us` paces the group commits of a busy log: buyers
+/// that keep it busy are confirmed in a few large commits instead of one
+/// each, and still only once durable (every 201 is on disk after kill -9).
+#[test]
+fn paced_group_commits_batch_orders_and_confirm_only_durable_ones() {
+    let f = Flashd::start(&config("[log]\ncommit_interval_us = 20000\n"));
+    let a = create(f.addr, 1_000_000, 1, -5, 3600);
+    let c0 = metric(&f, "flashd_log_commits_total");
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let hs = buyers(f.addr, a, 1, 6, acked.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(800));
+    let commits = metric(&f, "flashd_log_commits_total") - c0;
+    let ms = t0.elapsed().as_millis() as u64;
+    let log_dir = f.log_dir();
+    let _dir = f.crash();
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    let acked = acked.lock().unwrap();
+    let orders = acked.orders.len() as u64;
+    // One commit per 20 ms at most (unpaced, six closed-loop buyers make
+    // one commit per order or two: hundreds in 800 ms).
+    assert!(
+        commits >= 2 && commits <= ms / 20 + 3,
+        "{commits} commits in {ms} ms"
+    );
+    assert!(
+        orders >= 2 * commits,
+        "{orders} orders in {commits} commits: not batched"
+    );
+    let disk = on_disk(&log_dir);
+    for oid in acked.orders.keys() {
+        assert!(
+            disk.status.contains_key(oid),
+            "confirmed order {oid} is not in the log"
+        );
+    }
+}
+
 /// Buyers on keep-alive connections: buy, then pay or cancel some, until
 /// the server goes away. Records every answer that confirmed something.
 fn buyers(

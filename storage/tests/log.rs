@@ -420,6 +420,7 @@ fn writer_group_commits_fails_reverts_and_recovers() {
             unavailable: Duration::from_millis(200),
             ack: Ack::Durable,
             flush_interval: Duration::from_millis(5),
+            commit_interval: Duration::ZERO,
         },
         now,
     )
@@ -619,6 +620,7 @@ fn ledger_writer_writes_behind_within_its_window() {
             unavailable: Duration::from_millis(200),
             ack: Ack::Ledger,
             flush_interval: Duration::from_millis(5),
+            commit_interval: Duration::ZERO,
         },
         now,
     )
@@ -760,4 +762,93 @@ fn a_large_snapshot_decodes_in_parallel_and_damage_is_found() {
         verify_snapshot(&p),
         Err(LogError::ChecksumMismatch { .. })
     ));
+}
+
+/// `commit_interval`: back-to-back durable commits are spaced out (fewer,
+/// larger syncs), every order is still answered only once durable, and an
+/// order arriving after a quiet spell is committed at once, not held for
+/// the interval.
+#[test]
+fn durable_commits_are_paced_but_a_lone_order_is_not_held() {
+    let d = Dir::new("paced");
+    let e = Arc::new(engine(true));
+    let interval = Duration::from_millis(150);
+    let replies = Collect::default();
+    let w = LogWriter::start(
+        Box::new(FileLog::open(cfg(&d.0, 1 << 20), None, 0).unwrap()),
+        e.clone(),
+        replies.clone(),
+        WriterConfig {
+            ring_capacity: 1 << 16,
+            batch_max: 4096,
+            unavailable: Duration::from_millis(200),
+            ack: Ack::Durable,
+            flush_interval: Duration::from_millis(5),
+            commit_interval: interval,
+        },
+        now,
+    )
+    .unwrap();
+    let h = w.handle();
+    let t = now();
+    let epoch = h.gate.admit(t).unwrap();
+    e.create_activity(
+        &ActivitySpec {
+            start_at: t - 1000,
+            end_at: t + 3_600_000,
+            ..spec(1_000_000)
+        },
+        t,
+        &mut Sink(&h, epoch),
+    )
+    .unwrap();
+    h.push(Entry::Reply { reply: 0, epoch });
+    wait_for(&replies, 1);
+    let order = |u: u32| {
+        e.place_order(
+            &PlaceOrder {
+                activity_id: 1,
+                user_id: u as u64,
+                quantity: 1,
+                request_id: "r",
+            },
+            now(),
+            &mut Sink(&h, epoch),
+        )
+        .unwrap();
+        h.push(Entry::Reply { reply: u, epoch });
+    };
+
+    // After a quiet spell longer than the interval, one order is committed
+    // at once. (Unpaced, this takes one fdatasync, ~0.3 ms; the bound
+    // leaves room for a slow disk, not for the 150 ms interval.)
+    std::thread::sleep(interval * 2);
+    let t0 = std::time::Instant::now();
+    order(1);
+    wait_for(&replies, 2);
+    let lone = t0.elapsed();
+    assert!(lone < interval / 2, "a lone order waited {lone:?}");
+
+    // Orders every millisecond for 1.2 s: unpaced, that is a commit each
+    // (~1,200); paced, at most one per interval (~8), each one a batch.
+    let c0 = w.stats.commits.load(Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    let mut u = 2;
+    while t0.elapsed() < Duration::from_millis(1200) {
+        order(u);
+        u += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let n = (u - 2) as usize;
+    let all = wait_for(&replies, 2 + n);
+    assert!(all.iter().all(|r| r.1), "every order durable");
+    let commits = w.stats.commits.load(Ordering::SeqCst) - c0;
+    let most = (t0.elapsed().as_millis() / interval.as_millis()) as u64 + 2;
+    assert!(
+        (2..=most).contains(&commits),
+        "{n} orders in {commits} commits (at most {most})"
+    );
+    // And every one of them is in the log.
+    assert_eq!(w.committed_lsn.load(Ordering::SeqCst), 1 + 1 + n as u64);
+    w.stop();
 }
