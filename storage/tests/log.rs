@@ -400,6 +400,43 @@ fn wait_for(replies: &Collect, n: usize) -> Vec<(u32, bool)> {
     }
 }
 
+/// A writer over `log` with `cfg`, and an open sale of `stock` units
+/// created through it (its events queued under a fresh epoch).
+fn writer_with_sale(
+    log: Box<dyn OrderLog>,
+    e: &Arc<Engine>,
+    replies: Collect,
+    cfg: WriterConfig,
+    stock: u64,
+) -> (LogWriter<u32>, WriterHandle<u32>, u64) {
+    let w = LogWriter::start(log, e.clone(), replies, cfg, now).unwrap();
+    let h = w.handle();
+    let t = now();
+    let epoch = h.gate.admit(t).unwrap();
+    e.create_activity(
+        &ActivitySpec {
+            start_at: t - 1000,
+            end_at: t + 3_600_000,
+            ..spec(stock)
+        },
+        t,
+        &mut Sink(&h, epoch),
+    )
+    .unwrap();
+    (w, h, epoch)
+}
+
+fn writer_config(ack: Ack, commit_interval: Duration) -> WriterConfig {
+    WriterConfig {
+        ring_capacity: 1 << 16,
+        batch_max: 256,
+        unavailable: Duration::from_millis(200),
+        ack,
+        flush_interval: Duration::from_millis(5),
+        commit_interval,
+    }
+}
+
 #[test]
 fn writer_group_commits_fails_reverts_and_recovers() {
     let d = Dir::new("writer");
@@ -410,34 +447,14 @@ fn writer_group_commits_fails_reverts_and_recovers() {
         fail: fail.clone(),
     };
     let replies = Collect::default();
-    let w = LogWriter::start(
+    let (w, h, epoch) = writer_with_sale(
         Box::new(log),
-        e.clone(),
+        &e,
         replies.clone(),
-        WriterConfig {
-            ring_capacity: 1024,
-            batch_max: 256,
-            unavailable: Duration::from_millis(200),
-            ack: Ack::Durable,
-            flush_interval: Duration::from_millis(5),
-            commit_interval: Duration::ZERO,
-        },
-        now,
-    )
-    .unwrap();
-    let h = w.handle();
+        writer_config(Ack::Durable, Duration::ZERO),
+        3,
+    );
     let t = now();
-    let epoch = h.gate.admit(t).unwrap();
-    e.create_activity(
-        &ActivitySpec {
-            start_at: t - 1000,
-            end_at: t + 3_600_000,
-            ..spec(3)
-        },
-        t,
-        &mut Sink(&h, epoch),
-    )
-    .unwrap();
     h.push(Entry::Reply { reply: 0, epoch });
     for u in 1..=2u32 {
         e.place_order(
@@ -610,34 +627,13 @@ fn ledger_writer_writes_behind_within_its_window() {
     let d = Dir::new("ledger");
     let e = Arc::new(engine(true));
     let log = FileLog::open(cfg(&d.0, 1 << 20), None, 0).unwrap();
-    let w = LogWriter::start(
+    let (w, h, epoch) = writer_with_sale(
         Box::new(log),
-        e.clone(),
+        &e,
         Collect::default(),
-        WriterConfig {
-            ring_capacity: 4096,
-            batch_max: 256,
-            unavailable: Duration::from_millis(200),
-            ack: Ack::Ledger,
-            flush_interval: Duration::from_millis(5),
-            commit_interval: Duration::ZERO,
-        },
-        now,
-    )
-    .unwrap();
-    let h = w.handle();
-    let t = now();
-    let epoch = h.gate.admit(t).unwrap();
-    e.create_activity(
-        &ActivitySpec {
-            start_at: t - 1000,
-            end_at: t + 3_600_000,
-            ..spec(10_000)
-        },
-        t,
-        &mut Sink(&h, epoch),
-    )
-    .unwrap();
+        writer_config(Ack::Ledger, Duration::ZERO),
+        10_000,
+    );
     let buy = |u: u64| {
         e.place_order(
             &PlaceOrder {
@@ -774,34 +770,16 @@ fn durable_commits_are_paced_but_a_lone_order_is_not_held() {
     let e = Arc::new(engine(true));
     let interval = Duration::from_millis(150);
     let replies = Collect::default();
-    let w = LogWriter::start(
+    let (w, h, epoch) = writer_with_sale(
         Box::new(FileLog::open(cfg(&d.0, 1 << 20), None, 0).unwrap()),
-        e.clone(),
+        &e,
         replies.clone(),
         WriterConfig {
-            ring_capacity: 1 << 16,
             batch_max: 4096,
-            unavailable: Duration::from_millis(200),
-            ack: Ack::Durable,
-            flush_interval: Duration::from_millis(5),
-            commit_interval: interval,
+            ..writer_config(Ack::Durable, interval)
         },
-        now,
-    )
-    .unwrap();
-    let h = w.handle();
-    let t = now();
-    let epoch = h.gate.admit(t).unwrap();
-    e.create_activity(
-        &ActivitySpec {
-            start_at: t - 1000,
-            end_at: t + 3_600_000,
-            ..spec(1_000_000)
-        },
-        t,
-        &mut Sink(&h, epoch),
-    )
-    .unwrap();
+        1_000_000,
+    );
     h.push(Entry::Reply { reply: 0, epoch });
     wait_for(&replies, 1);
     let order = |u: u32| {
