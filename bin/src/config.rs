@@ -365,16 +365,16 @@ impl Config {
         range("server.shutdown_grace_ms", s.shutdown_grace_ms, 0, 600_000);
         range("reactor.sub_reactors", self.reactor.sub_reactors, 0, 1024);
         range(
-            "log.commit_interval_us",
-            self.log.commit_interval_us,
-            0,
-            100_000,
-        );
-        range(
             "reactor.completion_ring",
             self.reactor.completion_ring,
             1,
             1 << 22,
+        );
+        range(
+            "log.commit_interval_us",
+            self.log.commit_interval_us,
+            0,
+            100_000,
         );
         if s.listen.parse::<SocketAddr>().is_err() {
             errs.push(ConfigError {

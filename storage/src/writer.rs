@@ -204,6 +204,17 @@ impl<R: Send + 'static> WriterHandle<R> {
     }
 }
 
+/// Move queued entries into `batch` until it holds `max` or the ring is
+/// empty.
+fn take<R>(ring: &ArrayQueue<Entry<R>>, batch: &mut Vec<Entry<R>>, max: usize) {
+    while batch.len() < max {
+        match ring.pop() {
+            Some(e) => batch.push(e),
+            None => break,
+        }
+    }
+}
+
 pub struct LogWriter<R> {
     handle: WriterHandle<R>,
     thread: Option<JoinHandle<()>>,
@@ -247,12 +258,7 @@ impl<R: Send + 'static> LogWriter<R> {
             let mut last_write: Option<Instant> = None;
             let mut last_commit: Option<Instant> = None;
             loop {
-                while batch.len() < cfg.batch_max {
-                    match sh.ring.pop() {
-                        Some(e) => batch.push(e),
-                        None => break,
-                    }
-                }
+                take(&sh.ring, &mut batch, cfg.batch_max);
                 if cfg.ack == Ack::Ledger {
                     if let Some(t) = dirty_since {
                         if t.elapsed() >= cfg.flush_interval || (batch.is_empty() && sh.stop.load(Ordering::Acquire)) {
@@ -291,21 +297,16 @@ impl<R: Send + 'static> LogWriter<R> {
                 }
                 // Pace back-to-back durable commits: wait out the rest of
                 // the interval and take what arrived meanwhile into this
-                // batch. Fewer, larger syncs; on a VM whose disk emulation
-                // is charged to the guest's CPU quota, syncing flat out
-                // gets the whole guest throttled for ~15 ms of every 100 ms
+                // batch. Fewer, larger syncs: on the 2-core VM, syncing
+                // flat out beside a busy CPU gets the whole guest
+                // throttled by the host for ~15 ms of every 100 ms
                 // (bench/results/2026-11-23-fsync-vm.md).
                 if cfg.ack == Ack::Durable && !cfg.commit_interval.is_zero() && batch.len() < cfg.batch_max {
                     if let Some(due) = last_commit.map(|t| t + cfg.commit_interval) {
                         let now = Instant::now();
                         if due > now {
                             std::thread::sleep(due - now);
-                            while batch.len() < cfg.batch_max {
-                                match sh.ring.pop() {
-                                    Some(e) => batch.push(e),
-                                    None => break,
-                                }
-                            }
+                            take(&sh.ring, &mut batch, cfg.batch_max);
                         }
                     }
                 }
