@@ -304,16 +304,15 @@ fn event_loop(
         // sleeping in it until a send is due would make the client itself
         // up to a millisecond late, and the correction would charge that to
         // the server. A timerfd wakes the loop to the microsecond instead.
-        // Spinning would do too, but a spinning client keeps its core 100%
-        // busy, and on a VM whose disk emulation shares the host's CPUs
-        // with the vCPUs that alone stretches the server's fdatasyncs
-        // (bench/results/2026-11-23-fsync-vm.md): the client must not
-        // load the machine more than the requests it sends.
+        // Spinning would do too, but it keeps the client's core 100% busy:
+        // more load than the requests, and on this VM a busy CPU beside a
+        // syncing one gets the guest throttled
+        // (bench/results/2026-11-23-fsync-vm.md).
         let timeout = match next_due.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(t) if t.is_zero() => Some(Duration::ZERO),
             Some(t) if spin && t < Duration::from_millis(2) => Some(Duration::ZERO),
             Some(t) => {
-                timer.arm(t);
+                timer.arm_at(next_due.unwrap_or(Instant::now()), t);
                 None
             }
             None => Some(Duration::from_millis(10)),
@@ -397,6 +396,9 @@ const TIMER: usize = usize::MAX;
 /// that epoll can sleep until the next send to the microsecond.
 struct Timer {
     fd: i32,
+    /// The instant it is armed for: most loop turns wait for the same
+    /// send, and re-arming for it would cost a syscall each.
+    armed: Option<Instant>,
 }
 
 impl Timer {
@@ -413,10 +415,15 @@ impl Timer {
             "timerfd_create: {}",
             std::io::Error::last_os_error()
         );
-        Timer { fd }
+        Timer { fd, armed: None }
     }
 
-    fn arm(&mut self, after: Duration) {
+    /// Fire at `at`, which is `after` from now.
+    fn arm_at(&mut self, at: Instant, after: Duration) {
+        if self.armed == Some(at) {
+            return;
+        }
+        self.armed = Some(at);
         let after = after.max(Duration::from_micros(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
@@ -434,6 +441,7 @@ impl Timer {
 
     /// Read the expiry count so that the next expiry is a new edge.
     fn clear(&mut self) {
+        self.armed = None;
         let mut n = 0u64;
         // SAFETY: reads 8 bytes into n; EAGAIN when nothing expired.
         unsafe { libc::read(self.fd, (&mut n as *mut u64).cast(), 8) };
