@@ -6,15 +6,7 @@
 //! become exit codes: 0 for a clean stop, 2 for a configuration the
 //! operator must fix, 1 for anything else.
 
-mod api;
-mod app;
-mod auth;
-mod config;
-mod exec;
-mod metrics;
-mod routes;
-mod secrets;
-mod sys;
+use flashd::{app, auth, config, exec, metrics, secrets, sys};
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -29,7 +21,7 @@ use clap::{Parser, Subcommand};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::config::Config;
+use flashd::config::Config;
 
 // jemalloc: fewer page faults and less fragmentation than glibc malloc under
 // many threads allocating and freeing buffers of mixed sizes.
