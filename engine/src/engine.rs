@@ -8,7 +8,6 @@
 //! runs the same function.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
@@ -159,12 +158,12 @@ enum Mode {
 }
 
 pub struct Engine {
-    cfg: EngineConfig,
-    activities: Box<[OnceLock<Activity>]>,
+    pub(crate) cfg: EngineConfig,
+    pub(crate) activities: Box<[OnceLock<Activity>]>,
     /// Serialises sale creation (rare) so ids are dense and in log order.
-    next_activity: Mutex<ActivityId>,
-    users: Users,
-    ids: OrderIdGen,
+    pub(crate) next_activity: Mutex<ActivityId>,
+    pub(crate) users: Users,
+    pub(crate) ids: OrderIdGen,
 }
 
 impl Engine {
@@ -189,7 +188,7 @@ impl Engine {
     }
 
     /// Including a sale whose creation was reverted (order reverts need it).
-    fn activity_any(&self, id: ActivityId) -> Option<&Activity> {
+    pub(crate) fn activity_any(&self, id: ActivityId) -> Option<&Activity> {
         self.activities.get((id as usize).checked_sub(1)?)?.get()
     }
 
@@ -225,13 +224,17 @@ impl Engine {
             per_user_limit: spec.per_user_limit,
             created_at: now,
         };
+        // Into the log before anyone can see the sale: an order on it is
+        // emitted only by a buyer who saw it, so it always follows the
+        // creation in the log (a valid replay order). Creation is rare, so
+        // the copy costs nothing that matters.
+        sink.emit(ev.clone());
         self.install_activity(&ev, &mut next)
-            .map_err(|_| Reject::CapacityExhausted)?;
+            .expect("id and slot were checked under the creation lock");
         let view = self
             .activity_any(*next - 1)
             .expect("just installed")
             .view(now);
-        sink.emit(ev);
         Ok(view)
     }
 
@@ -601,7 +604,7 @@ impl Engine {
                 quantity,
                 at,
             } => {
-                let a = self.activity(*activity_id).ok_or_else(|| {
+                let a = self.activity_any(*activity_id).ok_or_else(|| {
                     ReplayError(format!("order {order_id}: no activity {activity_id}"))
                 })?;
                 let o = stripe
@@ -628,7 +631,7 @@ impl Engine {
                 reason,
                 at,
             } => {
-                let a = self.activity(*activity_id).ok_or_else(|| {
+                let a = self.activity_any(*activity_id).ok_or_else(|| {
                     ReplayError(format!("order {order_id}: no activity {activity_id}"))
                 })?;
                 let o = stripe
@@ -791,510 +794,5 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Every invariant of the design, checked over the whole state. For
-    /// tests and for recovery; takes every stripe lock in turn. Stripes are
-    /// walked by several threads at once when there are many users: at
-    /// start-up this runs over millions of them before flashd is ready.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let users: usize = self
-            .users
-            .stripes()
-            .iter()
-            .map(|s| s.lock().users.len())
-            .sum();
-        let threads = if users >= 100_000 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
-        } else {
-            1
-        };
-        let parts = std::thread::scope(|sc| {
-            let hs: Vec<_> = (0..threads)
-                .map(|t| {
-                    let range = USER_STRIPES * t / threads..USER_STRIPES * (t + 1) / threads;
-                    sc.spawn(move || self.check_stripes(range))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().expect("invariant checker panicked"))
-                .collect::<Vec<_>>()
-        });
-        let mut held_per_activity = vec![0u64; self.activities.len() + 1];
-        let mut sorted_ids: Vec<Vec<OrderId>> = Vec::new();
-        for part in parts {
-            let (held, part_ids) = part?;
-            for (sum, h) in held_per_activity.iter_mut().zip(held) {
-                *sum += h;
-            }
-            sorted_ids.push(part_ids);
-        }
-        // Each thread sorted its own ids; one merge pass finds a duplicate
-        // within or across them.
-        if let Some(id) = first_duplicate(&sorted_ids) {
-            return Err(format!("order id {id} twice"));
-        }
-        for a in self.activities() {
-            let (r, s, v) = a.counters();
-            let l = a.releasing();
-            if r < 0 || s < 0 || v < 0 || l < 0 {
-                return Err(format!(
-                    "activity {}: negative counter r={r} s={s} v={v} l={l}",
-                    a.id
-                ));
-            }
-            if (s + v) as u64 > a.stock || (r + s + v + l) as u64 != a.stock {
-                return Err(format!(
-                    "activity {}: remaining {r} + sold {s} + reserved {v} + releasing {l} != stock {}",
-                    a.id, a.stock
-                ));
-            }
-            if held_per_activity[a.id as usize] != (s + v) as u64 {
-                return Err(format!(
-                    "activity {}: users hold {} but sold+reserved is {}",
-                    a.id,
-                    held_per_activity[a.id as usize],
-                    s + v
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The per-user half of [`Engine::check_invariants`] over some stripes:
-    /// units held per sale, and every order id seen.
-    #[allow(clippy::type_complexity)]
-    fn check_stripes(
-        &self,
-        range: std::ops::Range<usize>,
-    ) -> Result<(Vec<u64>, Vec<OrderId>), String> {
-        let mut held_per_activity = vec![0u64; self.activities.len() + 1];
-        let mut ids: Vec<OrderId> = Vec::new();
-        for s in &self.users.stripes()[range] {
-            let stripe = s.lock();
-            if stripe.next.len() != stripe.orders.len() {
-                return Err("a stripe's order links and orders differ in length".into());
-            }
-            // Ids first, in arena order: a sequential pass that also brings
-            // the stripe's orders into cache for the per-user walk below,
-            // whose jumps along chains would otherwise each miss (a third
-            // of start-up on millions of orders).
-            ids.extend(stripe.orders.iter().map(|o| o.id));
-            let mut reached = 0usize;
-            for (uid, u) in &stripe.users {
-                // Units per sale, from the user's live orders: what the
-                // per-user limit is checked against.
-                let mut live: smallvec::SmallVec<[(ActivityId, u32); 2]> = Default::default();
-                for i in stripe.chain_from(u.head) {
-                    let o = &stripe.orders[i];
-                    reached += 1;
-                    if reached > stripe.orders.len() {
-                        return Err(format!("user {uid}'s chain of orders loops"));
-                    }
-                    if o.user_id != *uid {
-                        return Err(format!(
-                            "order {} of user {} is in user {uid}'s chain",
-                            o.id, o.user_id
-                        ));
-                    }
-                    if o.status != OrderStatus::Cancelled {
-                        match live.iter_mut().find(|(a, _)| *a == o.activity_id) {
-                            Some((_, n)) => *n += o.quantity,
-                            None => live.push((o.activity_id, o.quantity)),
-                        }
-                    }
-                    // A user has a handful of orders: pairwise beats a set.
-                    if stripe
-                        .chain_from(stripe.next[i])
-                        .any(|j| stripe.orders[j].request_key == o.request_key)
-                    {
-                        return Err(format!("user {uid} has one request id on two orders"));
-                    }
-                }
-                for &(aid, n) in &live {
-                    let a = self.activity_any(aid).ok_or_else(|| {
-                        format!("user {uid} holds units of unknown activity {aid}")
-                    })?;
-                    if n > a.per_user_limit {
-                        return Err(format!(
-                            "user {uid} holds {n} of activity {aid}, limit {}",
-                            a.per_user_limit
-                        ));
-                    }
-                    held_per_activity[aid as usize] += n as u64;
-                }
-            }
-            if reached != stripe.orders.len() {
-                return Err(format!(
-                    "{} orders of a stripe belong to no user's chain",
-                    stripe.orders.len() - reached
-                ));
-            }
-        }
-        // Order ids are checked for uniqueness by sorting, not hashing: a
-        // radix sort of plain u64s is many times cheaper than a hash set.
-        radix_sort(&mut ids);
-        Ok((held_per_activity, ids))
-    }
-
-    /// The whole state in a canonical order, for comparing two engines
-    /// (replay tests, snapshots).
-    pub fn dump(&self) -> EngineDump {
-        let activities = self
-            .activities()
-            .map(|a| {
-                let (r, s, v) = a.counters();
-                (
-                    a.id,
-                    a.sku_id.clone(),
-                    a.name.clone(),
-                    a.price_cents,
-                    a.stock,
-                    a.start_at,
-                    a.end_at,
-                    a.per_user_limit,
-                    r,
-                    s,
-                    v,
-                )
-            })
-            .collect();
-        let mut orders = Vec::new();
-        for s in self.users.stripes() {
-            let stripe = s.lock();
-            orders.extend(stripe.orders.iter().cloned());
-        }
-        orders.sort_by_key(|o| o.id);
-        EngineDump { activities, orders }
-    }
-}
-
-/// LSD radix sort, 11-bit digits. A pass whose digit is the same in every
-/// key is skipped: order ids share their node bits and, within a sale,
-/// most of their time bits, so millions of them sort in three or four
-/// linear passes (3x faster than `sort_unstable` at start-up).
-fn radix_sort(v: &mut Vec<u64>) {
-    const BITS: u32 = 11;
-    const BUCKETS: usize = 1 << BITS;
-    const PASSES: usize = 64usize.div_ceil(BITS as usize);
-    if v.len() < 1 << 12 {
-        v.sort_unstable();
-        return;
-    }
-    let mut hist = vec![[0usize; BUCKETS]; PASSES];
-    for &x in v.iter() {
-        for (p, h) in hist.iter_mut().enumerate() {
-            h[((x >> (p as u32 * BITS)) as usize) & (BUCKETS - 1)] += 1;
-        }
-    }
-    let mut buf = vec![0u64; v.len()];
-    for (p, h) in hist.iter_mut().enumerate() {
-        if h.contains(&v.len()) {
-            continue;
-        }
-        let mut sum = 0;
-        for c in h.iter_mut() {
-            let n = *c;
-            *c = sum;
-            sum += n;
-        }
-        let shift = p as u32 * BITS;
-        for &x in v.iter() {
-            let d = ((x >> shift) as usize) & (BUCKETS - 1);
-            buf[h[d]] = x;
-            h[d] += 1;
-        }
-        std::mem::swap(v, &mut buf);
-    }
-}
-
-/// The smallest id present twice in sorted lists (within one list or
-/// across them), by a k-way merge.
-fn first_duplicate(lists: &[Vec<OrderId>]) -> Option<OrderId> {
-    let mut heap: BinaryHeap<Reverse<(OrderId, usize, usize)>> = lists
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(k, l)| Reverse((l[0], k, 0)))
-        .collect();
-    let mut last = None;
-    while let Some(Reverse((id, k, i))) = heap.pop() {
-        if last == Some(id) {
-            return Some(id);
-        }
-        last = Some(id);
-        if let Some(&next) = lists[k].get(i + 1) {
-            heap.push(Reverse((next, k, i + 1)));
-        }
-    }
-    None
-}
-
-type ActivityRow = (
-    ActivityId,
-    String,
-    String,
-    u64,
-    u64,
-    Millis,
-    Millis,
-    u32,
-    i64,
-    i64,
-    i64,
-);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineDump {
-    pub activities: Vec<ActivityRow>,
-    pub orders: Vec<Order>,
-}
-
-/// One sale in a snapshot: its spec, its counters, whether it is void.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActivitySnapshot {
-    pub id: ActivityId,
-    pub spec: ActivitySpec,
-    pub created_at: Millis,
-    pub remaining: i64,
-    pub sold: i64,
-    pub reserved: i64,
-    pub void: bool,
-}
-
-/// The whole state, as a snapshot stores it. Only taken from an engine that
-/// no one else mutates (the snapshotter's follower), so it is consistent.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EngineSnapshot {
-    pub next_activity: ActivityId,
-    pub last_order_id: OrderId,
-    pub activities: Vec<ActivitySnapshot>,
-    pub orders: Vec<Order>,
-}
-
-impl Engine {
-    pub fn export(&self) -> EngineSnapshot {
-        let activities = self
-            .activities
-            .iter()
-            .filter_map(|a| a.get())
-            .map(|a| {
-                let (remaining, sold, reserved) = a.counters();
-                ActivitySnapshot {
-                    id: a.id,
-                    spec: ActivitySpec {
-                        sku_id: a.sku_id.clone(),
-                        name: a.name.clone(),
-                        price_cents: a.price_cents,
-                        stock: a.stock,
-                        start_at: a.start_at,
-                        end_at: a.end_at,
-                        per_user_limit: a.per_user_limit,
-                    },
-                    created_at: a.created_at,
-                    // A follower applies cancels whole: nothing is parked.
-                    remaining: remaining + a.releasing(),
-                    sold,
-                    reserved,
-                    void: a.void.load(Ordering::Acquire),
-                }
-            })
-            .collect();
-        let mut orders = Vec::new();
-        for s in self.users.stripes() {
-            let stripe = s.lock();
-            orders.extend(stripe.orders.iter().cloned());
-        }
-        // Canonical order, grouped by stripe and user: loading it then
-        // fills one stripe's map at a time, in cache, instead of jumping
-        // between all of them (4x faster start-up on millions of orders).
-        orders.sort_unstable_by_key(|o| (Users::stripe_of(o.user_id), o.user_id, o.id));
-        EngineSnapshot {
-            next_activity: *self.next_activity.lock(),
-            last_order_id: self.ids.last(),
-            activities,
-            orders,
-        }
-    }
-
-    /// Load a snapshot into this (empty) engine.
-    pub fn load(&self, snap: &EngineSnapshot) -> Result<(), ReplayError> {
-        let mut counts = vec![0u32; USER_STRIPES];
-        for o in &snap.orders {
-            counts[Users::stripe_of(o.user_id)] += 1;
-        }
-        self.begin_load(snap, Some(&counts))?;
-        // Snapshots list orders grouped by stripe (see `export`), so each
-        // thread can take whole stripes: no lock is ever contended and
-        // start-up on millions of orders scales with the cores. A snapshot
-        // in another order (an older writer) loads on one thread.
-        let orders = &snap.orders[..];
-        let grouped = orders.is_sorted_by_key(|o| Users::stripe_of(o.user_id));
-        let threads = if grouped && orders.len() >= 100_000 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
-        } else {
-            1
-        };
-        std::thread::scope(|sc| {
-            let bounds: Vec<usize> = (0..=threads)
-                .map(|t| {
-                    let stripe = USER_STRIPES * t / threads;
-                    orders.partition_point(|o| Users::stripe_of(o.user_id) < stripe)
-                })
-                .collect();
-            let parts: Vec<&[Order]> = if threads == 1 {
-                vec![orders]
-            } else {
-                bounds.windows(2).map(|w| &orders[w[0]..w[1]]).collect()
-            };
-            for part in parts {
-                sc.spawn(move || self.load_orders_part(part));
-            }
-        });
-        self.finish_load();
-        Ok(())
-    }
-
-    /// First step of loading a snapshot whose orders arrive in parts (a
-    /// reader decoding blocks on several threads straight into the engine,
-    /// with no copy of all orders in between): install the sales and the
-    /// id generator from `meta` (its `orders` are ignored) and size each
-    /// stripe for `stripe_orders[i]` orders, if known. Then call
-    /// [`Engine::load_orders_part`] from any threads, then
-    /// [`Engine::finish_load`].
-    pub fn begin_load(
-        &self,
-        meta: &EngineSnapshot,
-        stripe_orders: Option<&[u32]>,
-    ) -> Result<(), ReplayError> {
-        let mut next = self.next_activity.lock();
-        if *next != 1 || self.activities().next().is_some() {
-            return Err(ReplayError(
-                "snapshot loaded into a non-empty engine".into(),
-            ));
-        }
-        for a in &meta.activities {
-            let slot = self
-                .activities
-                .get((a.id as usize).wrapping_sub(1))
-                .ok_or_else(|| {
-                    ReplayError(format!(
-                        "snapshot activity {} beyond engine.max_activities",
-                        a.id
-                    ))
-                })?;
-            let act = Activity::new(a.id, a.spec.clone(), a.created_at);
-            act.remaining.store(a.remaining, Ordering::Release);
-            act.sold.store(a.sold, Ordering::Release);
-            act.reserved.store(a.reserved, Ordering::Release);
-            act.void.store(a.void, Ordering::Release);
-            slot.set(act)
-                .map_err(|_| ReplayError(format!("snapshot activity {} twice", a.id)))?;
-        }
-        *next = meta.next_activity.max(1);
-        drop(next);
-        self.ids.observe(meta.last_order_id);
-        // An eighth more room than the snapshot needs: the log's tail is
-        // replayed next and brings new buyers, and a map that grows then
-        // rehashes every stripe during start-up (most of the tail's cost).
-        if let Some(counts) = stripe_orders.filter(|c| c.len() == USER_STRIPES) {
-            for (s, &n) in self.users.stripes().iter().zip(counts) {
-                let n = n as usize;
-                if n > 0 {
-                    let room = n + n / 8;
-                    let mut s = s.lock();
-                    s.users.reserve(room);
-                    s.orders.reserve(room);
-                    s.next.reserve(room);
-                    s.loading_due.reserve(n);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Install snapshot orders into their stripes. Safe from any number of
-    /// threads at once; fastest when `orders` holds whole runs of one
-    /// stripe (a snapshot is written grouped by stripe), as each run takes
-    /// its stripe's lock once.
-    pub fn load_orders_part(&self, orders: &[Order]) {
-        let stripes = self.users.stripes();
-        let mut rest = orders;
-        while let Some(first) = rest.first() {
-            let i = Users::stripe_of(first.user_id);
-            let run = rest
-                .iter()
-                .position(|o| Users::stripe_of(o.user_id) != i)
-                .unwrap_or(rest.len());
-            let mut stripe = stripes[i].lock();
-            for o in &rest[..run] {
-                stripe.push_order(*o);
-                if o.status == OrderStatus::Created {
-                    stripe
-                        .loading_due
-                        .push(Reverse((o.expires_at, o.user_id, o.id)));
-                }
-            }
-            rest = &rest[run..];
-        }
-    }
-
-    /// Last step of a load: each stripe's expiry heap built in one O(n)
-    /// heapify rather than sifted order by order.
-    pub fn finish_load(&self) {
-        for s in self.users.stripes() {
-            let mut stripe = s.lock();
-            if !stripe.loading_due.is_empty() {
-                let mut due = std::mem::take(&mut stripe.loading_due);
-                due.extend(std::mem::take(&mut stripe.expiries).into_vec());
-                stripe.expiries = BinaryHeap::from(due);
-            }
-        }
-    }
-
-    /// The stripe a user's state lives in (snapshots group orders by it).
-    pub fn stripe_of(user: UserId) -> usize {
-        Users::stripe_of(user)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn radix_sort_matches_the_standard_sort() {
-        // xorshift: random keys, keys sharing their high bits (as order ids
-        // do), duplicates, and lengths on both sides of the small cut-off.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for (n, mask, base) in [
-            (10, u64::MAX, 0),
-            (5000, u64::MAX, 0),
-            (100_000, u64::MAX, 0),
-            (100_000, (1 << 30) - 1, 7 << 50),
-            (50_000, 0xff, 0),
-            (8192, 0, 42),
-        ] {
-            let v: Vec<u64> = (0..n).map(|_| base | (rnd() & mask)).collect();
-            let mut a = v.clone();
-            let mut b = v;
-            radix_sort(&mut a);
-            b.sort_unstable();
-            assert_eq!(a, b, "n={n} mask={mask:x}");
-        }
-    }
-
-    #[test]
-    fn duplicates_are_found_within_and_across_lists() {
-        assert_eq!(first_duplicate(&[vec![1, 3, 5], vec![2, 4, 6]]), None);
-        assert_eq!(first_duplicate(&[vec![1, 3, 5], vec![2, 3, 6]]), Some(3));
-        assert_eq!(first_duplicate(&[vec![1, 1], vec![]]), Some(1));
-        assert_eq!(first_duplicate(&[]), None);
     }
 }

@@ -23,7 +23,9 @@ mod clock;
 mod engine;
 mod event;
 mod ids;
+mod invariants;
 pub mod ratelimit;
+mod snapshot;
 mod types;
 mod users;
 
@@ -32,5 +34,7 @@ pub use clock::{format_rfc3339, rfc3339};
 pub use engine::*;
 pub use event::{Discard, Event, EventSink};
 pub use ids::{OrderIdGen, EPOCH_MS, MAX_NODE_ID};
+pub use invariants::EngineDump;
+pub use snapshot::{ActivitySnapshot, EngineSnapshot};
 pub use types::*;
 pub use users::{Order, RequestKey, USER_STRIPES};
