@@ -20,6 +20,10 @@ pub struct ServerConfig {
     /// Deferred requests one reactor may have in flight; also the size of
     /// its completion ring.
     pub completion_ring: usize,
+    /// How long a deferred request may wait for its completion before the
+    /// reactor answers it `503` itself (outcome unknown: the client retries
+    /// with the same `request_id`). The late completion is then dropped.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +39,11 @@ impl Default for ServerConfig {
             pin_cpus: false,
             shutdown_grace: Duration::from_secs(10),
             completion_ring: 16 * 1024,
+            // Above the order log's worst group commit (a Kafka commit waits
+            // up to its `unavailable_ms`, a few seconds), so a slow but
+            // healthy log is never cut off; short enough that a client is
+            // not left hanging past a typical HTTP client timeout (30 s).
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
