@@ -23,6 +23,10 @@ pub struct WorkerStats {
     pub jobs: AtomicU64,
     pub batches: AtomicU64,
     pub busy_ns: AtomicU64,
+    /// Milliseconds since the pool started at which the current batch
+    /// began, plus one; 0 while the worker waits for work. A batch older
+    /// than any command may take means the worker is wedged.
+    pub busy_since_ms: AtomicU64,
 }
 
 struct Ring<J> {
@@ -35,6 +39,29 @@ struct Ring<J> {
 struct Shared<J> {
     rings: Box<[Ring<J>]>,
     stop: AtomicBool,
+    /// What `busy_since_ms` counts from.
+    origin: Instant,
+}
+
+impl<J> Shared<J> {
+    fn since_origin_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Workers that have been inside one batch for longer than `limit`.
+    fn wedged(&self, limit: Duration) -> Vec<usize> {
+        let now = self.since_origin_ms();
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.rings
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                let since = r.stats.busy_since_ms.load(Ordering::Acquire);
+                since != 0 && now.saturating_sub(since - 1) > limit
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
 }
 
 /// A producer's handle; one per sub-reactor (it keeps its own round-robin
@@ -130,10 +157,12 @@ impl<J: Send + 'static> WorkerPool<J> {
                         jobs: AtomicU64::new(0),
                         batches: AtomicU64::new(0),
                         busy_ns: AtomicU64::new(0),
+                        busy_since_ms: AtomicU64::new(0),
                     },
                 })
                 .collect(),
             stop: AtomicBool::new(false),
+            origin: Instant::now(),
         });
         let make = Arc::new(make);
         let mut threads = Vec::with_capacity(count);
@@ -173,9 +202,12 @@ impl<J: Send + 'static> WorkerPool<J> {
                         }
                         let t0 = Instant::now();
                         let n = batch.len() as u64;
-                        work(&mut batch);
-                        batch.clear();
                         let st = &ring.stats;
+                        st.busy_since_ms
+                            .store(shared.since_origin_ms() + 1, Ordering::Release);
+                        work(&mut batch);
+                        st.busy_since_ms.store(0, Ordering::Release);
+                        batch.clear();
                         st.busy_ns
                             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
                         st.jobs.fetch_add(n, Ordering::Relaxed);
@@ -201,6 +233,12 @@ impl<J: Send + 'static> WorkerPool<J> {
 
     pub fn stats(&self) -> impl Iterator<Item = &WorkerStats> {
         self.shared.rings.iter().map(|r| &r.stats)
+    }
+
+    /// Workers stuck in one batch for longer than `limit` (the watchdog
+    /// withholds its ping while any is).
+    pub fn wedged(&self, limit: Duration) -> Vec<usize> {
+        self.shared.wedged(limit)
     }
 
     /// Finish what is queued, then stop. Call after the reactors have

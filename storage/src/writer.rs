@@ -1,20 +1,32 @@
 //! The log writer: one thread, group commit.
 //!
-//! Producers (workers, or reactors running the engine inline) push the
-//! events they applied, each stamped with the gate's epoch, and then a
-//! reply entry for the request. The writer drains everything queued, writes
-//! it with one `write`, makes it durable with one `fdatasync`, tells the
-//! engine (cancelled units go back on sale) and only then releases the
-//! replies: a `201` always follows its order's fsync.
+//! Producers (workers, or reactors running the engine inline) are admitted
+//! through [`WriterHandle::admit`], which reserves ring room for everything
+//! the command may push and stamps it with the gate's epoch. They push the
+//! events they applied and then a reply entry for the request. The writer
+//! drains everything queued, writes it with one `write`, makes it durable
+//! with one `fdatasync` (or one produce round trip), tells the engine
+//! through [`LogHooks::durable`] (cancelled units go back on sale) and only
+//! then releases the replies: a `201` always follows its order's commit.
 //!
-//! When a write or sync fails, the writer cuts the file back to the last
-//! commit, trips the [`Gate`] (new commands get 503 for
-//! `unavailable_ms`), reverts in the engine every event of the failed epoch
-//! — those already queued and those still to arrive — and fails their
-//! replies. Events of a later epoch were admitted after the trip and are
-//! written normally: the first successful commit closes the breaker.
+//! When a write or commit fails (durable mode), the writer shuts the
+//! [`Gate`] *before anything else*: no command is admitted until the
+//! failure is wholly undone. It waits until every command admitted before
+//! the shut has pushed all it will push (admissions are counted), reverts
+//! in the engine every event of the failed epoch — the failed group, those
+//! still queued — fails their replies, cuts the log back, and only then
+//! opens the door again after `unavailable_ms`, counted from the end of the
+//! undo. So no request is ever admitted against state that an undo in
+//! progress will take back: a retried buy cannot be answered with an order
+//! that is then removed, a retried pay cannot see `PAID` that reverts, and
+//! no order can be logged on a sale whose creation is being undone.
+//!
+//! Never wait for the log while holding engine locks: admission reserves
+//! the ring room first, so a push under a stripe lock never finds the ring
+//! full, and the writer takes engine locks (to revert) only once no
+//! admitted command is left running.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,10 +71,45 @@ pub trait Replies<R>: Send + 'static {
     fn flush(&mut self) {}
 }
 
+/// What the writer tells the state machine whose events it logs. The log
+/// knows nothing else of the engine.
+pub trait LogHooks: Send + Sync + 'static {
+    /// `ev` is durable now: finish what waited for that.
+    fn durable(&self, ev: &Event);
+    /// `ev` will never be durable: undo it. Called with no command in
+    /// flight, in reverse log order.
+    fn revert(&self, ev: &Event);
+}
+
+impl LogHooks for Engine {
+    fn durable(&self, ev: &Event) {
+        Engine::durable(self, ev)
+    }
+    fn revert(&self, ev: &Event) {
+        Engine::revert(self, ev)
+    }
+}
+
+/// Why a command was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The log cannot make anything durable now (breaker open, or a failure
+    /// is being undone).
+    Unavailable,
+    /// The writer's ring has no room for what the command may push.
+    Busy,
+}
+
 /// The circuit breaker between producers and the log.
 #[derive(Default)]
 pub struct Gate {
     epoch: CachePadded<AtomicU64>,
+    /// Ring entries reserved by admitted commands that have not finished
+    /// pushing. While a failure is undone the writer waits for this to
+    /// reach zero.
+    reserved: CachePadded<AtomicUsize>,
+    /// Shut from a failure until its undo is complete.
+    shut: AtomicBool,
     /// Entries of this epoch or older are doomed (0 = none ever failed;
     /// epochs start at 1).
     failed_epoch: AtomicU64,
@@ -81,17 +128,27 @@ impl Gate {
         g
     }
 
-    /// `Some(epoch)` to go ahead, `None` while the log is unavailable.
+    /// The epoch a command admitted now would carry, `None` while the log
+    /// is unavailable. A probe: it reserves nothing (commands go through
+    /// [`WriterHandle::admit`]).
     #[inline]
     pub fn admit(&self, now: Millis) -> Option<u64> {
-        if now < self.open_until_ms.load(Ordering::Acquire) {
+        if self.is_open(now) {
             return None;
         }
         Some(self.epoch.load(Ordering::Acquire))
     }
 
+    /// Refusing commands: a failure is being undone, or the `unavailable`
+    /// window after one has not passed.
     pub fn is_open(&self, now: Millis) -> bool {
-        now < self.open_until_ms.load(Ordering::Acquire)
+        self.shut.load(Ordering::SeqCst) || now < self.open_until_ms.load(Ordering::Acquire)
+    }
+
+    /// A failure is being undone: nothing is admitted, and memory may still
+    /// hold state about to be taken back.
+    pub fn is_shut(&self) -> bool {
+        self.shut.load(Ordering::SeqCst)
     }
 
     /// The last write failed and none has succeeded since.
@@ -104,17 +161,50 @@ impl Gate {
         self.reason.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    fn trip(&self, now: Millis, unavailable: Duration, why: String) {
-        let e = self.epoch.load(Ordering::Acquire);
-        self.failed_epoch.store(e, Ordering::Release);
-        self.open_until_ms
-            .store(now + unavailable.as_millis() as u64, Ordering::Release);
-        self.epoch.store(e + 1, Ordering::Release);
-        self.trips.fetch_add(1, Ordering::Relaxed);
-        self.failing.store(true, Ordering::Release);
+    /// Ring entries reserved by commands in flight.
+    pub fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Acquire)
+    }
+
+    fn set_reason(&self, why: String) {
         if let Ok(mut r) = self.reason.lock() {
             *r = why;
         }
+    }
+
+    /// Durable mode: refuse every command from now until [`Gate::reopen`],
+    /// and doom every entry admitted so far.
+    fn shut(&self, why: String) {
+        // SeqCst pairs with admit's reserve-then-check: a producer that
+        // finds the gate not shut has its reservation seen by the writer's
+        // wait below.
+        self.shut.store(true, Ordering::SeqCst);
+        self.failed_epoch
+            .store(self.epoch.load(Ordering::Acquire), Ordering::Release);
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        self.failing.store(true, Ordering::Release);
+        self.set_reason(why);
+    }
+
+    /// The undo is complete: new commands carry a fresh epoch, admitted
+    /// once `unavailable` has passed from `now`.
+    fn reopen(&self, now: Millis, unavailable: Duration) {
+        let e = self.epoch.load(Ordering::Acquire);
+        debug_assert_eq!(e, self.failed_epoch.load(Ordering::Acquire));
+        self.epoch.store(e + 1, Ordering::Release);
+        self.open_until_ms
+            .store(now.saturating_add(millis(unavailable)), Ordering::Release);
+        self.shut.store(false, Ordering::SeqCst);
+    }
+
+    /// Ledger mode: replies went out already, nothing is undone; refuse new
+    /// commands for `unavailable` while the writes are retried.
+    fn trip_ledger(&self, now: Millis, unavailable: Duration, why: String) {
+        self.open_until_ms
+            .store(now.saturating_add(millis(unavailable)), Ordering::Release);
+        self.trips.fetch_add(1, Ordering::Relaxed);
+        self.failing.store(true, Ordering::Release);
+        self.set_reason(why);
     }
 
     fn doomed(&self, epoch: u64) -> bool {
@@ -125,6 +215,10 @@ impl Gate {
         self.failing.store(false, Ordering::Release);
         self.open_until_ms.store(0, Ordering::Release);
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Default)]
@@ -139,10 +233,26 @@ pub struct WriterStats {
     /// <=1ms, <=2.5ms, <=5ms, <=10ms, more.
     pub commit_hist: [AtomicU64; 8],
     pub commit_ns_sum: AtomicU64,
+    /// Wall-clock ms at which the writer started its current piece of work
+    /// (a commit, or undoing a failure); 0 while it waits for work. The
+    /// watchdog stops pinging when this is older than any commit may take.
+    pub busy_since_ms: AtomicU64,
 }
 
 pub const BATCH_BOUNDS: [u64; 6] = [1, 4, 16, 64, 256, 1024];
 pub const COMMIT_BOUNDS_US: [u64; 7] = [100, 250, 500, 1000, 2500, 5000, 10_000];
+
+/// Idle writer: longest sleep before looking at the ring again (a missed
+/// unpark costs at most this).
+const IDLE_PARK: Duration = Duration::from_millis(50);
+/// Ledger mode under a steady stream: poll this often instead of being
+/// woken per order.
+const LEDGER_POLL: Duration = Duration::from_millis(1);
+/// Ledger mode: a stream counts as steady while the last write is younger
+/// than this.
+const LEDGER_STEADY: Duration = Duration::from_millis(100);
+/// Ledger mode: pause before retrying writes that failed.
+const LEDGER_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 struct Shared<R> {
     ring: ArrayQueue<Entry<R>>,
@@ -171,19 +281,95 @@ impl<R> Clone for WriterHandle<R> {
     }
 }
 
-impl<R: Send + 'static> WriterHandle<R> {
-    /// Room for `n` more entries? Checked before a command runs, so the
-    /// pushes it makes (under engine locks) never find the ring full.
-    pub fn has_room(&self, n: usize) -> bool {
-        self.shared.ring.len() + n <= self.shared.ring.capacity()
+/// An admitted command: ring room for `entries` pushes is reserved until
+/// it is dropped, and while it lives a failure's undo waits for it. Hold it
+/// only while applying and pushing; never wait on anything while holding
+/// it.
+pub struct Admission<'a, R: Send + 'static> {
+    handle: &'a WriterHandle<R>,
+    entries: usize,
+    pushed: usize,
+    epoch: u64,
+}
+
+impl<R: Send + 'static> Admission<'_, R> {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
+    /// Queue an event this command applied.
+    pub fn event(&mut self, ev: Event) {
+        let epoch = self.epoch;
+        self.push(Entry::Event { ev, epoch });
+    }
+
+    /// Queue the command's reply, released once everything queued before
+    /// it is durable (or failed).
+    pub fn reply(&mut self, reply: R) {
+        let epoch = self.epoch;
+        self.push(Entry::Reply { reply, epoch });
+    }
+
+    fn push(&mut self, e: Entry<R>) {
+        assert!(
+            self.pushed < self.entries,
+            "a command pushed more than the {} entries it reserved",
+            self.entries
+        );
+        self.pushed += 1;
+        self.handle.push(e);
+    }
+}
+
+impl<R: Send + 'static> Drop for Admission<'_, R> {
+    fn drop(&mut self) {
+        self.handle
+            .gate
+            .reserved
+            .fetch_sub(self.entries, Ordering::SeqCst);
+    }
+}
+
+impl<R: Send + 'static> WriterHandle<R> {
+    /// Admit a command that may push up to `entries` entries: `Err` while
+    /// the log is unavailable or its ring has no room for them. The room is
+    /// reserved, so the command's pushes (made under engine locks) never
+    /// wait.
+    #[inline]
+    pub fn admit(&self, now: Millis, entries: usize) -> Result<Admission<'_, R>, Refused> {
+        let g = &*self.gate;
+        // Cheap refusal first: while the breaker is open nothing touches
+        // the shared counter.
+        if now < g.open_until_ms.load(Ordering::Acquire) {
+            return Err(Refused::Unavailable);
+        }
+        // Reserve, then look: see Gate::shut for the pairing.
+        let reserved = g.reserved.fetch_add(entries, Ordering::SeqCst) + entries;
+        let mut a = Admission {
+            handle: self,
+            entries,
+            pushed: 0,
+            epoch: 0,
+        };
+        if g.shut.load(Ordering::SeqCst) {
+            return Err(Refused::Unavailable);
+        }
+        // Counting the reservations of commands that already pushed twice
+        // only errs on the safe side.
+        if self.shared.ring.len() + reserved > self.shared.ring.capacity() {
+            return Err(Refused::Busy);
+        }
+        a.epoch = g.epoch.load(Ordering::Acquire);
+        Ok(a)
+    }
+
+    /// Push outside an admission (tests, and entries whose room the caller
+    /// accounts for itself). Waits while the ring is full, which only an
+    /// unadmitted producer can meet.
     pub fn push(&self, mut e: Entry<R>) {
         loop {
             match self.shared.ring.push(e) {
                 Ok(()) => break,
-                // Only if admission was bypassed; the writer drains without
-                // taking any lock a producer could hold, so this ends.
                 Err(back) => {
                     e = back;
                     std::thread::yield_now();
@@ -201,6 +387,10 @@ impl<R: Send + 'static> WriterHandle<R> {
 
     pub fn depth(&self) -> usize {
         self.shared.ring.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.shared.ring.capacity()
     }
 }
 
@@ -223,13 +413,14 @@ pub struct LogWriter<R> {
 }
 
 impl<R: Send + 'static> LogWriter<R> {
-    pub fn start(
-        mut log: Box<dyn OrderLog>,
-        engine: Arc<Engine>,
-        mut replies: impl Replies<R>,
+    pub fn start<H: LogHooks>(
+        log: Box<dyn OrderLog>,
+        hooks: Arc<H>,
+        replies: impl Replies<R>,
         cfg: WriterConfig,
         now_ms: fn() -> Millis,
     ) -> std::io::Result<LogWriter<R>> {
+        assert!(cfg.ring_capacity >= 1 && cfg.batch_max >= 1);
         let shared = Arc::new(Shared {
             ring: ArrayQueue::new(cfg.ring_capacity),
             sleeping: CachePadded::new(AtomicBool::new(false)),
@@ -240,183 +431,28 @@ impl<R: Send + 'static> LogWriter<R> {
         let gate = Arc::new(Gate::new());
         let stats = Arc::new(WriterStats::default());
         let committed = Arc::new(AtomicU64::new(log.committed_lsn()));
-        let (sh, g, st, c) = (
-            shared.clone(),
-            gate.clone(),
-            stats.clone(),
-            committed.clone(),
-        );
-        let thread = std::thread::Builder::new().name("flashd-log".into()).spawn(move || {
-            let _ = sh.thread.set(std::thread::current());
-            let mut batch: Vec<Entry<R>> = Vec::with_capacity(cfg.batch_max);
-            let mut events: Vec<Event> = Vec::with_capacity(cfg.batch_max);
-            let mut replies_ok: Vec<R> = Vec::with_capacity(cfg.batch_max);
-            // Ledger mode: written but not yet fsynced since this instant.
-            let mut dirty_since: Option<Instant> = None;
-            // Ledger mode: events that failed to write, retried first.
-            let mut retry: Vec<Event> = Vec::new();
-            let mut last_write: Option<Instant> = None;
-            let mut last_commit: Option<Instant> = None;
-            loop {
-                take(&sh.ring, &mut batch, cfg.batch_max);
-                if cfg.ack == Ack::Ledger {
-                    if let Some(t) = dirty_since {
-                        if t.elapsed() >= cfg.flush_interval || (batch.is_empty() && sh.stop.load(Ordering::Acquire)) {
-                            if let Err(e) = log.commit() {
-                                tracing::error!(error = %e, "log fsync failed (ledger mode): orders acknowledged since the last sync may be lost on a crash");
-                                g.trip(now_ms(), cfg.unavailable, e.to_string());
-                            } else {
-                                c.store(log.committed_lsn(), Ordering::Release);
-                                dirty_since = None;
-                            }
-                        }
-                    }
-                }
-                if batch.is_empty() && retry.is_empty() {
-                    if sh.stop.load(Ordering::Acquire) && sh.ring.is_empty() && dirty_since.is_none() {
-                        break;
-                    }
-                    // Ledger mode with orders flowing: poll every
-                    // millisecond instead of being woken per order.
-                    let busy = cfg.ack == Ack::Ledger
-                        && last_write.is_some_and(|t: Instant| t.elapsed() < Duration::from_millis(100));
-                    sh.self_waking.store(busy, Ordering::SeqCst);
-                    sh.sleeping.store(true, Ordering::SeqCst);
-                    if sh.ring.is_empty() && !sh.stop.load(Ordering::Acquire) {
-                        let wait = if busy {
-                            Duration::from_millis(1)
-                        } else if dirty_since.is_some() {
-                            cfg.flush_interval.min(Duration::from_millis(2))
-                        } else {
-                            Duration::from_millis(50)
-                        };
-                        std::thread::park_timeout(wait);
-                    }
-                    sh.sleeping.store(false, Ordering::SeqCst);
-                    continue;
-                }
-                // Pace back-to-back durable commits: wait out the rest of
-                // the interval and take what arrived meanwhile into this
-                // batch. Fewer, larger syncs: on the 2-core VM, syncing
-                // flat out beside a busy CPU gets the whole guest
-                // throttled by the host for ~15 ms of every 100 ms
-                // (bench/results/2026-11-23-fsync-vm.md).
-                if cfg.ack == Ack::Durable && !cfg.commit_interval.is_zero() && batch.len() < cfg.batch_max {
-                    if let Some(due) = last_commit.map(|t| t + cfg.commit_interval) {
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                            take(&sh.ring, &mut batch, cfg.batch_max);
-                        }
-                    }
-                }
-                let now = now_ms();
-                // Split off what belongs to a failed epoch.
-                let mut doomed_events: Vec<Event> = Vec::new();
-                for e in batch.drain(..) {
-                    match e {
-                        Entry::Event { ev, epoch } => {
-                            if cfg.ack == Ack::Durable && g.doomed(epoch) {
-                                doomed_events.push(ev);
-                            } else {
-                                events.push(ev);
-                            }
-                        }
-                        Entry::Reply { reply, epoch } => {
-                            if g.doomed(epoch) {
-                                replies.done(reply, false);
-                            } else {
-                                replies_ok.push(reply);
-                            }
-                        }
-                    }
-                }
-                for ev in doomed_events.iter().rev() {
-                    engine.revert(ev);
-                }
-                st.reverted.fetch_add(doomed_events.len() as u64, Ordering::Relaxed);
-                if !retry.is_empty() {
-                    retry.append(&mut events);
-                    std::mem::swap(&mut retry, &mut events);
-                }
-                let t0 = Instant::now();
-                if !events.is_empty() {
-                    last_commit = Some(t0);
-                }
-                let result = if events.is_empty() {
-                    Ok(())
-                } else {
-                    log.append(&events).and_then(|()| if cfg.ack == Ack::Durable { log.commit().map(|_| ()) } else { Ok(()) })
-                };
-                match result {
-                    Ok(()) => {
-                        if !events.is_empty() {
-                            let ns = t0.elapsed().as_nanos() as u64;
-                            st.commits.fetch_add(1, Ordering::Relaxed);
-                            st.events.fetch_add(events.len() as u64, Ordering::Relaxed);
-                            st.commit_ns_sum.fetch_add(ns, Ordering::Relaxed);
-                            let bi = BATCH_BOUNDS.iter().position(|b| events.len() as u64 <= *b).unwrap_or(BATCH_BOUNDS.len());
-                            st.batch_hist[bi].fetch_add(1, Ordering::Relaxed);
-                            let ci = COMMIT_BOUNDS_US.iter().position(|b| ns / 1000 <= *b).unwrap_or(COMMIT_BOUNDS_US.len());
-                            st.commit_hist[ci].fetch_add(1, Ordering::Relaxed);
-                            if cfg.ack == Ack::Durable {
-                                c.store(log.committed_lsn(), Ordering::Release);
-                            } else {
-                                last_write = Some(Instant::now());
-                                if dirty_since.is_none() {
-                                    dirty_since = last_write;
-                                }
-                            }
-                        }
-                        for ev in &events {
-                            engine.durable(ev);
-                        }
-                        if (g.is_open(now) || g.is_failing()) && !events.is_empty() {
-                            tracing::info!("log writes succeed again: accepting orders");
-                            g.close();
-                        }
-                        for r in replies_ok.drain(..) {
-                            replies.done(r, true);
-                        }
-                        events.clear();
-                    }
-                    Err(e) => {
-                        st.failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, events = events.len(), "log write failed: cutting back to the last commit, failing these orders");
-                        // Shut the door first: rolling back may take a while
-                        // (Kafka: the old producer settles), and whoever
-                        // arrives meanwhile should get a fast 503, not wait.
-                        g.trip(now, cfg.unavailable, e.to_string());
-                        if let Err(e2) = log.rollback() {
-                            // The file may now hold records we are about to
-                            // report as failed; recovery would bring them
-                            // back. Stop rather than risk that.
-                            tracing::error!(error = %e2, "cannot cut the log back after a failed write; aborting");
-                            std::process::abort();
-                        }
-                        if cfg.ack == Ack::Durable {
-                            for ev in events.iter().rev() {
-                                engine.revert(ev);
-                            }
-                            st.reverted.fetch_add(events.len() as u64, Ordering::Relaxed);
-                            events.clear();
-                            for r in replies_ok.drain(..) {
-                                replies.done(r, false);
-                            }
-                        } else {
-                            // Acknowledged already: keep and retry.
-                            std::mem::swap(&mut retry, &mut events);
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-                replies.flush();
-            }
-            if let Err(e) = log.commit() {
-                tracing::error!(error = %e, "final log sync failed");
-            }
-            c.store(log.committed_lsn(), Ordering::Release);
-        })?;
+        let worker = Worker {
+            batch: Vec::with_capacity(cfg.batch_max),
+            events: Vec::with_capacity(cfg.batch_max),
+            replies_ok: Vec::with_capacity(cfg.batch_max),
+            doomed: Vec::new(),
+            retry: Vec::new(),
+            dirty_since: None,
+            last_write: None,
+            last_commit: None,
+            shared: shared.clone(),
+            gate: gate.clone(),
+            stats: stats.clone(),
+            committed: committed.clone(),
+            log,
+            hooks,
+            replies,
+            cfg,
+            now_ms,
+        };
+        let thread = std::thread::Builder::new()
+            .name("flashd-log".into())
+            .spawn(move || worker.run())?;
         Ok(LogWriter {
             handle: WriterHandle { shared, gate },
             thread: Some(thread),
@@ -438,5 +474,302 @@ impl<R: Send + 'static> LogWriter<R> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The writer thread's state.
+struct Worker<R, H, P> {
+    shared: Arc<Shared<R>>,
+    gate: Arc<Gate>,
+    stats: Arc<WriterStats>,
+    committed: Arc<AtomicU64>,
+    log: Box<dyn OrderLog>,
+    hooks: Arc<H>,
+    replies: P,
+    cfg: WriterConfig,
+    now_ms: fn() -> Millis,
+    batch: Vec<Entry<R>>,
+    events: Vec<Event>,
+    replies_ok: Vec<R>,
+    /// Durable mode: events of a failed epoch met in the ring, to revert.
+    doomed: Vec<Event>,
+    /// Ledger mode: events that failed to write, retried first.
+    retry: Vec<Event>,
+    /// Ledger mode: written but not yet synced since this instant.
+    dirty_since: Option<Instant>,
+    last_write: Option<Instant>,
+    last_commit: Option<Instant>,
+}
+
+impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
+    fn run(mut self) {
+        let _ = self.shared.thread.set(std::thread::current());
+        loop {
+            take(&self.shared.ring, &mut self.batch, self.cfg.batch_max);
+            if self.cfg.ack == Ack::Ledger {
+                self.ledger_sync_if_due();
+            }
+            if self.batch.is_empty() && self.retry.is_empty() {
+                if self.shared.stop.load(Ordering::Acquire)
+                    && self.shared.ring.is_empty()
+                    && self.dirty_since.is_none()
+                {
+                    break;
+                }
+                self.idle();
+                continue;
+            }
+            self.pace();
+            self.stats
+                .busy_since_ms
+                .store((self.now_ms)().max(1), Ordering::Release);
+            self.sort_batch();
+            self.write_batch();
+            self.stats.busy_since_ms.store(0, Ordering::Release);
+            self.replies.flush();
+        }
+        if let Err(e) = self.log.commit() {
+            tracing::error!(error = %e, "final log sync failed");
+        }
+        self.committed
+            .store(self.log.committed_lsn(), Ordering::Release);
+    }
+
+    /// Ledger mode: sync what was written once `flush_interval` has passed
+    /// (or at stop).
+    fn ledger_sync_if_due(&mut self) {
+        let Some(t) = self.dirty_since else { return };
+        let stopping = self.batch.is_empty() && self.shared.stop.load(Ordering::Acquire);
+        if t.elapsed() < self.cfg.flush_interval && !stopping {
+            return;
+        }
+        match self.log.commit() {
+            Err(e) => {
+                tracing::error!(error = %e, "log fsync failed (ledger mode): orders acknowledged since the last sync may be lost on a crash");
+                self.gate
+                    .trip_ledger((self.now_ms)(), self.cfg.unavailable, e.to_string());
+            }
+            Ok(_) => {
+                self.publish_committed();
+                self.dirty_since = None;
+            }
+        }
+    }
+
+    fn idle(&mut self) {
+        let sh = &self.shared;
+        // Ledger mode with orders flowing: poll every millisecond instead
+        // of being woken per order.
+        let busy = self.cfg.ack == Ack::Ledger
+            && self.last_write.is_some_and(|t| t.elapsed() < LEDGER_STEADY);
+        sh.self_waking.store(busy, Ordering::SeqCst);
+        sh.sleeping.store(true, Ordering::SeqCst);
+        if sh.ring.is_empty() && !sh.stop.load(Ordering::Acquire) {
+            let wait = if busy {
+                LEDGER_POLL
+            } else if self.dirty_since.is_some() {
+                self.cfg.flush_interval.min(Duration::from_millis(2))
+            } else {
+                IDLE_PARK
+            };
+            std::thread::park_timeout(wait);
+        }
+        sh.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Pace back-to-back durable commits: wait out the rest of the interval
+    /// and take what arrived meanwhile into this batch. Fewer, larger
+    /// syncs: on the 2-core VM, syncing flat out beside a busy CPU gets the
+    /// whole guest throttled by the host for ~15 ms of every 100 ms
+    /// (bench/results/2026-11-23-fsync-vm.md).
+    fn pace(&mut self) {
+        let cfg = &self.cfg;
+        if cfg.ack != Ack::Durable
+            || cfg.commit_interval.is_zero()
+            || self.batch.len() >= cfg.batch_max
+        {
+            return;
+        }
+        if let Some(due) = self.last_commit.map(|t| t + cfg.commit_interval) {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+                take(&self.shared.ring, &mut self.batch, cfg.batch_max);
+            }
+        }
+    }
+
+    /// Split the batch into events to write, replies to release after the
+    /// commit, and what belongs to a failed epoch (an unadmitted straggler:
+    /// admitted commands of a failed epoch are undone with the failure).
+    fn sort_batch(&mut self) {
+        for e in self.batch.drain(..) {
+            match e {
+                Entry::Event { ev, epoch } => {
+                    if self.cfg.ack == Ack::Durable && self.gate.doomed(epoch) {
+                        self.doomed.push(ev);
+                    } else {
+                        self.events.push(ev);
+                    }
+                }
+                Entry::Reply { reply, epoch } => {
+                    if self.gate.doomed(epoch) {
+                        self.replies.done(reply, false);
+                    } else {
+                        self.replies_ok.push(reply);
+                    }
+                }
+            }
+        }
+        for ev in self.doomed.iter().rev() {
+            self.hooks.revert(ev);
+        }
+        self.stats
+            .reverted
+            .fetch_add(self.doomed.len() as u64, Ordering::Relaxed);
+        self.doomed.clear();
+        if !self.retry.is_empty() {
+            self.retry.append(&mut self.events);
+            std::mem::swap(&mut self.retry, &mut self.events);
+        }
+    }
+
+    fn write_batch(&mut self) {
+        let t0 = Instant::now();
+        if !self.events.is_empty() {
+            self.last_commit = Some(t0);
+        }
+        let result = if self.events.is_empty() {
+            Ok(())
+        } else {
+            let durable = self.cfg.ack == Ack::Durable;
+            self.log.append(&self.events).and_then(|()| {
+                if durable {
+                    self.log.commit().map(|_| ())
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        match result {
+            Ok(()) => self.written(t0),
+            Err(e) if self.cfg.ack == Ack::Durable => self.undo_failure(e.to_string()),
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, events = self.events.len(), "log write failed (ledger mode): keeping the events to retry");
+                self.gate
+                    .trip_ledger((self.now_ms)(), self.cfg.unavailable, e.to_string());
+                self.cut_back();
+                // Acknowledged already: keep and retry.
+                std::mem::swap(&mut self.retry, &mut self.events);
+                std::thread::sleep(LEDGER_RETRY_PAUSE);
+            }
+        }
+    }
+
+    fn written(&mut self, t0: Instant) {
+        let n = self.events.len();
+        if n > 0 {
+            let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let st = &self.stats;
+            st.commits.fetch_add(1, Ordering::Relaxed);
+            st.events.fetch_add(n as u64, Ordering::Relaxed);
+            st.commit_ns_sum.fetch_add(ns, Ordering::Relaxed);
+            let bi = BATCH_BOUNDS
+                .iter()
+                .position(|b| n as u64 <= *b)
+                .unwrap_or(BATCH_BOUNDS.len());
+            st.batch_hist[bi].fetch_add(1, Ordering::Relaxed);
+            let ci = COMMIT_BOUNDS_US
+                .iter()
+                .position(|b| ns / 1000 <= *b)
+                .unwrap_or(COMMIT_BOUNDS_US.len());
+            st.commit_hist[ci].fetch_add(1, Ordering::Relaxed);
+            if self.cfg.ack == Ack::Durable {
+                self.publish_committed();
+            } else {
+                self.last_write = Some(Instant::now());
+                if self.dirty_since.is_none() {
+                    self.dirty_since = self.last_write;
+                }
+            }
+            for ev in &self.events {
+                self.hooks.durable(ev);
+            }
+            if self.gate.is_failing() {
+                tracing::info!("log writes succeed again: accepting orders");
+                self.gate.close();
+            }
+        }
+        for r in self.replies_ok.drain(..) {
+            self.replies.done(r, true);
+        }
+        self.events.clear();
+    }
+
+    /// Durable mode, a write or commit failed: shut the door, wait for
+    /// every admitted command to finish pushing, revert everything of the
+    /// failed epoch and fail its replies, cut the log back, and only then
+    /// reopen (after `unavailable`, counted from now).
+    fn undo_failure(&mut self, why: String) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %why, events = self.events.len(), "log write failed: undoing these orders and everything queued behind them");
+        self.gate.shut(why);
+        // Every command admitted before the shut carries the failed epoch;
+        // wait until each has pushed all it will, taking what it pushes so
+        // the ring never fills. No command waits on the writer meanwhile:
+        // their room was reserved at admission.
+        let mut queued: Vec<Entry<R>> = Vec::new();
+        loop {
+            let in_flight = self.gate.reserved();
+            take(&self.shared.ring, &mut queued, usize::MAX);
+            if in_flight == 0 {
+                take(&self.shared.ring, &mut queued, usize::MAX);
+                break;
+            }
+            std::thread::yield_now();
+        }
+        // Events: the failed group, then the ring in order; reverted newest
+        // first.
+        for e in queued {
+            match e {
+                Entry::Event { ev, epoch } => {
+                    debug_assert!(self.gate.doomed(epoch), "an entry admitted after the shut");
+                    self.events.push(ev);
+                }
+                Entry::Reply { reply, .. } => self.replies_ok.push(reply),
+            }
+        }
+        for ev in self.events.iter().rev() {
+            self.hooks.revert(ev);
+        }
+        self.stats
+            .reverted
+            .fetch_add(self.events.len() as u64, Ordering::Relaxed);
+        self.events.clear();
+        for r in self.replies_ok.drain(..) {
+            self.replies.done(r, false);
+        }
+        self.cut_back();
+        self.gate.reopen((self.now_ms)(), self.cfg.unavailable);
+    }
+
+    /// Forget what was appended since the last commit.
+    fn cut_back(&mut self) {
+        if let Err(e) = self.log.rollback() {
+            // The log may now hold records we reported as failed; recovery
+            // would bring them back. Stop rather than risk that.
+            tracing::error!(error = %e, "cannot cut the log back after a failed write; aborting");
+            std::process::abort();
+        }
+    }
+
+    fn publish_committed(&self) {
+        let lsn = self.log.committed_lsn();
+        let before = self.committed.swap(lsn, Ordering::AcqRel);
+        assert!(
+            lsn >= before,
+            "the committed LSN went back from {before} to {lsn}"
+        );
     }
 }
