@@ -6,13 +6,43 @@
 
 use crate::error::HttpError;
 use crate::limits::MAX_CHUNK_LINE_BYTES;
+use crate::request::is_tchar;
 
+/// Where the decoder is in RFC 9112 §7.1:
+///
+/// ```text
+/// chunked-body = *chunk last-chunk trailer-section CRLF
+/// chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+/// chunk-ext    = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// chunk-ext-val = token / quoted-string
+/// trailer-section = *( field-line CRLF )
+/// ```
+///
+/// Every line ends in CRLF; a bare LF or CR anywhere is an error, so no
+/// parser in front of us can split the body into different chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
-    /// Past the digits: skipping extensions up to CR.
-    Ext,
+    /// Whitespace that may only be followed by `;` (after the size or a
+    /// value: BWS is allowed before `;`, not before the line end).
+    BwsSemi,
+    /// Whitespace after an extension name: `;` or `=` may follow.
+    BwsSemiOrEq,
+    /// After `;`: optional whitespace, then a name.
+    ExtNameStart,
+    /// Inside an extension name (a token).
+    ExtName,
+    /// After `=`: optional whitespace, then a token or a quoted string.
+    ExtValueStart,
+    /// Inside a token value.
+    ExtToken,
+    /// Inside a quoted-string value.
+    ExtQuoted,
+    /// After a backslash inside a quoted string.
+    ExtQuotedPair,
+    /// Right after the closing quote.
+    ExtQuotedEnd,
     /// Saw CR after the size line, want LF.
     SizeLf,
     /// Copying chunk data; `remaining` bytes left in this chunk.
@@ -23,8 +53,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line, up to CR.
-    Trailer,
+    /// Inside a trailer field name, up to `:`.
+    TrailerName,
+    /// Inside a trailer field value, up to CR.
+    TrailerValue,
     /// Saw CR ending a trailer line, want LF.
     TrailerLf,
     /// Saw CR on an empty line, want the final LF.
@@ -76,43 +108,106 @@ impl ChunkedDecoder {
         max_trailer_bytes: usize,
     ) -> Result<Option<usize>, HttpError> {
         const BAD: HttpError = HttpError::BadRequest("malformed chunked body");
+        const BAD_EXT: HttpError = HttpError::BadRequest("malformed chunk extension");
+        const BAD_TRAILER: HttpError = HttpError::BadRequest("malformed trailer field");
         while self.pos < input.len() {
             let b = input[self.pos];
             match self.state {
                 State::Size => {
                     if let Some(v) = hex(b) {
                         self.digits += 1;
+                        // 16 hex digits fill a u64; the size is checked
+                        // against the body limit before any data is taken.
                         if self.digits > 16 {
-                            return Err(BAD);
+                            return Err(HttpError::BadRequest("chunk size too long"));
                         }
                         self.size = (self.size << 4) | v as u64;
-                        self.line_bytes += 1;
-                        self.pos += 1;
                     } else if self.digits == 0 {
                         return Err(BAD);
-                    } else if b == b'\r' {
-                        self.state = State::SizeLf;
-                        self.pos += 1;
-                    } else if b == b';' || b == b' ' || b == b'\t' {
-                        self.state = State::Ext;
-                        self.line_bytes += 1;
-                        self.pos += 1;
                     } else {
-                        return Err(BAD);
+                        self.state = match b {
+                            b'\r' => State::SizeLf,
+                            b';' => State::ExtNameStart,
+                            b' ' | b'\t' => State::BwsSemi,
+                            _ => return Err(BAD),
+                        };
                     }
+                    self.bump_line()?;
                 }
-                State::Ext => {
-                    if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if b == b'\n' {
-                        return Err(BAD);
-                    } else {
-                        self.line_bytes += 1;
-                        if self.line_bytes > MAX_CHUNK_LINE_BYTES {
-                            return Err(BAD);
+                State::BwsSemi => {
+                    self.state = match b {
+                        b' ' | b'\t' => State::BwsSemi,
+                        b';' => State::ExtNameStart,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::BwsSemiOrEq => {
+                    self.state = match b {
+                        b' ' | b'\t' => State::BwsSemiOrEq,
+                        b';' => State::ExtNameStart,
+                        b'=' => State::ExtValueStart,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::ExtNameStart => {
+                    self.state = match b {
+                        b' ' | b'\t' => State::ExtNameStart,
+                        b if is_tchar(b) => State::ExtName,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::ExtName => {
+                    self.state = match b {
+                        b if is_tchar(b) => State::ExtName,
+                        b'\r' => State::SizeLf,
+                        b';' => State::ExtNameStart,
+                        b'=' => State::ExtValueStart,
+                        b' ' | b'\t' => State::BwsSemiOrEq,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::ExtValueStart => {
+                    self.state = match b {
+                        b' ' | b'\t' => State::ExtValueStart,
+                        b'"' => State::ExtQuoted,
+                        b if is_tchar(b) => State::ExtToken,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::ExtToken | State::ExtQuotedEnd => {
+                    self.state = match b {
+                        b if is_tchar(b) && self.state == State::ExtToken => State::ExtToken,
+                        b'\r' => State::SizeLf,
+                        b';' => State::ExtNameStart,
+                        b' ' | b'\t' => State::BwsSemi,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::ExtQuoted => {
+                    // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+                    self.state = match b {
+                        b'"' => State::ExtQuotedEnd,
+                        b'\\' => State::ExtQuotedPair,
+                        b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => {
+                            State::ExtQuoted
                         }
-                    }
-                    self.pos += 1;
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
+                }
+                State::ExtQuotedPair => {
+                    // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+                    self.state = match b {
+                        b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff => State::ExtQuoted,
+                        _ => return Err(BAD_EXT),
+                    };
+                    self.bump_line()?;
                 }
                 State::SizeLf => {
                     if b != b'\n' {
@@ -157,27 +252,37 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::TrailerStart => {
-                    self.pos += 1;
-                    if b == b'\r' {
-                        self.state = State::EndLf;
-                    } else if b == b'\n' {
-                        return Err(BAD);
-                    } else {
-                        self.bump_trailer(max_trailer_bytes)?;
-                        self.state = State::Trailer;
-                    }
+                    // A field name, or CR of the final empty line. Leading
+                    // whitespace would be obs-fold: refused, as in the head.
+                    self.state = match b {
+                        b'\r' => State::EndLf,
+                        b if is_tchar(b) => State::TrailerName,
+                        _ => return Err(BAD_TRAILER),
+                    };
+                    self.bump_trailer(max_trailer_bytes)?;
                 }
-                State::Trailer => {
-                    self.pos += 1;
-                    if b == b'\r' {
-                        self.state = State::TrailerLf;
-                    } else {
-                        self.bump_trailer(max_trailer_bytes)?;
-                    }
+                State::TrailerName => {
+                    // No whitespace before the colon (RFC 9112 §5.1).
+                    self.state = match b {
+                        b if is_tchar(b) => State::TrailerName,
+                        b':' => State::TrailerValue,
+                        _ => return Err(BAD_TRAILER),
+                    };
+                    self.bump_trailer(max_trailer_bytes)?;
+                }
+                State::TrailerValue => {
+                    // field-value bytes: HTAB / SP / VCHAR / obs-text; CR
+                    // must end the line; LF, NUL and other controls refused.
+                    self.state = match b {
+                        b'\r' => State::TrailerLf,
+                        b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff => State::TrailerValue,
+                        _ => return Err(BAD_TRAILER),
+                    };
+                    self.bump_trailer(max_trailer_bytes)?;
                 }
                 State::TrailerLf => {
                     if b != b'\n' {
-                        return Err(BAD);
+                        return Err(BAD_TRAILER);
                     }
                     self.pos += 1;
                     self.state = State::TrailerStart;
@@ -199,7 +304,20 @@ impl ChunkedDecoder {
         Ok(None)
     }
 
+    /// One more byte of a chunk-size line taken: bounded so a peer cannot
+    /// make us scan extensions forever.
+    fn bump_line(&mut self) -> Result<(), HttpError> {
+        self.pos += 1;
+        self.line_bytes += 1;
+        if self.line_bytes > MAX_CHUNK_LINE_BYTES {
+            return Err(HttpError::BadRequest("chunk size line too long"));
+        }
+        Ok(())
+    }
+
+    /// One more trailer byte taken, within the header-size limit.
     fn bump_trailer(&mut self, max: usize) -> Result<(), HttpError> {
+        self.pos += 1;
         self.trailer_bytes += 1;
         if self.trailer_bytes > max {
             return Err(HttpError::HeadersTooLarge);

@@ -8,6 +8,13 @@ pub const MAX_HEADERS: usize = 64;
 /// a peer cannot make us scan forever.
 pub const MAX_CHUNK_LINE_BYTES: usize = 1024;
 
+/// Capacity a connection's decoded-body buffer keeps between requests. It
+/// only fills for chunked bodies; an order or a sale is a few hundred bytes,
+/// so 4 KiB takes every normal chunked request without growing, and a
+/// buffer grown past it by one large body is given back after that request
+/// instead of being held for the life of the connection.
+pub const BODY_BUF_KEEP_BYTES: usize = 4 * 1024;
+
 /// Per-server request limits, taken from `server.max_header_bytes` and
 /// `server.max_body_bytes`.
 #[derive(Clone, Copy, Debug)]

@@ -26,6 +26,16 @@ impl ParsedResponse {
 /// `Ok(None)`: incomplete. Interim `100 Continue` responses are returned
 /// like any other.
 pub fn parse_response(buf: &[u8]) -> Result<Option<(ParsedResponse, usize)>, String> {
+    parse(buf, false)
+}
+
+/// Parse the answer to a `HEAD` request: whatever its `Content-Length`
+/// says, no body follows (RFC 9110 §9.3.2). `body` is left empty.
+pub fn parse_head_response(buf: &[u8]) -> Result<Option<(ParsedResponse, usize)>, String> {
+    parse(buf, true)
+}
+
+fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ParsedResponse, usize)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
@@ -54,6 +64,12 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(ParsedResponse, usize)>, Str
         })
         .transpose()?
         .unwrap_or(0);
+    // Interim (1xx) answers have no body either.
+    let len = if head_request && status >= 200 {
+        0
+    } else {
+        len
+    };
     if buf.len() < head_len + len {
         return Ok(None);
     }

@@ -8,7 +8,7 @@
 
 use crate::chunked::ChunkedDecoder;
 use crate::error::HttpError;
-use crate::limits::Limits;
+use crate::limits::{Limits, BODY_BUF_KEEP_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -108,6 +108,21 @@ impl Framer {
         self.chunked.is_some() || self.continue_sent
     }
 
+    /// Give back a decoded-body buffer that an earlier large chunked request
+    /// grew past [`BODY_BUF_KEEP_BYTES`]. The reactor calls it whenever the
+    /// connection has nothing buffered; it costs a comparison otherwise.
+    pub fn shrink(&mut self) {
+        if self.chunked.is_none() && self.body.capacity() > BODY_BUF_KEEP_BYTES {
+            self.body.clear();
+            self.body.shrink_to(BODY_BUF_KEEP_BYTES);
+        }
+    }
+
+    /// Bytes this framer holds for decoded bodies (for tests and metrics).
+    pub fn buffer_capacity(&self) -> usize {
+        self.body.capacity()
+    }
+
     pub fn poll<'a>(
         &'a mut self,
         buf: &'a [u8],
@@ -116,6 +131,7 @@ impl Framer {
     ) -> Result<Poll<'a>, HttpError> {
         if self.chunked.is_none() {
             self.body.clear();
+            self.shrink();
         }
         let mut req = httparse::Request::new(&mut []);
         let head_len = match req.parse_with_uninit_headers(buf, headers) {
@@ -135,37 +151,38 @@ impl Framer {
         if head_len > limits.max_header_bytes {
             return Err(HttpError::HeadersTooLarge);
         }
-        let minor_version = req.version.unwrap_or(1);
-        let method = Method::from_str(req.method.unwrap_or(""));
-        let (path, query) = split_target(req.path.unwrap_or(""))?;
+        let method_str = req.method.unwrap_or("");
         let headers: &'a [httparse::Header<'a>] = req.headers;
+        if !lines_end_in_crlf(buf, head_len, method_str, headers) {
+            return Err(HttpError::BadRequest(
+                "request head lines must end in CRLF (bare LF)",
+            ));
+        }
+        let minor_version = req.version.unwrap_or(1);
+        let method = Method::from_str(method_str);
+        let (path, query) = split_target(method, req.path.unwrap_or(""))?;
 
         let mut content_length: Option<usize> = None;
-        let mut transfer_encoding = false;
-        let mut te_chunked_only = true;
+        let mut te = TransferCodings::default();
+        let mut hosts = 0usize;
         let mut conn_close = false;
         let mut conn_keep_alive = false;
         let mut expect_continue = false;
         for h in headers {
             let name = h.name;
-            if name.eq_ignore_ascii_case("content-length") {
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+                if !valid_host(h.value) {
+                    return Err(HttpError::BadRequest("malformed Host header"));
+                }
+            } else if name.eq_ignore_ascii_case("content-length") {
                 let n = parse_content_length(h.value)?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(HttpError::BadRequest("conflicting Content-Length headers"));
                 }
                 content_length = Some(n);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                for coding in h.value.split(|&b| b == b',') {
-                    let c = trim(coding);
-                    if c.is_empty() {
-                        continue;
-                    }
-                    // Only `chunked`, once, as the final coding is served.
-                    if !c.eq_ignore_ascii_case(b"chunked") || transfer_encoding {
-                        te_chunked_only = false;
-                    }
-                    transfer_encoding = true;
-                }
+                te.add(h.value)?;
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let t = trim(token);
@@ -183,19 +200,30 @@ impl Framer {
                 }
             }
         }
+        // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for
+        // any request with more than one.
+        if hosts > 1 {
+            return Err(HttpError::BadRequest("more than one Host header"));
+        }
+        if hosts == 0 && minor_version == 1 {
+            return Err(HttpError::BadRequest("Host header required in HTTP/1.1"));
+        }
 
-        let body_kind = if transfer_encoding {
+        let body_kind = if te.present {
+            // RFC 9112 §6.1 lets a server either reject TE with CL or let TE
+            // win and close after. We reject: whichever length an
+            // intermediary in front of us used, no second request can be
+            // read out of this message, and the error closes the connection.
             if content_length.is_some() {
                 return Err(HttpError::BadRequest(
                     "Transfer-Encoding and Content-Length together",
                 ));
             }
+            // RFC 9112 §6.1: TE in HTTP/1.0 means faulty framing.
             if minor_version == 0 {
                 return Err(HttpError::BadRequest("Transfer-Encoding in HTTP/1.0"));
             }
-            if !te_chunked_only {
-                return Err(HttpError::NotImplemented);
-            }
+            te.check()?;
             BodyKind::Chunked
         } else {
             let n = content_length.unwrap_or(0);
@@ -258,21 +286,211 @@ impl Framer {
     }
 }
 
-fn split_target(target: &str) -> Result<(&str, Option<&str>), HttpError> {
+/// Whether `buf`, the start of a request that could not be framed, is a
+/// `HEAD` request, so that the error answering it carries no body
+/// (RFC 9110 §9.3.2) even though the rest of it was refused.
+pub fn is_head_request(buf: &[u8]) -> bool {
+    // httparse skips empty lines before the request line; so do we.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    buf[start..].starts_with(b"HEAD ")
+}
+
+/// The `Transfer-Encoding` list of one request, gathered over every
+/// `Transfer-Encoding` header (they form one list, RFC 9110 §5.3).
+#[derive(Default)]
+struct TransferCodings {
+    present: bool,
+    codings: usize,
+    chunked: usize,
+    last_is_chunked: bool,
+}
+
+impl TransferCodings {
+    fn add(&mut self, value: &[u8]) -> Result<(), HttpError> {
+        self.present = true;
+        for element in value.split(|&b| b == b',') {
+            // Empty elements are allowed and skipped (RFC 9110 §5.6.1).
+            let c = trim(element);
+            if c.is_empty() {
+                continue;
+            }
+            // A coding is a bare token: no registered transfer coding takes
+            // parameters, and `"chunked"` or `chunked;x` is not `chunked`.
+            if !c.iter().all(|&b| is_tchar(b)) {
+                return Err(HttpError::BadRequest("malformed Transfer-Encoding"));
+            }
+            self.codings += 1;
+            self.last_is_chunked = c.eq_ignore_ascii_case(b"chunked");
+            self.chunked += self.last_is_chunked as usize;
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3 and §7: the body length is only known when the list
+    /// names codings and the final one is `chunked`, applied once. Anything
+    /// else is 400 (and the error closes the connection); a known framing
+    /// under codings we do not implement is 501.
+    fn check(&self) -> Result<(), HttpError> {
+        if self.codings == 0 {
+            return Err(HttpError::BadRequest("Transfer-Encoding names no coding"));
+        }
+        if !self.last_is_chunked {
+            return Err(HttpError::BadRequest(
+                "final transfer coding is not chunked",
+            ));
+        }
+        if self.chunked > 1 {
+            return Err(HttpError::BadRequest("chunked applied more than once"));
+        }
+        if self.codings > 1 {
+            return Err(HttpError::NotImplemented);
+        }
+        Ok(())
+    }
+}
+
+/// Every line of the head ends in CRLF (RFC 9112 §2.2). httparse also takes
+/// a bare LF as a line end; a parser in front of us that does not could see
+/// a different set of headers (a hidden `Transfer-Encoding`), so it is
+/// refused. Checked without a scan: httparse has already split the lines,
+/// so each header name starts right after a line end, and the head ends at
+/// the blank line.
+fn lines_end_in_crlf(
+    buf: &[u8],
+    head_len: usize,
+    method: &str,
+    headers: &[httparse::Header<'_>],
+) -> bool {
+    let base = buf.as_ptr() as usize;
+    // Empty lines httparse skipped before the request line.
+    let method_at = (method.as_ptr() as usize).wrapping_sub(base);
+    if method_at > head_len || buf[..method_at].chunks(2).any(|l| l != b"\r\n") {
+        return false;
+    }
+    for h in headers {
+        let at = (h.name.as_ptr() as usize).wrapping_sub(base);
+        if at < 2 || at > head_len || buf[at - 2] != b'\r' {
+            return false;
+        }
+    }
+    head_len >= 4 && &buf[head_len - 4..head_len] == b"\r\n\r\n"
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), where
+/// an empty value is allowed. No userinfo, no path, no whitespace.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        // IP-literal: hex, ':' and '.' (IPv6, IPv4-mapped) inside brackets.
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &rest[..close];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        (&b""[..], &rest[close + 1..])
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &b""[..]),
+        }
+    };
+    let reg_name = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    reg_name && port_ok
+}
+
+/// The request target (RFC 9112 §3.2) as path and query. origin-form is the
+/// common case; absolute-form is accepted (its authority replaces Host,
+/// which flashd does not use); asterisk-form only for OPTIONS; authority-form
+/// (CONNECT) is not served. Only visible ASCII, and no fragment.
+fn split_target(method: Method, target: &str) -> Result<(&str, Option<&str>), HttpError> {
+    const BAD: HttpError = HttpError::BadRequest("invalid request target");
+    if !target
+        .bytes()
+        .all(|b| (0x21..0x7f).contains(&b) && b != b'#')
+    {
+        return Err(BAD);
+    }
     let mut t = target;
     if !t.starts_with('/') {
         if t == "*" {
-            return Ok((t, None));
+            return if method == Method::Options {
+                Ok((t, None))
+            } else {
+                Err(HttpError::BadRequest(
+                    "asterisk-form target is only for OPTIONS",
+                ))
+            };
         }
-        // absolute-form (RFC 9112 §3.2.2): drop scheme and authority.
-        let rest = t
-            .strip_prefix("http://")
-            .or_else(|| t.strip_prefix("https://"))
-            .ok_or(HttpError::BadRequest("invalid request target"))?;
-        t = match rest.find('/') {
-            Some(i) => &rest[i..],
-            None => "/",
-        };
+        // absolute-form: the scheme is case-insensitive (RFC 3986 §3.1).
+        let rest = strip_prefix_ci(t, "http://")
+            .or_else(|| strip_prefix_ci(t, "https://"))
+            .ok_or(BAD)?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        // An http(s) URI with an empty host is invalid (RFC 9110 §4.2.1);
+        // userinfo is refused (RFC 9110 §4.2.4).
+        let authority = &rest[..end];
+        if authority.is_empty() || !valid_host(authority.as_bytes()) {
+            return Err(BAD);
+        }
+        t = &rest[end..];
+        if t.is_empty() || t.starts_with('?') {
+            return Ok(("/", t.strip_prefix('?')));
+        }
     }
     Ok(match t.find('?') {
         Some(i) => (&t[..i], Some(&t[i + 1..])),
@@ -280,8 +498,16 @@ fn split_target(target: &str) -> Result<(&str, Option<&str>), HttpError> {
     })
 }
 
+fn strip_prefix_ci<'t>(t: &'t str, prefix: &str) -> Option<&'t str> {
+    let head = t.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &t[prefix.len()..])
+}
+
 fn parse_content_length(v: &[u8]) -> Result<usize, HttpError> {
     const BAD: HttpError = HttpError::BadRequest("malformed Content-Length");
+    // Only 1*DIGIT (RFC 9110 §8.6): no sign, no hex, no list, no inner
+    // space. 19 digits always fit a u64; more is refused before overflow.
     let v = trim(v);
     if v.is_empty() || v.len() > 19 {
         return Err(BAD);
@@ -299,14 +525,10 @@ fn parse_content_length(v: &[u8]) -> Result<usize, HttpError> {
     Ok(n)
 }
 
+/// Strip optional whitespace (OWS: SP and HTAB only, RFC 9110 §5.6.3).
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ows(b)).map_or(start, |e| e + 1);
     &v[start..end]
 }

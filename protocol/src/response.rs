@@ -23,6 +23,10 @@ pub struct Head<'h> {
     pub connection: ConnectionHeader,
     /// Extra headers, already valid header values (e.g. `Allow`, `Retry-After`).
     pub extra: &'h [(&'h str, &'h str)],
+    /// The answer to a `HEAD` request: the same head a `GET` would get,
+    /// `Content-Length` included, and no body (RFC 9110 §9.3.2). A body
+    /// here would be read as the start of the next response.
+    pub omit_body: bool,
 }
 
 impl<'h> Head<'h> {
@@ -32,6 +36,7 @@ impl<'h> Head<'h> {
             content_type: "application/json",
             connection,
             extra: &[],
+            omit_body: false,
         }
     }
 }
@@ -96,17 +101,25 @@ impl ResponseEncoder {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// Head and body; the body is left out, its length kept, when
+    /// `head.omit_body` (a `HEAD` request).
     pub fn write(out: &mut Vec<u8>, head: &Head<'_>, body: &[u8]) {
         Self::write_head(out, head, body.len());
-        out.extend_from_slice(body);
+        if !head.omit_body {
+            out.extend_from_slice(body);
+        }
     }
 
     /// `{"error": code, "message": message}` with the given status. `code`
-    /// must be a plain identifier; `message` is escaped.
+    /// must be a plain identifier; `message` is escaped. Head only when
+    /// `head.omit_body`.
     pub fn write_error(out: &mut Vec<u8>, head: &Head<'_>, code: &str, message: &str) {
         debug_assert!(code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         let len = br#"{"error":"","message":""}"#.len() + code.len() + json_escaped_len(message);
         Self::write_head(out, head, len);
+        if head.omit_body {
+            return;
+        }
         out.extend_from_slice(br#"{"error":""#);
         out.extend_from_slice(code.as_bytes());
         out.extend_from_slice(br#"","message":""#);
@@ -173,5 +186,27 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "bad_request");
         assert_eq!(v["message"], msg);
+    }
+
+    /// RFC 9110 §9.3.2: a HEAD answer has the GET's Content-Length and
+    /// nothing after the blank line, for plain and error responses alike.
+    #[test]
+    fn head_answers_keep_the_length_and_drop_the_body() {
+        for error in [false, true] {
+            let mut full = Vec::new();
+            let mut head_only = Vec::new();
+            let mut head = Head::json(404, ConnectionHeader::Omit);
+            for (out, omit) in [(&mut full, false), (&mut head_only, true)] {
+                head.omit_body = omit;
+                if error {
+                    ResponseEncoder::write_error(out, &head, "not_found", "no such path");
+                } else {
+                    ResponseEncoder::write(out, &head, br#"{"status":"ok"}"#);
+                }
+            }
+            let split = full.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert_eq!(head_only, full[..split], "error={error}");
+            assert!(split < full.len());
+        }
     }
 }

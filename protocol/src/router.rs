@@ -4,6 +4,11 @@
 //! than twenty), comparing segment by segment without allocating. A path
 //! that matches a pattern but not its method yields the pattern's
 //! precomputed `Allow` value for a 405.
+//!
+//! `HEAD` is served wherever `GET` is (RFC 9110 §9.3.2: a server SHOULD
+//! answer HEAD as it would GET, without the body): a `HEAD` request finds
+//! the pattern's `GET` route unless a `HEAD` route was added, and `Allow`
+//! lists `HEAD` beside `GET`. The reactor leaves the body out.
 
 use crate::request::Method;
 
@@ -111,7 +116,13 @@ impl<R: Copy> Router<R> {
             "duplicate route {pattern}"
         );
         p.methods.push((method, id));
-        let allow: Vec<&str> = p.methods.iter().map(|(m, _)| m.as_str()).collect();
+        let mut allow: Vec<&str> = p.methods.iter().map(|(m, _)| m.as_str()).collect();
+        if allow.contains(&"GET") && !allow.contains(&"HEAD") {
+            allow.insert(
+                allow.iter().position(|m| *m == "GET").unwrap_or(0) + 1,
+                "HEAD",
+            );
+        }
         // Leaked once per route at start-up so a 405 can borrow it forever.
         p.allow = Box::leak(allow.join(", ").into_boxed_str());
         self
@@ -144,7 +155,12 @@ impl<R: Copy> Router<R> {
             if it.next().is_some() {
                 continue;
             }
-            return match p.methods.iter().find(|(m, _)| *m == method) {
+            let found = p.methods.iter().find(|(m, _)| *m == method).or_else(|| {
+                (method == Method::Head)
+                    .then(|| p.methods.iter().find(|(m, _)| *m == Method::Get))
+                    .flatten()
+            });
+            return match found {
                 Some((_, id)) => RouteMatch::Found(*id, params),
                 None => RouteMatch::MethodNotAllowed { allow: p.allow },
             };
@@ -196,11 +212,41 @@ mod tests {
             RouteMatch::NotFound
         ));
         match r.find(Method::Post, "/healthz") {
-            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "GET"),
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "GET, HEAD"),
             other => panic!("{other:?}"),
         }
         match r.find(Method::Delete, "/api/v1/activities") {
             RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "POST"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// HEAD finds every GET route (RFC 9110 §9.3.2) and only those; a
+    /// route registered for HEAD itself wins over the GET one.
+    #[test]
+    fn head_is_served_by_get_routes() {
+        let r = router();
+        match r.find(Method::Head, "/api/v1/activities/9") {
+            RouteMatch::Found(2, p) => assert_eq!(p.get(0), Some("9")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.find(Method::Head, "/healthz"),
+            RouteMatch::Found(1, _)
+        ));
+        match r.find(Method::Head, "/api/v1/activities") {
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "POST"),
+            other => panic!("{other:?}"),
+        }
+        let own = Router::new()
+            .route(Method::Get, "/x", 1u8)
+            .route(Method::Head, "/x", 2u8);
+        assert!(matches!(
+            own.find(Method::Head, "/x"),
+            RouteMatch::Found(2, _)
+        ));
+        match own.find(Method::Post, "/x") {
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "GET, HEAD"),
             other => panic!("{other:?}"),
         }
     }

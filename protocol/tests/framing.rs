@@ -52,7 +52,7 @@ fn one(bytes: &[u8]) -> Result<(Vec<Owned>, usize, bool), HttpError> {
 
 #[test]
 fn three_pipelined_requests_in_one_buffer() {
-    let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b?q=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\n\r\n";
+    let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
     let (reqs, _, empty) = one(input).unwrap();
     assert!(empty);
     let paths: Vec<_> = reqs.iter().map(|r| r.path.as_str()).collect();
@@ -64,12 +64,15 @@ fn three_pipelined_requests_in_one_buffer() {
 #[test]
 fn keep_alive_rules() {
     let cases: [(&[u8], bool); 5] = [
-        (b"GET / HTTP/1.1\r\n\r\n", true),
-        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+        ),
         (b"GET / HTTP/1.0\r\n\r\n", false),
         (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
         (
-            b"GET / HTTP/1.1\r\nConnection: upgrade, Close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade, Close\r\n\r\n",
             false,
         ),
     ];
@@ -81,7 +84,7 @@ fn keep_alive_rules() {
 
 #[test]
 fn chunked_body_is_decoded() {
-    let input = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /y HTTP/1.1\r\n\r\n";
+    let input = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /y HTTP/1.1\r\nHost: x\r\n\r\n";
     let (reqs, _, empty) = one(input).unwrap();
     assert!(empty);
     assert_eq!(reqs[0].body, b"abcde");
@@ -91,11 +94,11 @@ fn chunked_body_is_decoded() {
 #[test]
 fn strict_length_rules() {
     let bad: [&[u8]; 6] = [
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-        b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: 3x\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
     ];
     for input in bad {
@@ -103,9 +106,9 @@ fn strict_length_rules() {
         assert_eq!(err.status(), 400, "{}", String::from_utf8_lossy(input));
     }
     // Identical duplicates are not a conflict.
-    let ok = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab";
+    let ok = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab";
     assert_eq!(one(ok).unwrap().0[0].body, b"ab");
-    let gzip = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    let gzip = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
     assert_eq!(one(gzip).unwrap_err(), HttpError::NotImplemented);
 }
 
@@ -120,14 +123,14 @@ fn garbage_is_bad_request() {
 
 #[test]
 fn oversized_headers_are_431_even_before_the_head_ends() {
-    let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     while big.len() < 40 * 1024 {
         big.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
     }
     assert_eq!(one(&big).unwrap_err(), HttpError::HeadersTooLarge);
     big.extend_from_slice(b"\r\n");
     assert_eq!(one(&big).unwrap_err(), HttpError::HeadersTooLarge);
-    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..(MAX_HEADERS + 1) {
         many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
     }
@@ -137,27 +140,34 @@ fn oversized_headers_are_431_even_before_the_head_ends() {
 
 #[test]
 fn declared_huge_body_is_413_before_body_bytes() {
-    let head = b"POST / HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n";
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n";
     assert_eq!(one(head).unwrap_err(), HttpError::PayloadTooLarge);
-    let chunk = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5F5E100\r\n";
+    let chunk = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5F5E100\r\n";
     assert_eq!(one(chunk).unwrap_err(), HttpError::PayloadTooLarge);
 }
 
 #[test]
 fn expect_continue_is_signalled_once() {
-    let head: &[u8] = b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
+    let head: &[u8] =
+        b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n";
     let (reqs, continues, _) = drive(&[head, b"ab", b"cd"], Limits::default()).unwrap();
     assert_eq!(continues, 1);
     assert_eq!(reqs[0].body, b"abcd");
-    let bad = b"POST /x HTTP/1.1\r\nExpect: something\r\nContent-Length: 4\r\n\r\n";
+    let bad = b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: something\r\nContent-Length: 4\r\n\r\n";
     assert_eq!(one(bad).unwrap_err(), HttpError::ExpectationFailed);
 }
 
 #[test]
 fn absolute_form_target() {
-    let (reqs, _, _) = one(b"GET http://example.com/healthz?x HTTP/1.1\r\n\r\n").unwrap();
+    let (reqs, _, _) =
+        one(b"GET http://example.com/healthz?x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(reqs[0].path, "/healthz");
-    assert_eq!(one(b"GET foo HTTP/1.1\r\n\r\n").unwrap_err().status(), 400);
+    assert_eq!(
+        one(b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap_err()
+            .status(),
+        400
+    );
 }
 
 fn stream() -> Vec<u8> {
@@ -166,13 +176,13 @@ fn stream() -> Vec<u8> {
     s.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
     s.extend_from_slice(
         format!(
-            "POST /api/v1/activities/7/orders HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /api/v1/activities/7/orders HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
     );
     s.extend_from_slice(body);
-    s.extend_from_slice(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n1;x=y\r\ne\r\n0\r\nT: v\r\n\r\n");
+    s.extend_from_slice(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n1;x=y\r\ne\r\n0\r\nT: v\r\n\r\n");
     s.extend_from_slice(b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     s
 }
@@ -217,4 +227,47 @@ fn every_single_split_point() {
     }
     let bytes: Vec<&[u8]> = s.chunks(1).collect();
     assert_eq!(drive(&bytes, Limits::default()).unwrap().0, whole.0);
+}
+
+/// Issue 14 point 14: a connection that once took a large chunked body does
+/// not keep that body's buffer: it is back to the kept size as soon as the
+/// next request is polled, or when the reactor calls `shrink` between
+/// requests.
+#[test]
+fn a_large_chunked_body_does_not_pin_its_buffer() {
+    use flashd_protocol::BODY_BUF_KEEP_BYTES;
+    let limits = Limits::default();
+    let data = vec![b'z'; 60_000];
+    let mut big = b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    big.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    big.extend_from_slice(&data);
+    big.extend_from_slice(b"\r\n0\r\n\r\n");
+    let small = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    for between in [false, true] {
+        let mut framer = Framer::new();
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        match framer.poll(&big, &mut headers, &limits).unwrap() {
+            Poll::Ready(req, n) => {
+                assert_eq!(req.body.len(), data.len());
+                assert_eq!(n, big.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(framer.buffer_capacity() >= data.len());
+        if between {
+            framer.shrink();
+            assert!(framer.buffer_capacity() <= BODY_BUF_KEEP_BYTES);
+        }
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        assert!(matches!(
+            framer.poll(small, &mut headers, &limits).unwrap(),
+            Poll::Ready(_, _)
+        ));
+        assert!(
+            framer.buffer_capacity() <= BODY_BUF_KEEP_BYTES,
+            "{} bytes kept",
+            framer.buffer_capacity()
+        );
+    }
 }
