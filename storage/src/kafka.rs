@@ -17,16 +17,24 @@
 //! `fdatasync` does.
 //!
 //! A failed commit is where Kafka differs from a file: part of the batch
-//! may be in the topic already and cannot be cut off. So `rollback`
-//! remembers the batch's events and the next `append` first writes an
-//! *abort* record for each activity involved, listing the events to undo;
-//! the engine has reverted them live, and replay reverts them the same way
-//! (reverting an event that never arrived does nothing). Because an abort
-//! shares its activity's partition and precedes every later event of that
-//! activity, nothing that depends on the reverted units can commit before
-//! it.
+//! may be in the topic already and cannot be cut off, and a record of it
+//! may still be in flight (a produce request the broker has not yet
+//! processed) when we give up on it. So `rollback` replaces the producer
+//! and writes an *abort* record for each activity involved. An abort is a
+//! tombstone by LSN: it voids the whole range from the last successful
+//! commit to itself (every record written in between belongs to a failed
+//! group, was reverted in the engine and answered as failed), and lists
+//! its activity's events in that range so that what did arrive can be
+//! undone. Recovery and the sink honour it whatever the order of arrival:
+//! an event of a voided range that arrives before its abort is applied and
+//! then undone by it; one that arrives after it (a late record of a
+//! replaced producer) is never applied. Only a replaced producer can put a
+//! record behind a higher LSN of its partition, so such a *late* record
+//! always belongs to a failed group and is skipped even when no abort
+//! covers it (the process stopped before writing one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Range;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +43,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::codec::{decode_event, encode_event};
@@ -44,11 +54,18 @@ use crate::OrderLog;
 
 /// Version byte at the start of every record value.
 pub const RECORD_FORMAT: u8 = 1;
-/// Record kind of an abort (engine events use the codec's kinds 1..=4).
+/// Record kind of an abort of format 1 (no LSNs, no range): still read
+/// from older topics, never written.
 pub const KIND_ABORT: u8 = 20;
 /// Record kind of a packed run of events of one activity, each with its
 /// own LSN (the header's LSN is the first one's).
 pub const KIND_EVENTS: u8 = 21;
+/// Record kind of an abort that is a tombstone: the LSN range it voids,
+/// then its activity's events in that range, each with its LSN.
+pub const KIND_ABORT_RANGE: u8 = 22;
+
+/// Bytes of the header every record value starts with: format, kind, LSN.
+const HEADER_BYTES: usize = 10;
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -63,12 +80,80 @@ pub struct KafkaConfig {
     pub properties: Vec<(String, String)>,
 }
 
-/// A record as stored in the topic.
+/// A record as recovery hands it to its caller: an event to apply, or
+/// the events an abort undoes (in reverse order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRecord {
     Event(Event),
     /// Undo these events (in reverse order).
     Abort(Vec<Event>),
+}
+
+/// An abort record: a tombstone over `covers` and the undo list of its
+/// activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort {
+    /// Every LSN in it belongs to a failed group: an event with one of
+    /// these LSNs is never applied, whenever it arrives. Empty for an abort
+    /// of format 1 (which named no LSNs).
+    pub covers: Range<u64>,
+    /// This activity's events in `covers` (LSN, event), oldest first: what
+    /// may have arrived and must be undone. LSN 0 for a format-1 abort.
+    pub events: Vec<(u64, Event)>,
+}
+
+/// A record as stored in the topic (one of the several a value can hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicRecord {
+    Event(Event),
+    Abort(Abort),
+}
+
+/// The LSN ranges voided by the abort records seen so far, merged: as
+/// small as the number of separate failures, whatever their size.
+#[derive(Debug, Clone, Default)]
+pub struct Tombstones {
+    /// start -> end (exclusive), disjoint and not touching.
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl Tombstones {
+    pub fn insert(&mut self, r: Range<u64>) {
+        if r.is_empty() {
+            return;
+        }
+        let (mut start, mut end) = (r.start, r.end);
+        // Absorb every range that overlaps or touches [start, end).
+        let touching: Vec<(u64, u64)> = self
+            .ranges
+            .range(..=end)
+            .rev()
+            .take_while(|(_, e)| **e >= start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in touching {
+            self.ranges.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.ranges.insert(start, end);
+    }
+
+    pub fn covers(&self, lsn: u64) -> bool {
+        self.ranges
+            .range(..=lsn)
+            .next_back()
+            .is_some_and(|(_, e)| lsn < *e)
+    }
+
+    /// The disjoint ranges, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.ranges.iter().map(|(s, e)| *s..*e)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
 }
 
 /// The key that keeps one sale's events on one partition.
@@ -122,37 +207,105 @@ pub fn encode_events(events: &[(u64, &Event)], out: &mut Vec<u8>) {
     }
 }
 
+/// An abort record (kind [`KIND_ABORT_RANGE`]) at `lsn`.
+pub fn encode_abort(lsn: u64, abort: &Abort, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(RECORD_FORMAT);
+    out.push(KIND_ABORT_RANGE);
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&abort.covers.start.to_le_bytes());
+    out.extend_from_slice(&abort.covers.end.to_le_bytes());
+    out.extend_from_slice(&(abort.events.len() as u32).to_le_bytes());
+    let mut p = Vec::with_capacity(128);
+    for (l, ev) in &abort.events {
+        p.clear();
+        let k = encode_event(ev, &mut p);
+        out.extend_from_slice(&l.to_le_bytes());
+        out.push(k);
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&p);
+    }
+}
+
 /// Every (LSN, record) a stored value holds: one for an event or an abort,
 /// several for a packed run of events.
-pub fn decode_records(v: &[u8]) -> Result<Vec<(u64, LogRecord)>, DecodeError> {
-    if v.len() < 10 || v[1] != KIND_EVENTS {
-        return decode_value(v).map(|r| vec![r]);
+pub fn decode_records(v: &[u8]) -> Result<Vec<(u64, TopicRecord)>, DecodeError> {
+    if v.len() < HEADER_BYTES {
+        return Err(DecodeError::Truncated);
     }
     if v[0] != RECORD_FORMAT {
         return Err(DecodeError::BadEnum("record format"));
     }
-    let body = &v[10..];
-    let count = u32::from_le_bytes(take(body, 0, 4)?.try_into().expect("4")) as usize;
-    let mut at = 4;
-    let mut out = Vec::with_capacity(count.min(1 << 16));
+    let lsn = u64::from_le_bytes(v[2..HEADER_BYTES].try_into().expect("8 bytes"));
+    let body = &v[HEADER_BYTES..];
+    match v[1] {
+        KIND_EVENTS => {
+            let (evs, _) = lsn_events(body, 0)?;
+            Ok(evs
+                .into_iter()
+                .map(|(l, e)| (l, TopicRecord::Event(e)))
+                .collect())
+        }
+        KIND_ABORT_RANGE => {
+            let from = u64::from_le_bytes(take(body, 0, 8)?.try_into().expect("8"));
+            let to = u64::from_le_bytes(take(body, 8, 8)?.try_into().expect("8"));
+            // An abort voids what was written before it, never itself or
+            // anything after it.
+            if from > to || to > lsn {
+                return Err(DecodeError::BadEnum("abort range"));
+            }
+            let (events, _) = lsn_events(body, 16)?;
+            if events.iter().any(|(l, _)| !(from..to).contains(l)) {
+                return Err(DecodeError::BadEnum("aborted event LSN"));
+            }
+            Ok(vec![(
+                lsn,
+                TopicRecord::Abort(Abort {
+                    covers: from..to,
+                    events,
+                }),
+            )])
+        }
+        _ => {
+            let (lsn, rec) = decode_value(v)?;
+            Ok(vec![(
+                lsn,
+                match rec {
+                    LogRecord::Event(e) => TopicRecord::Event(e),
+                    LogRecord::Abort(evs) => TopicRecord::Abort(Abort {
+                        covers: 0..0,
+                        events: evs.into_iter().map(|e| (0, e)).collect(),
+                    }),
+                },
+            )])
+        }
+    }
+}
+
+/// A count, then that many (LSN, kind, length, payload) events, from `at`
+/// to the end of `body`.
+fn lsn_events(body: &[u8], mut at: usize) -> Result<(Vec<(u64, Event)>, usize), DecodeError> {
+    let count = u32::from_le_bytes(take(body, at, 4)?.try_into().expect("4")) as usize;
+    at += 4;
+    // The count is the sender's word: let the bytes, not it, size the Vec.
+    let mut out = Vec::with_capacity(count.min(body.len() / 13));
     for _ in 0..count {
         let lsn = u64::from_le_bytes(take(body, at, 8)?.try_into().expect("8"));
         let k = take(body, at + 8, 1)?[0];
         let len = u32::from_le_bytes(take(body, at + 9, 4)?.try_into().expect("4")) as usize;
-        out.push((
-            lsn,
-            LogRecord::Event(decode_event(k, take(body, at + 13, len)?)?),
-        ));
+        out.push((lsn, decode_event(k, take(body, at + 13, len)?)?));
         at += 13 + len;
     }
     if at != body.len() {
         return Err(DecodeError::TrailingBytes);
     }
-    Ok(out)
+    Ok((out, at))
 }
 
 fn take(b: &[u8], at: usize, n: usize) -> Result<&[u8], DecodeError> {
-    b.get(at..at + n).ok_or(DecodeError::Truncated)
+    at.checked_add(n)
+        .and_then(|end| b.get(at..end))
+        .ok_or(DecodeError::Truncated)
 }
 
 pub fn decode_value(v: &[u8]) -> Result<(u64, LogRecord), DecodeError> {
@@ -270,11 +423,14 @@ pub struct KafkaLog {
     producer: ThreadedProducer<Deliveries>,
     cfg: KafkaConfig,
     next_lsn: u64,
+    /// One past the last LSN of the last successful commit: where the
+    /// range an abort voids starts.
     committed_lsn: u64,
-    /// Events appended since the last commit (to abort if it fails).
-    batch: Vec<Event>,
+    /// Events appended since the last commit, with their LSNs (to abort if
+    /// it fails).
+    batch: Vec<(u64, Event)>,
     /// Events of failed batches whose abort records are not yet durable.
-    to_abort: Vec<Event>,
+    to_abort: Vec<(u64, Event)>,
     value: Vec<u8>,
 }
 
@@ -328,78 +484,49 @@ impl KafkaLog {
     pub fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         self.producer.flush(timeout).map_err(kafka_err)
     }
-}
 
-impl Drop for KafkaLog {
-    fn drop(&mut self) {
-        if let Err(e) = self.flush(self.cfg.timeout) {
-            tracing::error!(error = %e, "kafka producer flush at shutdown failed");
+    /// Start a batch of delivery reports (a new generation when the last
+    /// one was settled); its generation and the index of its next record.
+    fn begin(&self) -> (u32, usize) {
+        let mut b = self.producer.context().lock();
+        if b.sent == 0 {
+            b.generation = b.generation.wrapping_add(1);
+            b.reported = 0;
+            b.failed = 0;
+            b.first_error = None;
         }
+        (b.generation, b.sent)
     }
-}
 
-fn kafka_err(e: KafkaError) -> LogError {
-    LogError::Broker(e.to_string())
-}
-
-impl OrderLog for KafkaLog {
-    fn append(&mut self, events: &[Event]) -> Result<(), LogError> {
-        let generation = {
-            let mut b = self.producer.context().lock();
-            if b.sent == 0 {
-                b.generation = b.generation.wrapping_add(1);
-                b.reported = 0;
-                b.failed = 0;
-                b.first_error = None;
-            }
-            b.generation
-        };
-        let mut index = self.producer.context().lock().sent;
-        // Aborts first: they must precede anything else of their activity.
-        if !self.to_abort.is_empty() && self.batch.is_empty() {
-            let mut by_activity: BTreeMap<ActivityId, Vec<Event>> = BTreeMap::new();
-            for ev in &self.to_abort {
-                by_activity
-                    .entry(activity_of(ev))
-                    .or_default()
-                    .push(ev.clone());
-            }
-            for (a, evs) in by_activity {
-                encode_value(self.next_lsn, &LogRecord::Abort(evs), &mut self.value);
-                self.next_lsn += 1;
-                self.send(a, index, generation)?;
-                index += 1;
-                self.bump_sent();
-            }
+    /// Queue one abort record per activity of `to_abort`, each voiding
+    /// everything from the last successful commit up to the first of them.
+    fn send_aborts(&mut self, generation: u32, index: &mut usize) -> Result<(), LogError> {
+        let mut by_activity: BTreeMap<ActivityId, Vec<(u64, Event)>> = BTreeMap::new();
+        for (lsn, ev) in &self.to_abort {
+            by_activity
+                .entry(activity_of(ev))
+                .or_default()
+                .push((*lsn, ev.clone()));
         }
-        // LSNs in the engine's order; one record per activity, its events
-        // in that order.
-        let mut by_activity: Vec<(ActivityId, Vec<(u64, &Event)>)> = Vec::new();
-        for ev in events {
-            let a = activity_of(ev);
-            let lsn = self.next_lsn;
+        let covers = self.committed_lsn..self.next_lsn;
+        for (a, events) in by_activity {
+            let abort = Abort {
+                covers: covers.clone(),
+                events,
+            };
+            encode_abort(self.next_lsn, &abort, &mut self.value);
             self.next_lsn += 1;
-            match by_activity.iter_mut().find(|(x, _)| *x == a) {
-                Some((_, v)) => v.push((lsn, ev)),
-                None => by_activity.push((a, vec![(lsn, ev)])),
-            }
-        }
-        self.batch.extend(events.iter().cloned());
-        for (a, evs) in &by_activity {
-            encode_events(evs, &mut self.value);
-            self.send(*a, index, generation)?;
-            index += 1;
+            self.send(a, *index, generation)?;
+            *index += 1;
             self.bump_sent();
         }
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<u64, LogError> {
+    /// Wait (until `deadline`) for every record of the batch in flight to
+    /// be reported; settle the batch.
+    fn settle(&self, deadline: Instant) -> Result<(), LogError> {
         let cx = self.producer.context();
-        // librdkafka times messages out on a coarse timer, so its reports
-        // may come late: past `timeout` the batch counts as failed (what
-        // did arrive is undone by the abort records).
-        let deadline = Instant::now() + self.cfg.timeout;
         let mut b = cx.lock();
         while b.reported < b.sent {
             let now = Instant::now();
@@ -427,38 +554,110 @@ impl OrderLog for KafkaLog {
         // Next batch: a new generation, so late reports of this one
         // cannot be counted against it.
         b.sent = 0;
-        drop(b);
-        match outcome {
-            Ok(()) => {
-                self.batch.clear();
-                self.to_abort.clear();
-                self.committed_lsn = self.next_lsn;
-                Ok(self.committed_lsn)
-            }
-            Err(e) => Err(e),
+        outcome
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush(self.cfg.timeout) {
+            tracing::error!(error = %e, "kafka producer flush at shutdown failed");
         }
     }
+}
 
+fn kafka_err(e: KafkaError) -> LogError {
+    LogError::Broker(e.to_string())
+}
+
+impl OrderLog for KafkaLog {
+    fn append(&mut self, events: &[Event]) -> Result<(), LogError> {
+        let (generation, mut index) = self.begin();
+        // Aborts first: they must precede anything else of their activity.
+        if !self.to_abort.is_empty() && self.batch.is_empty() {
+            self.send_aborts(generation, &mut index)?;
+        }
+        // LSNs in the engine's order; one record per activity, its events
+        // in that order.
+        let mut by_activity: Vec<(ActivityId, Vec<(u64, &Event)>)> = Vec::new();
+        for ev in events {
+            let a = activity_of(ev);
+            let lsn = self.next_lsn;
+            self.next_lsn += 1;
+            self.batch.push((lsn, ev.clone()));
+            match by_activity.iter_mut().find(|(x, _)| *x == a) {
+                Some((_, v)) => v.push((lsn, ev)),
+                None => by_activity.push((a, vec![(lsn, ev)])),
+            }
+        }
+        for (a, evs) in &by_activity {
+            encode_events(evs, &mut self.value);
+            self.send(*a, index, generation)?;
+            index += 1;
+            self.bump_sent();
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<u64, LogError> {
+        // librdkafka times messages out on a coarse timer, so its reports
+        // may come late: past `timeout` the batch counts as failed (what
+        // did arrive is voided by the abort records).
+        self.settle(Instant::now() + self.cfg.timeout)?;
+        self.batch.clear();
+        self.to_abort.clear();
+        self.committed_lsn = self.next_lsn;
+        Ok(self.committed_lsn)
+    }
+
+    /// Undo the failed group in the topic as the engine undoes it here.
+    /// When this returns, the producer that sent the group is gone (nothing
+    /// of it is queued or retried any more) and every record of it that
+    /// may still land (a request the broker had not processed) has an LSN
+    /// in `committed_lsn..next_lsn`, the range the abort records void.
+    /// Those are made durable here when the broker answers within
+    /// `timeout`, else they go first in the next commit (and the range
+    /// then grows to cover these attempts too).
     fn rollback(&mut self) -> Result<(), LogError> {
-        // Some of the batch may be in the topic: undo it there as the
-        // engine undoes it here. The aborts of earlier failures stay queued
-        // too (they may not have arrived).
+        let failed = self.committed_lsn..self.next_lsn;
         self.to_abort.append(&mut self.batch);
-        let mut b = self.producer.context().lock();
-        b.sent = 0;
-        drop(b);
-        // A fresh producer (a new producer id) for what comes next: after
-        // timed-out batches an idempotent producer's sequence state may no
-        // longer match the broker's (a restarted broker refuses it), and
-        // waiting for librdkafka to recover it would keep orders failing.
+        self.producer.context().lock().sent = 0;
         if let Some((code, why)) = self.producer.client().fatal_error() {
             tracing::warn!(?code, why, "kafka producer hit a fatal error");
         }
         // Let the old producer settle first (every record delivered or
-        // timed out): a record of the failed batch must not land after the
-        // abort record the new producer will write.
-        let _ = self.producer.flush(self.cfg.timeout * 2);
+        // timed out), so that what can still land is as little as possible.
+        if let Err(e) = self.producer.flush(self.cfg.timeout) {
+            tracing::error!(
+                error = %e,
+                in_flight = self.producer.in_flight_count(),
+                voided_lsns = ?failed,
+                "kafka rollback: the failed group's records did not settle; any that still land are voided by the abort records (by LSN)"
+            );
+        }
+        // Nothing queued may be sent, nor anything retried, any more.
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        // A fresh producer (a new producer id) for what comes next: after
+        // timed-out batches an idempotent producer's sequence state may no
+        // longer match the broker's (a restarted broker refuses it), and
+        // waiting for librdkafka to recover it would keep orders failing.
         self.producer = make_producer(&self.cfg)?;
+        let (generation, mut index) = self.begin();
+        let sent = self
+            .send_aborts(generation, &mut index)
+            .and_then(|()| self.settle(Instant::now() + self.cfg.timeout));
+        match sent {
+            Ok(()) => {
+                self.to_abort.clear();
+                self.committed_lsn = self.next_lsn;
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                voided_lsns = ?(self.committed_lsn..self.next_lsn),
+                "kafka rollback: abort records not yet durable; they go first in the next commit"
+            ),
+        }
         Ok(())
     }
 
@@ -472,6 +671,12 @@ impl KafkaLog {
         let mut b = self.producer.context().lock();
         b.sent += 1;
     }
+
+    /// Events of failed groups whose abort is not durable yet (tests and
+    /// metrics).
+    pub fn pending_aborts(&self) -> usize {
+        self.to_abort.len()
+    }
 }
 
 /// What replaying the topic found.
@@ -482,6 +687,17 @@ pub struct KafkaRecovered {
     pub aborts: u64,
     /// Records per partition.
     pub partitions: Vec<u64>,
+    /// Events not applied because an abort voids their LSN.
+    pub voided: u64,
+    /// Records that arrived behind a higher LSN of their partition (a
+    /// replaced producer's): never applied.
+    pub late: u64,
+    /// Of those, events no abort in the topic voids (the process stopped
+    /// before writing it); skipped all the same, and logged.
+    pub late_unvoided: u64,
+    /// The most decoded records held at once while merging (the memory
+    /// bound of recovery, besides librdkafka's per-partition prefetch).
+    pub peak_buffered: usize,
 }
 
 /// Create the topic if it does not exist (`partitions` partitions).
@@ -519,18 +735,86 @@ pub fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<bool, LogError
     Ok(true)
 }
 
-/// Read the whole topic (every partition, from `from` offsets or the
-/// beginning), merge by LSN, and hand each record to `apply` in order.
+/// Per-partition prefetch of recovery's consumers, in KiB and messages:
+/// what bounds recovery's memory (with [`FETCH_BYTES`] per partition),
+/// whatever the topic's size. 4 MiB keeps a partition streaming at the
+/// broker's pace (librdkafka refills below `queued.min.messages`).
+pub const RECOVERY_PREFETCH_KBYTES: u32 = 4096;
+pub const RECOVERY_PREFETCH_MESSAGES: u32 = 2000;
+/// librdkafka's largest fetch per partition (its default is 1 MiB).
+pub const FETCH_BYTES: u32 = 1 << 20;
+/// Late records whose LSNs are kept to check at the end whether an abort
+/// voids them: a failed group's records, so this is generous; past it,
+/// they are only counted.
+const LATE_TRACKED_MAX: usize = 1 << 16;
+/// A partition that yields nothing for this long stops recovery.
+const RECOVERY_STALL: Duration = Duration::from_secs(30);
+
+/// One partition's stream during recovery: its own consumer (so each has
+/// its own bounded prefetch), the decoded records of the message in hand.
+struct PartStream {
+    consumer: BaseConsumer,
+    id: i32,
+    /// High watermark at the start: records past it are not replayed.
+    end: i64,
+    next_offset: i64,
+    head: VecDeque<(u64, TopicRecord)>,
+    records: u64,
+}
+
+impl PartStream {
+    /// Fill `head` from the next message unless it holds records or the
+    /// partition is done; false when the partition is done.
+    fn fill(&mut self, topic: &str) -> Result<bool, LogError> {
+        let mut last_progress = Instant::now();
+        while self.head.is_empty() {
+            if self.next_offset >= self.end {
+                return Ok(false);
+            }
+            match self.consumer.poll(Duration::from_millis(200)) {
+                None => {
+                    if last_progress.elapsed() > RECOVERY_STALL {
+                        return Err(LogError::Broker(format!(
+                            "replaying {topic}: partition {} gave nothing for {RECOVERY_STALL:?} at offset {} of {}",
+                            self.id, self.next_offset, self.end
+                        )));
+                    }
+                }
+                Some(Err(e)) => return Err(kafka_err(e)),
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    let off = m.offset();
+                    self.next_offset = off + 1;
+                    if off >= self.end {
+                        continue;
+                    }
+                    self.records += 1;
+                    let v = m.payload().unwrap_or(&[]);
+                    let recs = decode_records(v).map_err(|e| LogError::Corrupt {
+                        path: format!("kafka:{topic}/{}", self.id).into(),
+                        offset: off as u64,
+                        why: e.to_string(),
+                    })?;
+                    self.head.extend(recs);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Replay the whole topic (every partition, from the beginning) in LSN
+/// order, handing each record to `apply`: events, and for an abort the
+/// events to undo. A k-way merge over one consumer per partition, so
+/// memory is bounded by the prefetch, not by the topic. Per partition the
+/// LSNs increase except for late records (see the module doc), which are
+/// never applied; an event an abort voids is never applied either.
 pub fn recover_topic(
     cfg: &KafkaConfig,
     apply: &mut dyn FnMut(u64, LogRecord) -> Result<(), String>,
 ) -> Result<KafkaRecovered, LogError> {
-    let mut c = client_config(cfg);
-    c.set("group.id", "flashd-recovery")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = c.create().map_err(kafka_err)?;
-    let md = consumer
+    let probe: BaseConsumer = client_config(cfg).create().map_err(kafka_err)?;
+    let md = probe
         .fetch_metadata(Some(&cfg.topic), cfg.timeout.max(Duration::from_secs(10)))
         .map_err(kafka_err)?;
     let Some(t) = md.topics().iter().find(|t| t.name() == cfg.topic) else {
@@ -539,69 +823,122 @@ pub fn recover_topic(
     if let Some(e) = t.error() {
         return Err(LogError::Broker(format!("topic {}: {e:?}", cfg.topic)));
     }
-    let parts: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     let mut out = KafkaRecovered {
-        partitions: vec![0; parts.len()],
+        partitions: vec![0; ids.len()],
         ..Default::default()
     };
-    for &p in &parts {
-        let (low, high) = consumer
+    let mut parts: Vec<PartStream> = Vec::new();
+    for &p in &ids {
+        let (low, high) = probe
             .fetch_watermarks(&cfg.topic, p, Duration::from_secs(10))
             .map_err(kafka_err)?;
-        if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(low))
-                .map_err(kafka_err)?;
+        if high <= low {
+            continue;
         }
-    }
-    let mut records: Vec<(u64, LogRecord)> = Vec::new();
-    if !ends.is_empty() {
+        let mut c = client_config(cfg);
+        c.set("group.id", "flashd-recovery")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "queued.max.messages.kbytes",
+                RECOVERY_PREFETCH_KBYTES.to_string(),
+            )
+            .set(
+                "queued.min.messages",
+                RECOVERY_PREFETCH_MESSAGES.to_string(),
+            )
+            .set("fetch.max.bytes", FETCH_BYTES.to_string())
+            .set("max.partition.fetch.bytes", FETCH_BYTES.to_string());
+        let consumer: BaseConsumer = c.create().map_err(kafka_err)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(low))
+            .map_err(kafka_err)?;
         consumer.assign(&tpl).map_err(kafka_err)?;
-        let mut last_progress = Instant::now();
-        while !ends.is_empty() {
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {
-                    if last_progress.elapsed() > Duration::from_secs(30) {
-                        return Err(LogError::Broker(format!(
-                            "replaying {}: no progress for 30 s with partitions {:?} unfinished",
-                            cfg.topic,
-                            ends.keys().collect::<Vec<_>>()
-                        )));
+        parts.push(PartStream {
+            consumer,
+            id: p,
+            end: high,
+            next_offset: low,
+            head: VecDeque::new(),
+            records: 0,
+        });
+    }
+    drop(probe);
+    let mut tombstones = Tombstones::default();
+    // The highest LSN handed out so far: a record at or below it is late.
+    let mut high: Option<u64> = None;
+    let mut late_events: BTreeSet<u64> = BTreeSet::new();
+    let mut live: Vec<usize> = (0..parts.len()).collect();
+    loop {
+        // Every partition still running shows its next record.
+        let mut i = 0;
+        while i < live.len() {
+            if parts[live[i]].fill(&cfg.topic)? {
+                i += 1;
+            } else {
+                live.swap_remove(i);
+            }
+        }
+        let buffered: usize = live.iter().map(|&k| parts[k].head.len()).sum();
+        out.peak_buffered = out.peak_buffered.max(buffered);
+        let Some(&k) = live
+            .iter()
+            .min_by_key(|&&k| parts[k].head.front().map_or(u64::MAX, |r| r.0))
+        else {
+            break;
+        };
+        let (lsn, rec) = parts[k].head.pop_front().expect("filled");
+        out.next_lsn = out.next_lsn.max(lsn + 1);
+        let late = high.is_some_and(|h| lsn <= h);
+        if !late {
+            high = Some(lsn);
+        }
+        match rec {
+            TopicRecord::Event(ev) => {
+                if late {
+                    out.late += 1;
+                    if !tombstones.covers(lsn) && late_events.len() < LATE_TRACKED_MAX {
+                        late_events.insert(lsn);
                     }
+                } else if tombstones.covers(lsn) {
+                    out.voided += 1;
+                } else {
+                    out.events += 1;
+                    apply(lsn, LogRecord::Event(ev))
+                        .map_err(|why| LogError::Replay { lsn, why })?;
                 }
-                Some(Err(e)) => return Err(kafka_err(e)),
-                Some(Ok(m)) => {
-                    last_progress = Instant::now();
-                    let (p, off) = (m.partition(), m.offset());
-                    let v = m.payload().unwrap_or(&[]);
-                    let recs = decode_records(v).map_err(|e| LogError::Corrupt {
-                        path: format!("kafka:{}/{p}", cfg.topic).into(),
-                        offset: off as u64,
-                        why: e.to_string(),
-                    })?;
-                    if let Some(i) = parts.iter().position(|q| *q == p) {
-                        out.partitions[i] += 1;
-                    }
-                    records.extend(recs);
-                    if ends.get(&p).is_some_and(|h| off + 1 >= *h) {
-                        ends.remove(&p);
-                    }
+            }
+            TopicRecord::Abort(a) => {
+                tombstones.insert(a.covers.clone());
+                if late {
+                    // What it voids was undone by the abort that follows
+                    // every failure before anything commits again; undoing
+                    // it here, after later events, would undo those.
+                    out.late += 1;
+                } else {
+                    out.aborts += 1;
+                    let evs = a.events.into_iter().map(|(_, e)| e).collect();
+                    apply(lsn, LogRecord::Abort(evs))
+                        .map_err(|why| LogError::Replay { lsn, why })?;
                 }
             }
         }
     }
-    // Per partition the LSNs increase; across them, this merge restores
-    // the order the engine applied.
-    records.sort_by_key(|(lsn, _)| *lsn);
-    for (lsn, rec) in records {
-        out.next_lsn = out.next_lsn.max(lsn + 1);
-        match &rec {
-            LogRecord::Event(_) => out.events += 1,
-            LogRecord::Abort(_) => out.aborts += 1,
+    for (i, p) in ids.iter().enumerate() {
+        if let Some(s) = parts.iter().find(|s| s.id == *p) {
+            out.partitions[i] = s.records;
         }
-        apply(lsn, rec).map_err(|why| LogError::Replay { lsn, why })?;
+    }
+    late_events.retain(|l| !tombstones.covers(*l));
+    out.late_unvoided = late_events.len() as u64;
+    if out.late > 0 {
+        tracing::warn!(
+            late = out.late,
+            late_unvoided = out.late_unvoided,
+            first_unvoided = ?late_events.iter().take(16).collect::<Vec<_>>(),
+            "kafka recovery: records of failed groups arrived behind later ones and were not applied"
+        );
     }
     Ok(out)
 }
@@ -644,13 +981,85 @@ mod tests {
         encode_events(&[(10, &a), (13, &b)], &mut v);
         assert_eq!(
             decode_records(&v).unwrap(),
-            vec![(10, LogRecord::Event(a.clone())), (13, LogRecord::Event(b))]
+            vec![
+                (10, TopicRecord::Event(a.clone())),
+                (13, TopicRecord::Event(b))
+            ]
         );
         assert!(decode_records(&v[..v.len() - 1]).is_err());
         v.push(0);
         assert!(decode_records(&v).is_err());
         // Single records still decode through the same door.
         encode_value(4, &LogRecord::Event(a.clone()), &mut v);
-        assert_eq!(decode_records(&v).unwrap(), vec![(4, LogRecord::Event(a))]);
+        assert_eq!(
+            decode_records(&v).unwrap(),
+            vec![(4, TopicRecord::Event(a))]
+        );
+    }
+
+    #[test]
+    fn abort_records_carry_their_range_and_lsns() {
+        let a = Abort {
+            covers: 10..14,
+            events: vec![(10, order(5, 2)), (12, order(6, 2))],
+        };
+        let mut v = Vec::new();
+        encode_abort(14, &a, &mut v);
+        assert_eq!(
+            decode_records(&v).unwrap(),
+            vec![(14, TopicRecord::Abort(a.clone()))]
+        );
+        for cut in 0..v.len() {
+            assert!(decode_records(&v[..cut]).is_err(), "cut at {cut}");
+        }
+        // An abort never voids itself or what follows it, and lists only
+        // events of its range.
+        encode_abort(13, &a, &mut v);
+        assert!(decode_records(&v).is_err());
+        let outside = Abort {
+            covers: 10..12,
+            events: vec![(12, order(6, 2))],
+        };
+        encode_abort(14, &outside, &mut v);
+        assert!(decode_records(&v).is_err());
+        // A format-1 abort still reads, voiding nothing by LSN.
+        encode_value(9, &LogRecord::Abort(vec![order(5, 2)]), &mut v);
+        assert_eq!(
+            decode_records(&v).unwrap(),
+            vec![(
+                9,
+                TopicRecord::Abort(Abort {
+                    covers: 0..0,
+                    events: vec![(0, order(5, 2))]
+                })
+            )]
+        );
+    }
+
+    #[test]
+    fn a_count_larger_than_the_bytes_is_an_error_not_an_allocation() {
+        let mut v = vec![RECORD_FORMAT, KIND_EVENTS];
+        v.extend_from_slice(&0u64.to_le_bytes());
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_records(&v), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn tombstones_merge_ranges_and_answer_by_lsn() {
+        let mut t = Tombstones::default();
+        assert!(!t.covers(0));
+        t.insert(10..14);
+        t.insert(20..22);
+        t.insert(5..5);
+        assert!(t.covers(10) && t.covers(13) && !t.covers(14) && !t.covers(9));
+        assert!(t.covers(21) && !t.covers(22) && !t.covers(17));
+        // Touching and overlapping ranges merge into one.
+        t.insert(14..20);
+        assert_eq!(t.ranges().collect::<Vec<_>>(), vec![10..22]);
+        t.insert(2..11);
+        t.insert(30..31);
+        t.insert(25..40);
+        assert_eq!(t.ranges().collect::<Vec<_>>(), vec![2..22, 25..40]);
+        assert!(t.covers(39) && !t.covers(40) && !t.covers(23));
     }
 }
