@@ -38,7 +38,7 @@ pub use error::{DecodeError, LogError};
 pub use file_log::{FileLog, FileLogConfig};
 pub use follower::{Snapshotter, SnapshotterConfig, Tail};
 pub use record::{decode_record, encode_record, Decoded};
-pub use recovery::{read_range, recover, OnCorruption, Recovered};
+pub use recovery::{read_range, recover, OnCorruption, Recovered, TAIL_SCAN_CRC_BYTES_MAX};
 pub use segment::{list_segments, segment_name, HEADER_BYTES};
 pub use snapshot::{
     latest_snapshot, latest_verified_snapshot, list_snapshots, prune, read_snapshot, snapshot_name,

@@ -2,16 +2,26 @@
 //! log after the snapshot, and deal with a damaged tail.
 //!
 //! Policy for damage (documented in the README):
-//! * In the last segment, a record that is incomplete, all zeroes, or fails
-//!   its CRC with nothing but zeroes or end-of-file after it is a torn
-//!   write: the file is truncated there and the loss is logged. Those bytes
-//!   were never acknowledged (a commit fsyncs before any `201`).
+//! * A torn write is only ever the very end of the last segment: a record
+//!   there that is incomplete, all zeroes, or fails a check, with no valid
+//!   record anywhere after it, is truncated and the loss is logged. Those
+//!   bytes were never acknowledged (a commit fsyncs before any `201`).
 //! * Anything else that fails a check — in an earlier segment, or in the
-//!   last one with valid data after it; a bad magic or version; a missing
-//!   segment; a snapshot ahead of the log — refuses to start with the file
-//!   and offset, unless `log.on_corruption = "truncate"`, which drops
-//!   everything from the damage on (an operator's explicit choice to lose
-//!   data rather than stay down).
+//!   last one with a valid record anywhere after it; a bad magic or
+//!   version; a missing segment; a snapshot ahead of the log — refuses to
+//!   start with the file and offset, unless `log.on_corruption =
+//!   "truncate"`, which drops everything from the damage on (an operator's
+//!   explicit choice to lose data rather than stay down). A snapshot ahead
+//!   of what would be left is refused under either policy: truncating
+//!   could not make that log whole.
+//! * A bad record followed by a valid one is refused even when a power
+//!   loss, not damage, made it (a group write whose pages reached the disk
+//!   out of order): from the bytes alone the two look the same, and only
+//!   the operator can choose to lose what follows.
+//!
+//! Recovery first reads everything and decides; only then, and only if it
+//! is going to start, does it change a file (cut a tail, remove the
+//! segments after the damage). A refusal leaves every byte as it found it.
 
 use std::path::{Path, PathBuf};
 
@@ -19,10 +29,18 @@ use flashd_engine::Event;
 
 use crate::codec::decode_event;
 use crate::error::LogError;
-use crate::record::{decode_record, Decoded, RECORD_OVERHEAD};
+use crate::record::{decode_record, Decoded, MAX_PAYLOAD_BYTES, RECORD_OVERHEAD};
 use crate::segment::{
     check_header, list_segments, sync_dir, FORMAT_VERSION, HEADER_BYTES, SEGMENT_MAGIC,
 };
+
+/// How much checksumming the search for a valid record after a bad one
+/// may do before recovery gives up and treats the bad record as damage
+/// (refuses). A real torn tail is zeroes or a fragment of one group write,
+/// which costs next to nothing to search; 256 MiB is about a tenth of a
+/// second of CRC32C, and only bytes crafted to look like a string of large
+/// records could need more. Failing closed then is the safe answer.
+pub const TAIL_SCAN_CRC_BYTES_MAX: usize = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnCorruption {
@@ -42,11 +60,39 @@ pub struct Recovered {
     pub truncated: Vec<(PathBuf, u64, u64)>,
 }
 
+/// A bad record, and whether it can be a torn write.
 enum Damage {
-    /// Torn tail of the last segment: truncate, no questions.
+    /// At the very end of the last segment, nothing valid after it.
     Torn(u64),
-    /// Real corruption at this offset.
-    Corrupt(LogError),
+    /// Real corruption at this offset (`offset` in the error).
+    Corrupt(u64, LogError),
+}
+
+/// What recovery will do to the files, decided before it does any of it.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Segments to delete, newest first (so that a crash part-way leaves a
+    /// log without gaps).
+    remove: Vec<PathBuf>,
+    /// Cut this file to this length.
+    cut: Option<(PathBuf, u64)>,
+    /// Delete the last segment, which never got a whole header.
+    remove_headerless: Option<PathBuf>,
+    /// For the report: (file, offset, bytes dropped).
+    truncated: Vec<(PathBuf, u64, u64)>,
+    /// Why bytes are dropped, logged when they are: (torn write?, what).
+    why: Option<(bool, String)>,
+}
+
+/// What reading the log found.
+struct Scanned {
+    plan: Plan,
+    /// LSN after the last event kept.
+    end_lsn: u64,
+    /// The last segment and its length once the plan is carried out.
+    tail: Option<(PathBuf, u64)>,
+    /// The file where the kept log ends (named by a refusal).
+    end_path: PathBuf,
 }
 
 /// A segment's header (its one format version); returns its base LSN.
@@ -59,6 +105,76 @@ fn check_segment_header(path: &Path, data: &[u8]) -> Result<u64, LogError> {
         "log segment",
     )
     .map(|(base, _)| base)
+}
+
+/// Outcome of searching the bytes after a bad record.
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// No valid record starts anywhere after it.
+    Nothing,
+    /// A record with a valid checksum starts at this offset.
+    Valid(usize),
+    /// The search would checksum more than [`TAIL_SCAN_CRC_BYTES_MAX`].
+    TooCostly,
+}
+
+/// Search `data[from..]` for any offset where a whole record with a valid
+/// CRC starts. Every offset is tried (a bad length means the framing is
+/// lost), but runs of zeroes are skipped at once: a record has a nonzero
+/// byte in its first [`RECORD_OVERHEAD`] bytes (the CRC of a zero-length
+/// record of kind 0 is not zero), and a length beyond the file or the
+/// limit costs no checksum.
+fn valid_record_after(data: &[u8], from: usize) -> After {
+    let mut budget = TAIL_SCAN_CRC_BYTES_MAX;
+    let mut s = from;
+    while s + RECORD_OVERHEAD <= data.len() {
+        let Some(nz) = data[s..].iter().position(|b| *b != 0) else {
+            return After::Nothing;
+        };
+        s = s.max((s + nz).saturating_sub(RECORD_OVERHEAD - 1));
+        if s + RECORD_OVERHEAD > data.len() {
+            break;
+        }
+        let n = u32::from_le_bytes(data[s..s + 4].try_into().expect("4 bytes")) as usize;
+        if n <= MAX_PAYLOAD_BYTES && s + n + RECORD_OVERHEAD <= data.len() {
+            let covered = n + 5;
+            if covered > budget {
+                return After::TooCostly;
+            }
+            budget -= covered;
+            if matches!(decode_record(&data[s..]), Decoded::Record { .. }) {
+                return After::Valid(s);
+            }
+        }
+        s += 1;
+    }
+    After::Nothing
+}
+
+/// Classify the bad record at `off` (described by `err`) in a segment.
+fn classify(path: &Path, data: &[u8], off: usize, is_last: bool, err: LogError) -> Damage {
+    if !is_last {
+        return Damage::Corrupt(off as u64, err);
+    }
+    let note = match valid_record_after(data, off + 1) {
+        After::Nothing => return Damage::Torn(off as u64),
+        After::Valid(at) => {
+            format!("a valid record follows at offset {at}, so this is damage, not a torn write")
+        }
+        After::TooCostly => "the bytes after it cannot be cheaply shown to hold no valid record, so it is not taken for a torn write".to_string(),
+    };
+    tracing::error!(path = %path.display(), offset = off, "{note}");
+    // Say why in the error where it has room for words; a checksum
+    // mismatch keeps its own type (and its offset).
+    let err = match err {
+        LogError::Corrupt { path, offset, why } => LogError::Corrupt {
+            path,
+            offset,
+            why: format!("{why}; {note}"),
+        },
+        other => other,
+    };
+    Damage::Corrupt(off as u64, err)
 }
 
 /// Replay every event with LSN >= `from_lsn` into `apply`, in order.
@@ -83,6 +199,37 @@ pub fn recover(
             to: segments[0].0,
         });
     }
+    let Scanned {
+        plan,
+        end_lsn,
+        tail,
+        end_path,
+    } = scan(&segments, from_lsn, policy, &mut out, apply)?;
+    // The decision, before any file changes: what is left must reach the
+    // snapshot, or the snapshot's events after the log's end are nowhere.
+    if end_lsn < from_lsn {
+        return Err(LogError::SnapshotAhead {
+            path: end_path,
+            snapshot_lsn: from_lsn,
+            log_end: end_lsn,
+        });
+    }
+    execute(dir, &plan)?;
+    out.truncated = plan.truncated;
+    out.next_lsn = end_lsn;
+    out.tail = tail;
+    Ok(out)
+}
+
+/// Read the segments from the one holding `from_lsn` on, applying events,
+/// and decide what to change. Changes nothing.
+fn scan(
+    segments: &[(u64, PathBuf)],
+    from_lsn: u64,
+    policy: OnCorruption,
+    out: &mut Recovered,
+    apply: &mut dyn FnMut(u64, Event) -> Result<(), String>,
+) -> Result<Scanned, LogError> {
     let last_idx = segments.len() - 1;
     let mut expected_base: Option<u64> = None;
     for (i, (base, path)) in segments.iter().enumerate() {
@@ -116,13 +263,21 @@ pub fn recover(
         // A last segment shorter than its header was created but never
         // written (crash between create and header sync): start it over.
         if is_last && data.len() < HEADER_BYTES {
-            tracing::warn!(path = %path.display(), bytes = data.len(), "last log segment has no complete header; recreating it");
-            std::fs::remove_file(path).map_err(|e| LogError::io(path, e))?;
-            sync_dir(dir)?;
-            out.truncated.push((path.clone(), 0, data.len() as u64));
-            out.next_lsn = *base;
-            out.tail = None;
-            return Ok(out);
+            let plan = Plan {
+                remove_headerless: Some(path.clone()),
+                truncated: vec![(path.clone(), 0, data.len() as u64)],
+                why: Some((
+                    true,
+                    "last log segment has no complete header; recreating it".into(),
+                )),
+                ..Plan::default()
+            };
+            return Ok(Scanned {
+                plan,
+                end_lsn: *base,
+                tail: None,
+                end_path: path.clone(),
+            });
         }
         let hdr_base = check_segment_header(path, &data)?;
         if hdr_base != *base {
@@ -136,9 +291,12 @@ pub fn recover(
         let mut lsn = *base;
         let mut damage = None;
         while off < data.len() {
-            match decode_record(&data[off..]) {
+            let bad = match decode_record(&data[off..]) {
                 Decoded::Record { kind, payload, len } => {
                     if lsn >= from_lsn {
+                        // A record whose CRC holds but whose payload does
+                        // not decode is a format bug or a version mismatch,
+                        // not damage: never truncated away.
                         let ev = decode_event(kind, payload).map_err(|e| LogError::Corrupt {
                             path: path.clone(),
                             offset: off as u64,
@@ -149,109 +307,116 @@ pub fn recover(
                     }
                     lsn += 1;
                     off += len;
+                    continue;
                 }
-                Decoded::Incomplete | Decoded::Zeroes => {
-                    damage = Some(if is_last {
-                        Damage::Torn(off as u64)
+                Decoded::Incomplete | Decoded::Zeroes => LogError::Corrupt {
+                    path: path.clone(),
+                    offset: off as u64,
+                    why: if is_last {
+                        "incomplete or zeroed record".into()
                     } else {
-                        Damage::Corrupt(LogError::Corrupt {
-                            path: path.clone(),
-                            offset: off as u64,
-                            why: "incomplete record before the end of the log".into(),
-                        })
-                    });
-                    break;
-                }
-                Decoded::Checksum { expected, got, len } => {
-                    let rest_clean = data[(off + len).min(data.len())..].iter().all(|b| *b == 0);
-                    damage = Some(if is_last && rest_clean {
-                        Damage::Torn(off as u64)
-                    } else {
-                        Damage::Corrupt(LogError::ChecksumMismatch {
-                            path: path.clone(),
-                            offset: off as u64,
-                            expected,
-                            got,
-                        })
-                    });
-                    break;
-                }
-                Decoded::BadLength(n) => {
-                    let rest = &data[off..];
-                    let torn = rest.len() < RECORD_OVERHEAD || rest[4..].iter().all(|b| *b == 0);
-                    damage = Some(if is_last && torn {
-                        Damage::Torn(off as u64)
-                    } else {
-                        Damage::Corrupt(LogError::Corrupt {
-                            path: path.clone(),
-                            offset: off as u64,
-                            why: format!("record length {n} is impossible"),
-                        })
-                    });
-                    break;
-                }
-            }
+                        "incomplete record before the end of the log".into()
+                    },
+                },
+                Decoded::Checksum { expected, got, .. } => LogError::ChecksumMismatch {
+                    path: path.clone(),
+                    offset: off as u64,
+                    expected,
+                    got,
+                },
+                Decoded::BadLength(n) => LogError::Corrupt {
+                    path: path.clone(),
+                    offset: off as u64,
+                    why: format!("record length {n} is impossible"),
+                },
+            };
+            damage = Some(classify(path, &data, off, is_last, bad));
+            break;
         }
-        let cut = match damage {
-            None => None,
-            Some(Damage::Torn(at)) => {
-                tracing::warn!(path = %path.display(), offset = at, dropped = data.len() as u64 - at, "torn write at the end of the log: truncating (never acknowledged)");
-                Some(at)
-            }
-            Some(Damage::Corrupt(e)) => match policy {
-                OnCorruption::Refuse => return Err(e),
-                OnCorruption::Truncate => {
-                    let at = match &e {
-                        LogError::Corrupt { offset, .. }
-                        | LogError::ChecksumMismatch { offset, .. } => *offset,
-                        _ => HEADER_BYTES as u64,
-                    };
-                    tracing::error!(error = %e, "log.on_corruption = truncate: dropping everything from here on");
-                    for (_, later) in &segments[i + 1..] {
-                        let n = std::fs::metadata(later).map(|m| m.len()).unwrap_or(0);
-                        std::fs::remove_file(later).map_err(|e| LogError::io(later, e))?;
-                        out.truncated.push((later.clone(), 0, n));
-                    }
-                    Some(at)
+        let (at, why) = match damage {
+            None => {
+                expected_base = Some(lsn);
+                if is_last {
+                    return Ok(Scanned {
+                        plan: Plan::default(),
+                        end_lsn: lsn,
+                        tail: Some((path.clone(), data.len() as u64)),
+                        end_path: path.clone(),
+                    });
                 }
+                continue;
+            }
+            Some(Damage::Torn(at)) => (
+                at,
+                (
+                    true,
+                    format!(
+                        "{}: torn write at offset {at}, the end of the log: truncating (never acknowledged)",
+                        path.display()
+                    ),
+                ),
+            ),
+            Some(Damage::Corrupt(at, e)) => match policy {
+                OnCorruption::Refuse => return Err(e),
+                OnCorruption::Truncate => (
+                    at,
+                    (
+                        false,
+                        format!("{e}: log.on_corruption = truncate: dropping everything from here on"),
+                    ),
+                ),
             },
         };
-        if let Some(at) = cut {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| LogError::io(path, e))?;
-            f.set_len(at).map_err(|e| LogError::io(path, e))?;
-            f.sync_all().map_err(|e| LogError::io(path, e))?;
-            out.truncated
-                .push((path.clone(), at, data.len() as u64 - at));
-            out.next_lsn = lsn.max(from_lsn);
-            out.tail = Some((path.clone(), at));
-            if lsn < from_lsn {
-                return Err(LogError::SnapshotAhead {
-                    path: path.clone(),
-                    snapshot_lsn: from_lsn,
-                    log_end: lsn,
-                });
-            }
-            return Ok(out);
+        let mut plan = Plan {
+            why: Some(why),
+            ..Plan::default()
+        };
+        for (_, later) in segments[i + 1..].iter().rev() {
+            let n = std::fs::metadata(later)
+                .map_err(|e| LogError::io(later, e))?
+                .len();
+            plan.remove.push(later.clone());
+            plan.truncated.push((later.clone(), 0, n));
         }
-        expected_base = Some(lsn);
-        if is_last {
-            if lsn < from_lsn {
-                return Err(LogError::SnapshotAhead {
-                    path: path.clone(),
-                    snapshot_lsn: from_lsn,
-                    log_end: lsn,
-                });
-            }
-            out.next_lsn = lsn;
-            out.tail = Some((path.clone(), data.len() as u64));
-        }
+        plan.truncated
+            .push((path.clone(), at, data.len() as u64 - at));
+        plan.cut = Some((path.clone(), at));
+        return Ok(Scanned {
+            plan,
+            end_lsn: lsn,
+            tail: Some((path.clone(), at)),
+            end_path: path.clone(),
+        });
     }
-    Ok(out)
+    unreachable!("the last segment always returns")
 }
 
+/// Carry out a decided plan.
+fn execute(dir: &Path, plan: &Plan) -> Result<(), LogError> {
+    match &plan.why {
+        Some((true, why)) => tracing::warn!("{why}"),
+        Some((false, why)) => tracing::error!("{why}"),
+        None => {}
+    }
+    for p in &plan.remove {
+        std::fs::remove_file(p).map_err(|e| LogError::io(p, e))?;
+    }
+    if let Some(p) = &plan.remove_headerless {
+        std::fs::remove_file(p).map_err(|e| LogError::io(p, e))?;
+    }
+    if let Some((path, at)) = &plan.cut {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| LogError::io(path, e))?;
+        f.set_len(*at).map_err(|e| LogError::io(path, e))?;
+        f.sync_all().map_err(|e| LogError::io(path, e))?;
+    }
+    if !plan.remove.is_empty() || plan.remove_headerless.is_some() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
 /// Read the committed events in `[from, to)` (for followers of the log).
 pub fn read_range(
     dir: &Path,
@@ -291,4 +456,52 @@ pub fn read_range(
         }
     }
     Ok(lsn_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::encode_record;
+
+    #[test]
+    fn zeroes_never_form_a_valid_record() {
+        // The zero-run skip in `valid_record_after` relies on it.
+        assert_ne!(crc32c::crc32c(&[0u8; 5]), 0);
+        assert_eq!(valid_record_after(&[0u8; 4096], 0), After::Nothing);
+    }
+
+    #[test]
+    fn a_record_is_found_after_zeroes_at_any_alignment() {
+        // Lengths whose low bytes are zero: the record starts with zeroes.
+        for payload_len in [1usize, 256, 512] {
+            for gap in 0..12 {
+                let mut data = vec![0u8; 100 + gap];
+                let at = data.len();
+                encode_record(&mut data, 2, &vec![7u8; payload_len]);
+                data.extend_from_slice(&[0u8; 30]);
+                assert_eq!(
+                    valid_record_after(&data, 1),
+                    After::Valid(at),
+                    "payload {payload_len}, gap {gap}"
+                );
+            }
+        }
+        // Garbage with no valid record.
+        let junk: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        assert_eq!(valid_record_after(&junk, 0), After::Nothing);
+    }
+
+    #[test]
+    fn a_costly_search_fails_closed() {
+        // Every fourth offset claims a full-size record that fits: each
+        // costs a megabyte of checksum, so the budget runs out.
+        let n = (MAX_PAYLOAD_BYTES as u32).to_le_bytes();
+        let data: Vec<u8> = n
+            .iter()
+            .copied()
+            .cycle()
+            .take(MAX_PAYLOAD_BYTES * 3)
+            .collect();
+        assert_eq!(valid_record_after(&data, 0), After::TooCostly);
+    }
 }
