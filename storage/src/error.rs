@@ -62,8 +62,23 @@ pub enum LogError {
     Broker(String),
     #[error("mysql: {0}")]
     Mysql(String),
+    #[error(
+        "{path}: held by another process ({}): two processes on one directory corrupt each other's log and snapshots",
+        holder(.pid)
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error("{path}: {why}")]
+    Snapshot { path: PathBuf, why: String },
     #[error("injected fault: {0}")]
     Injected(&'static str),
+}
+
+/// Who holds a [`LogError::Locked`] lock, in words.
+fn holder(pid: &Option<u32>) -> String {
+    match pid {
+        Some(p) => format!("pid {p}"),
+        None => "pid not yet written".into(),
+    }
 }
 
 impl LogError {

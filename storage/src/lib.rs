@@ -21,6 +21,7 @@
 //!   idempotent and its offsets follow its rows.
 
 mod codec;
+pub mod dirlock;
 mod error;
 mod failpoint;
 mod file_log;
@@ -34,6 +35,7 @@ mod snapshot;
 mod writer;
 
 pub use codec::{decode_event, encode_event};
+pub use dirlock::DirLock;
 pub use error::{DecodeError, LogError};
 pub use file_log::{FileLog, FileLogConfig};
 pub use follower::{Snapshotter, SnapshotterConfig, Tail};
