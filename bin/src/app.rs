@@ -329,15 +329,7 @@ impl App {
                             return Self::not_found(cx);
                         };
                         match route {
-                            Route::GetOrder => match self.shared.engine.order(user, order) {
-                                Some(o) => {
-                                    self.body.clear();
-                                    api::write_order(&mut self.body, &o);
-                                    cx.respond_json(200, &self.body);
-                                }
-                                // Someone else's order is as good as no order.
-                                None => Self::not_found(cx),
-                            },
+                            Route::GetOrder => self.run(Command::Get { user, order }, cx),
                             Route::PayOrder => self.run(Command::Pay { user, order }, cx),
                             _ => self.run(Command::Cancel { user, order }, cx),
                         }

@@ -1,13 +1,16 @@
 //! Commands that change engine state, and their path to durability.
 //!
 //! A command runs on a worker (or inline on a reactor). Before it touches
-//! the engine it is admitted by the log's gate (503 while the log is
-//! unavailable) and checked for ring room; its events go to the log writer
-//! while the engine still holds the buyer's lock (so one user's events are
-//! logged in the order they were applied); its reply follows them into the
-//! writer's ring and is released only after the group commit that made them
-//! durable (`log.ack = "durable"`). Refusals that changed nothing (sold
-//! out, limit reached, …) are answered at once.
+//! the engine it is admitted by the log writer ([`WriterHandle::admit`]):
+//! 503 while the log is unavailable or a failure is being undone, 503 when
+//! the writer's ring has no room for what it may push — room that is then
+//! reserved, so nothing ever waits for the log while holding engine locks.
+//! Its events go to the log writer while the engine still holds the buyer's
+//! lock (so one user's events are logged in the order they were applied);
+//! its reply follows them into the writer's ring and is released only after
+//! the group commit that made them durable (`log.ack = "durable"`).
+//! Refusals that changed nothing (sold out, limit reached, …) are answered
+//! at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +20,7 @@ use flashd_engine::{
     Placed, Reject, UserId,
 };
 use flashd_reactor::{Completer, Ticket};
-use flashd_storage::{Ack, Entry, Replies, WriterHandle};
+use flashd_storage::{Ack, Admission, Refused, Replies, WriterHandle};
 
 use crate::api::RequestId;
 
@@ -34,6 +37,13 @@ pub enum Command {
         order: OrderId,
     },
     Cancel {
+        user: UserId,
+        order: OrderId,
+    },
+    /// Read an order. Not a change, but what it reports may still be on
+    /// its way to the log: in durable mode it is answered after the commit
+    /// that covers it, so a client never sees a state a failure takes back.
+    Get {
         user: UserId,
         order: OrderId,
     },
@@ -78,20 +88,16 @@ pub struct Core {
     pub events: Arc<AtomicU64>,
 }
 
-/// Pushes events to the log writer, stamped with the admitting epoch.
-pub struct LogSink<'a> {
-    pub writer: &'a WriterHandle<Pending>,
-    pub epoch: u64,
+/// Pushes events to the log writer under the command's admission.
+pub struct LogSink<'a, 'w> {
+    pub admission: &'a mut Admission<'w, Pending>,
     pub n: u64,
 }
 
-impl EventSink for LogSink<'_> {
+impl EventSink for LogSink<'_, '_> {
     fn emit(&mut self, ev: Event) {
         self.n += 1;
-        self.writer.push(Entry::Event {
-            ev,
-            epoch: self.epoch,
-        });
+        self.admission.event(ev);
     }
 }
 
@@ -104,6 +110,11 @@ pub enum Step {
     Queued,
 }
 
+/// Unpaid orders the sweeper cancels per pass at most: bounds the ring room
+/// one pass reserves (a quarter of the default 65,536-entry ring), so
+/// buyers keep most of it even when a whole sale times out at once.
+pub const EXPIRE_PER_PASS: usize = 1024;
+
 impl Core {
     /// Run `cmd` at `now`. `ticket` is the request's, handed to the writer
     /// when the answer must wait for durability.
@@ -111,15 +122,20 @@ impl Core {
         let Some(w) = self.writer.get() else {
             return Step::Now(Outcome::LogUnavailable);
         };
-        let Some(epoch) = w.gate.admit(now) else {
-            return Step::Now(Outcome::LogUnavailable);
+        let mut admission = match w.admit(now, ENTRIES_PER_COMMAND) {
+            Ok(a) => a,
+            // After a failure is undone and until the breaker closes,
+            // memory holds only what is durable: reads go on.
+            Err(Refused::Unavailable)
+                if matches!(cmd, Command::Get { .. }) && !w.gate.is_shut() =>
+            {
+                return Step::Now(execute(&self.engine, cmd, now, &mut flashd_engine::Discard));
+            }
+            Err(Refused::Unavailable) => return Step::Now(Outcome::LogUnavailable),
+            Err(Refused::Busy) => return Step::Now(Outcome::LogBusy),
         };
-        if !w.has_room(ENTRIES_PER_COMMAND) {
-            return Step::Now(Outcome::LogBusy);
-        }
         let mut sink = LogSink {
-            writer: w,
-            epoch,
+            admission: &mut admission,
             n: 0,
         };
         let out = execute(&self.engine, cmd, now, &mut sink);
@@ -133,19 +149,32 @@ impl Core {
         };
         if must_wait {
             // Even a command with no events of its own (a retry answered
-            // with an existing order, a repeated pay) waits: what it
-            // reports may still be on its way to the disk.
-            w.push(Entry::Reply {
-                reply: Pending {
-                    ticket,
-                    outcome: out,
-                },
-                epoch,
+            // with an existing order, a repeated pay, a read) waits: what
+            // it reports may still be on its way to the disk.
+            admission.reply(Pending {
+                ticket,
+                outcome: out,
             });
             Step::Queued
         } else {
             Step::Now(out)
         }
+    }
+
+    /// Cancel unpaid orders past their deadline through the log, at most
+    /// [`EXPIRE_PER_PASS`]; returns how many. Admitted like any command.
+    pub fn expire(&self, now: Millis) -> usize {
+        let Some(w) = self.writer.get() else { return 0 };
+        let Ok(mut admission) = w.admit(now, EXPIRE_PER_PASS) else {
+            return 0;
+        };
+        let mut sink = LogSink {
+            admission: &mut admission,
+            n: 0,
+        };
+        let n = self.engine.expire_due(now, EXPIRE_PER_PASS, &mut sink);
+        self.events.fetch_add(sink.n, Ordering::Relaxed);
+        n
     }
 }
 
@@ -175,6 +204,11 @@ pub fn execute(engine: &Engine, cmd: &Command, now: Millis, sink: &mut dyn Event
         Command::Cancel { user, order } => {
             engine.cancel(*user, *order, now, sink).map(Outcome::Moved)
         }
+        // Someone else's order is as good as no order.
+        Command::Get { user, order } => engine
+            .order(*user, *order)
+            .map(Outcome::Moved)
+            .ok_or(Reject::NotFound),
     };
     r.unwrap_or_else(Outcome::Rejected)
 }

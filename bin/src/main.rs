@@ -35,6 +35,10 @@ const EXIT_CONFIG: u8 = 2;
 /// watchdog (it still logs a stalled reactor).
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
+/// A worker batch or a log commit running longer than this (or three times
+/// the Kafka delivery timeout, if longer) stops the watchdog pings.
+const WEDGED_AFTER: Duration = Duration::from_secs(30);
+
 #[derive(Parser)]
 #[command(name = "flashd", version, about = "Flash-sale order server")]
 struct Cli {
@@ -184,10 +188,10 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 }
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.log.backend == "kafka" {
+    if cfg.log.backend == config::LogBackend::Kafka {
         let created = flashd_storage::kafka::ensure_topic(
             &cfg.kafka_config(),
-            cfg.log.kafka.partitions as i32,
+            cfg.log.kafka.partitions,
         )?;
         println!(
             "topic {}: {}",
@@ -198,7 +202,7 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
     let shards: Vec<String> = cfg.mysql.shards.iter().map(|s| s.url.clone()).collect();
     if shards.is_empty() {
         anyhow::ensure!(
-            cfg.log.backend == "kafka",
+            cfg.log.backend == config::LogBackend::Kafka,
             "mysql.shards: no shards configured"
         );
         return Ok(());
@@ -299,9 +303,9 @@ fn start_workers(
     };
     let core = core.clone();
     let pool = Pool::start(
-        cfg.workers.count as usize,
-        cfg.workers.ring_capacity as usize,
-        cfg.workers.batch_max as usize,
+        cfg.workers.count,
+        cfg.workers.ring_capacity,
+        cfg.workers.batch_max,
         cores,
         move |_| {
             let core = core.clone();
@@ -348,7 +352,7 @@ fn recover(
     shared: &app::Shared,
 ) -> anyhow::Result<Durable> {
     use flashd_storage as st;
-    if cfg.log.backend == "kafka" {
+    if cfg.log.backend == config::LogBackend::Kafka {
         return recover_kafka(cfg, core, completer, reactors, shared);
     }
     let dir = cfg.log.dir(&cfg.server.data_dir);
@@ -366,11 +370,7 @@ fn recover(
         tracing::info!(path = %path.display(), lsn = from, orders, "loaded snapshot");
         snapshot_path = Some(path);
     }
-    let policy = if cfg.log.on_corruption == "truncate" {
-        st::OnCorruption::Truncate
-    } else {
-        st::OnCorruption::Refuse
-    };
+    let policy = st::OnCorruption::from(cfg.log.on_corruption);
     let loaded_ms = t0.elapsed().as_millis() as u64;
     let engine = core.engine.clone();
     // Replayed in chunks on every core (`Engine::apply_batch`); a chunk
@@ -443,7 +443,7 @@ fn recover(
             dir,
             every_events: cfg.log.snapshot_every_events,
             keep: 2,
-            retain_segments: cfg.log.retain_segments as usize,
+            retain_segments: cfg.log.retain_segments,
             fsync: cfg.log.fsync,
             poll: Duration::from_millis(200),
         },
@@ -485,14 +485,10 @@ fn start_writer(
             woken: vec![false; reactors],
         },
         st::WriterConfig {
-            ring_capacity: cfg.log.ring_capacity as usize,
-            batch_max: cfg.log.batch_max as usize,
+            ring_capacity: cfg.log.ring_capacity,
+            batch_max: cfg.log.batch_max,
             unavailable,
-            ack: if cfg.log.ack == "ledger" {
-                st::Ack::Ledger
-            } else {
-                st::Ack::Durable
-            },
+            ack: st::Ack::from(cfg.log.ack),
             flush_interval: Duration::from_millis(cfg.log.flush_interval_ms),
             commit_interval: Duration::from_micros(cfg.log.commit_interval_us),
         },
@@ -513,7 +509,7 @@ fn recover_kafka(
     use flashd_storage::kafka;
     let kcfg = cfg.kafka_config();
     let t0 = Instant::now();
-    if kafka::ensure_topic(&kcfg, cfg.log.kafka.partitions as i32)
+    if kafka::ensure_topic(&kcfg, cfg.log.kafka.partitions)
         .with_context(|| format!("kafka brokers {}", kcfg.brokers))?
     {
         tracing::info!(topic = %kcfg.topic, partitions = cfg.log.kafka.partitions, "created the topic");
@@ -566,30 +562,9 @@ fn recover_kafka(
     })
 }
 
-/// Cancel unpaid orders past their deadline through the log; returns how
-/// many. Bounded per call so the writer's ring cannot overflow.
-fn sweep(core: &exec::Core, now: flashd_engine::Millis) -> usize {
-    let Some(w) = core.writer.get() else { return 0 };
-    let Some(epoch) = w.gate.admit(now) else {
-        return 0;
-    };
-    let limit = 1024;
-    if !w.has_room(limit) {
-        return 0;
-    }
-    let mut sink = exec::LogSink {
-        writer: w,
-        epoch,
-        n: 0,
-    };
-    let n = core.engine.expire_due(now, limit, &mut sink);
-    core.events.fetch_add(sink.n, Ordering::Relaxed);
-    n
-}
-
 fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     match sys::raise_nofile_limit() {
-        Ok(n) if n < cfg.server.max_connections + 64 => tracing::warn!(
+        Ok(n) if n < cfg.nofile_wanted() => tracing::warn!(
             nofile = n,
             max_connections = cfg.server.max_connections,
             "open-file limit is below server.max_connections; raise LimitNOFILE"
@@ -608,11 +583,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let core = Arc::new(exec::Core {
         engine: engine.clone(),
         writer: std::sync::OnceLock::new(),
-        ack: if cfg.log.ack == "ledger" {
-            flashd_storage::Ack::Ledger
-        } else {
-            flashd_storage::Ack::Durable
-        },
+        ack: flashd_storage::Ack::from(cfg.log.ack),
         events: events.clone(),
     });
     let pool = start_workers(&cfg, rcfg.sub_reactors, &core, server.completer())?;
@@ -669,9 +640,9 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // Orders whose payment deadline passed while we were down go first.
     let mut overdue = 0;
     loop {
-        let n = sweep(&core, exec::now_ms());
+        let n = core.expire(exec::now_ms());
         overdue += n;
-        if n < 1024 {
+        if n < exec::EXPIRE_PER_PASS {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -708,7 +679,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .spawn(move || {
                 while sweeping.load(Ordering::Relaxed) {
                     std::thread::sleep(every);
-                    let n = sweep(&core, exec::now_ms());
+                    let n = core.expire(exec::now_ms());
                     if n > 0 {
                         tracing::debug!(cancelled = n, "unpaid orders timed out");
                     }
@@ -736,6 +707,12 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         LIVENESS_CHECK
     };
+    // A worker batch or a log commit (or the undo of a failed one) that
+    // takes longer than this is wedged: longer than any legitimate one (a
+    // Kafka produce gives up after log.kafka.unavailable_ms; an fsync that
+    // has not returned in 30 s means the disk is gone), so systemd's
+    // restart beats waiting on.
+    let wedged_after = WEDGED_AFTER.max(Duration::from_millis(cfg.log.kafka.unavailable_ms) * 3);
     let mut last_turns: Vec<u64> = stats.reactors.iter().map(|r| r.turns.get()).collect();
     loop {
         match sig_rx.recv_timeout(interval) {
@@ -755,14 +732,22 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .filter(|&i| turns[i] == last_turns[i])
             .collect();
         last_turns = turns;
-        if stalled.is_empty() {
+        let wedged_workers = pool.as_ref().map(|p| p.wedged(wedged_after)).unwrap_or_default();
+        let writer_busy_ms = match durable.writer.stats.busy_since_ms.load(Ordering::Acquire) {
+            0 => 0,
+            since => exec::now_ms().saturating_sub(since),
+        };
+        let writer_wedged = Duration::from_millis(writer_busy_ms) > wedged_after;
+        if stalled.is_empty() && wedged_workers.is_empty() && !writer_wedged {
             if watchdog {
                 notify(&[NotifyState::Watchdog]);
             }
         } else {
             tracing::error!(
-                ?stalled,
-                "reactor(s) stopped turning; withholding watchdog ping"
+                stalled_reactors = ?stalled,
+                ?wedged_workers,
+                writer_busy_ms,
+                "part of flashd stopped making progress; withholding the watchdog ping"
             );
         }
     }

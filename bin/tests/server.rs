@@ -30,7 +30,7 @@ fn health_ready_and_json_errors() {
     assert!(v["message"].is_string());
     let r = request(
         f.addr,
-        "POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET"));
@@ -258,7 +258,7 @@ fn sigterm_under_load_finishes_in_flight_and_exits_0() {
                     };
                     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     loop {
-                        let burst = b"GET /healthz HTTP/1.1\r\n\r\n".repeat(4);
+                        let burst = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n".repeat(4);
                         if s.write_all(&burst).is_err() {
                             break;
                         }

@@ -374,7 +374,7 @@ pub fn create_when_log_ready(
 pub fn activity(addr: SocketAddr, id: u64) -> Value {
     let r = request(
         addr,
-        &format!("GET /api/v1/activities/{id} HTTP/1.1\r\n\r\n"),
+        &format!("GET /api/v1/activities/{id} HTTP/1.1\r\nHost: t\r\n\r\n"),
     );
     assert_eq!(r.status, 200, "{}", r.body_str());
     json(&r)
