@@ -33,7 +33,8 @@
 //! always belongs to a failed group and is skipped even when no abort
 //! covers it (the process stopped before writing one).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Range;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -58,8 +59,16 @@ pub const RECORD_FORMAT: u8 = 1;
 /// from older topics, never written.
 pub const KIND_ABORT: u8 = 20;
 /// Record kind of a packed run of events of one activity, each with its
-/// own LSN (the header's LSN is the first one's).
+/// own LSN (the header's LSN is the first one's). Format 1 wrote it; read
+/// as one group (see [`KIND_GROUP_EVENTS`]) per partition.
 pub const KIND_EVENTS: u8 = 21;
+/// Record kind of a packed run of events of one activity with the *group*
+/// it belongs to: the LSN the writer had last committed when it was
+/// written. One group's records on one partition may interleave their
+/// LSNs (one record per activity, several activities per partition), but
+/// every record of a later group has LSNs above all of an earlier one; a
+/// record whose group is below one already seen on its partition is late.
+pub const KIND_GROUP_EVENTS: u8 = 23;
 /// Record kind of an abort that is a tombstone: the LSN range it voids,
 /// then its activity's events in that range, each with its LSN.
 pub const KIND_ABORT_RANGE: u8 = 22;
@@ -207,7 +216,28 @@ pub fn encode_events(events: &[(u64, &Event)], out: &mut Vec<u8>) {
     }
 }
 
-/// An abort record (kind [`KIND_ABORT_RANGE`]) at `lsn`.
+/// One record holding several events of one activity, each with its LSN,
+/// written in `group` (kind [`KIND_GROUP_EVENTS`]).
+pub fn encode_group_events(group: u64, events: &[(u64, &Event)], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(RECORD_FORMAT);
+    out.push(KIND_GROUP_EVENTS);
+    out.extend_from_slice(&events.first().map_or(group, |e| e.0).to_le_bytes());
+    out.extend_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    let mut p = Vec::with_capacity(128);
+    for (lsn, ev) in events {
+        p.clear();
+        let k = encode_event(ev, &mut p);
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.push(k);
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&p);
+    }
+}
+
+/// An abort record (kind [`KIND_ABORT_RANGE`]) at `lsn`. Its group is
+/// `covers.start`.
 pub fn encode_abort(lsn: u64, abort: &Abort, out: &mut Vec<u8>) {
     out.clear();
     out.push(RECORD_FORMAT);
@@ -230,6 +260,12 @@ pub fn encode_abort(lsn: u64, abort: &Abort, out: &mut Vec<u8>) {
 /// Every (LSN, record) a stored value holds: one for an event or an abort,
 /// several for a packed run of events.
 pub fn decode_records(v: &[u8]) -> Result<Vec<(u64, TopicRecord)>, DecodeError> {
+    decode_message(v).map(|(_, r)| r)
+}
+
+/// The group of a stored value (0 for format-1 kinds, which named none)
+/// and every (LSN, record) it holds.
+pub fn decode_message(v: &[u8]) -> Result<(u64, Vec<(u64, TopicRecord)>), DecodeError> {
     if v.len() < HEADER_BYTES {
         return Err(DecodeError::Truncated);
     }
@@ -238,13 +274,22 @@ pub fn decode_records(v: &[u8]) -> Result<Vec<(u64, TopicRecord)>, DecodeError> 
     }
     let lsn = u64::from_le_bytes(v[2..HEADER_BYTES].try_into().expect("8 bytes"));
     let body = &v[HEADER_BYTES..];
+    let events = |evs: Vec<(u64, Event)>| {
+        evs.into_iter()
+            .map(|(l, e)| (l, TopicRecord::Event(e)))
+            .collect()
+    };
     match v[1] {
-        KIND_EVENTS => {
-            let (evs, _) = lsn_events(body, 0)?;
-            Ok(evs
-                .into_iter()
-                .map(|(l, e)| (l, TopicRecord::Event(e)))
-                .collect())
+        KIND_EVENTS => Ok((0, events(lsn_events(body, 0)?.0))),
+        KIND_GROUP_EVENTS => {
+            let group = u64::from_le_bytes(take(body, 0, 8)?.try_into().expect("8"));
+            let (evs, _) = lsn_events(body, 8)?;
+            // A group starts at the LSN after the last commit: nothing in
+            // it is older.
+            if evs.iter().any(|(l, _)| *l < group) {
+                return Err(DecodeError::BadEnum("event LSN below its group"));
+            }
+            Ok((group, events(evs)))
         }
         KIND_ABORT_RANGE => {
             let from = u64::from_le_bytes(take(body, 0, 8)?.try_into().expect("8"));
@@ -258,26 +303,32 @@ pub fn decode_records(v: &[u8]) -> Result<Vec<(u64, TopicRecord)>, DecodeError> 
             if events.iter().any(|(l, _)| !(from..to).contains(l)) {
                 return Err(DecodeError::BadEnum("aborted event LSN"));
             }
-            Ok(vec![(
-                lsn,
-                TopicRecord::Abort(Abort {
-                    covers: from..to,
-                    events,
-                }),
-            )])
+            Ok((
+                from,
+                vec![(
+                    lsn,
+                    TopicRecord::Abort(Abort {
+                        covers: from..to,
+                        events,
+                    }),
+                )],
+            ))
         }
         _ => {
             let (lsn, rec) = decode_value(v)?;
-            Ok(vec![(
-                lsn,
-                match rec {
-                    LogRecord::Event(e) => TopicRecord::Event(e),
-                    LogRecord::Abort(evs) => TopicRecord::Abort(Abort {
-                        covers: 0..0,
-                        events: evs.into_iter().map(|e| (0, e)).collect(),
-                    }),
-                },
-            )])
+            Ok((
+                0,
+                vec![(
+                    lsn,
+                    match rec {
+                        LogRecord::Event(e) => TopicRecord::Event(e),
+                        LogRecord::Abort(evs) => TopicRecord::Abort(Abort {
+                            covers: 0..0,
+                            events: evs.into_iter().map(|e| (0, e)).collect(),
+                        }),
+                    },
+                )],
+            ))
         }
     }
 }
@@ -591,7 +642,7 @@ impl OrderLog for KafkaLog {
             }
         }
         for (a, evs) in &by_activity {
-            encode_events(evs, &mut self.value);
+            encode_group_events(self.committed_lsn, evs, &mut self.value);
             self.send(*a, index, generation)?;
             index += 1;
             self.bump_sent();
@@ -750,27 +801,145 @@ const LATE_TRACKED_MAX: usize = 1 << 16;
 /// A partition that yields nothing for this long stops recovery.
 const RECOVERY_STALL: Duration = Duration::from_secs(30);
 
+/// What recovery keeps of the records it does not apply.
+#[derive(Default)]
+struct Skipped {
+    tombstones: Tombstones,
+    late: u64,
+    /// LSNs of late events, to check at the end whether an abort voids
+    /// them (at most [`LATE_TRACKED_MAX`]).
+    late_events: BTreeSet<u64>,
+}
+
+impl Skipped {
+    /// A late record: never applied; an abort's range still counts.
+    fn late(&mut self, lsn: u64, rec: &TopicRecord) {
+        self.late += 1;
+        match rec {
+            TopicRecord::Event(_) => {
+                if self.late_events.len() < LATE_TRACKED_MAX {
+                    self.late_events.insert(lsn);
+                }
+            }
+            // What it voids was undone by the abort that follows every
+            // failure before anything commits again; undoing it here,
+            // after later events, would undo those.
+            TopicRecord::Abort(a) => self.tombstones.insert(a.covers.clone()),
+        }
+    }
+}
+
+/// A record in a partition's merge heap, ordered by LSN (then arrival).
+struct Item(u64, u64, TopicRecord);
+
+impl PartialEq for Item {
+    fn eq(&self, o: &Item) -> bool {
+        (self.0, self.1) == (o.0, o.1)
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, o: &Item) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, o: &Item) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(o.0, o.1))
+    }
+}
+
 /// One partition's stream during recovery: its own consumer (so each has
-/// its own bounded prefetch), the decoded records of the message in hand.
+/// its own bounded prefetch) and the records of its current group, sorted.
 struct PartStream {
     consumer: BaseConsumer,
     id: i32,
     /// High watermark at the start: records past it are not replayed.
     end: i64,
     next_offset: i64,
-    head: VecDeque<(u64, TopicRecord)>,
     records: u64,
+    /// The group whose records `heap` holds.
+    group: Option<u64>,
+    heap: BinaryHeap<Reverse<Item>>,
+    seq: u64,
+    /// The first message of the next group (read to learn that the
+    /// current one is complete).
+    next: Option<(u64, Vec<(u64, TopicRecord)>)>,
+    /// Every record of the current group on this partition is in `heap`.
+    complete: bool,
 }
 
 impl PartStream {
-    /// Fill `head` from the next message unless it holds records or the
-    /// partition is done; false when the partition is done.
-    fn fill(&mut self, topic: &str) -> Result<bool, LogError> {
-        let mut last_progress = Instant::now();
-        while self.head.is_empty() {
-            if self.next_offset >= self.end {
-                return Ok(false);
+    fn buffered(&self) -> usize {
+        self.heap.len() + self.next.as_ref().map_or(0, |n| n.1.len())
+    }
+
+    /// Take a message's records; an abort's range counts from now on, so
+    /// an event of it read after it is never applied, even one that sorts
+    /// before it.
+    fn push(&mut self, recs: Vec<(u64, TopicRecord)>, skipped: &mut Skipped) {
+        for (lsn, rec) in recs {
+            if let TopicRecord::Abort(a) = &rec {
+                skipped.tombstones.insert(a.covers.clone());
             }
+            self.seq += 1;
+            self.heap.push(Reverse(Item(lsn, self.seq, rec)));
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.next_offset >= self.end
+    }
+
+    /// Make the smallest record of the current group available (a whole
+    /// group read, or the partition's end); false when the partition is
+    /// done. Late messages met on the way go to `skipped`.
+    fn fill(&mut self, topic: &str, skipped: &mut Skipped) -> Result<bool, LogError> {
+        loop {
+            if self.heap.is_empty() {
+                self.complete = false;
+                if let Some((g, recs)) = self.next.take() {
+                    self.group = Some(g);
+                    self.push(recs, skipped);
+                    continue;
+                }
+                if self.at_end() {
+                    return Ok(false);
+                }
+            } else if self.complete {
+                return Ok(true);
+            } else if self.at_end() {
+                self.complete = true;
+                continue;
+            }
+            let (g, recs) = self.read(topic)?;
+            match self.group {
+                Some(cur) if g < cur => {
+                    for (lsn, rec) in &recs {
+                        skipped.late(*lsn, rec);
+                    }
+                }
+                Some(cur) if g > cur => {
+                    if self.heap.is_empty() {
+                        self.group = Some(g);
+                        self.push(recs, skipped);
+                    } else {
+                        self.next = Some((g, recs));
+                        self.complete = true;
+                    }
+                }
+                _ => {
+                    self.group = Some(g);
+                    self.push(recs, skipped);
+                }
+            }
+        }
+    }
+
+    /// The next message below the end (its group and records).
+    fn read(&mut self, topic: &str) -> Result<(u64, Vec<(u64, TopicRecord)>), LogError> {
+        let last_progress = Instant::now();
+        loop {
             match self.consumer.poll(Duration::from_millis(200)) {
                 None => {
                     if last_progress.elapsed() > RECOVERY_STALL {
@@ -782,7 +951,6 @@ impl PartStream {
                 }
                 Some(Err(e)) => return Err(kafka_err(e)),
                 Some(Ok(m)) => {
-                    last_progress = Instant::now();
                     let off = m.offset();
                     self.next_offset = off + 1;
                     if off >= self.end {
@@ -790,25 +958,25 @@ impl PartStream {
                     }
                     self.records += 1;
                     let v = m.payload().unwrap_or(&[]);
-                    let recs = decode_records(v).map_err(|e| LogError::Corrupt {
+                    return decode_message(v).map_err(|e| LogError::Corrupt {
                         path: format!("kafka:{topic}/{}", self.id).into(),
                         offset: off as u64,
                         why: e.to_string(),
-                    })?;
-                    self.head.extend(recs);
+                    });
                 }
             }
         }
-        Ok(true)
     }
 }
 
 /// Replay the whole topic (every partition, from the beginning) in LSN
 /// order, handing each record to `apply`: events, and for an abort the
-/// events to undo. A k-way merge over one consumer per partition, so
-/// memory is bounded by the prefetch, not by the topic. Per partition the
-/// LSNs increase except for late records (see the module doc), which are
-/// never applied; an event an abort voids is never applied either.
+/// events to undo. A k-way merge over one consumer per partition, each
+/// holding one group of its records (what one commit wrote to it), so
+/// memory is bounded by the largest group and the prefetch, not by the
+/// topic (a topic of format 1 names no groups: each of its partitions is
+/// read as one). Late records (see the module doc) are never applied; an
+/// event an abort voids is never applied either.
 pub fn recover_topic(
     cfg: &KafkaConfig,
     apply: &mut dyn FnMut(u64, LogRecord) -> Result<(), String>,
@@ -860,48 +1028,52 @@ pub fn recover_topic(
             id: p,
             end: high,
             next_offset: low,
-            head: VecDeque::new(),
             records: 0,
+            group: None,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            next: None,
+            complete: false,
         });
     }
     drop(probe);
-    let mut tombstones = Tombstones::default();
-    // The highest LSN handed out so far: a record at or below it is late.
+    let mut skipped = Skipped::default();
+    // The highest LSN handed out so far: nothing at or below it may be
+    // applied any more.
     let mut high: Option<u64> = None;
-    let mut late_events: BTreeSet<u64> = BTreeSet::new();
     let mut live: Vec<usize> = (0..parts.len()).collect();
     loop {
         // Every partition still running shows its next record.
         let mut i = 0;
         while i < live.len() {
-            if parts[live[i]].fill(&cfg.topic)? {
+            if parts[live[i]].fill(&cfg.topic, &mut skipped)? {
                 i += 1;
             } else {
                 live.swap_remove(i);
             }
         }
-        let buffered: usize = live.iter().map(|&k| parts[k].head.len()).sum();
+        let buffered: usize = live.iter().map(|&k| parts[k].buffered()).sum();
         out.peak_buffered = out.peak_buffered.max(buffered);
-        let Some(&k) = live
-            .iter()
-            .min_by_key(|&&k| parts[k].head.front().map_or(u64::MAX, |r| r.0))
-        else {
+        let Some(&k) = live.iter().min_by_key(|&&k| {
+            parts[k]
+                .heap
+                .peek()
+                .map_or(u64::MAX, |Reverse(Item(l, _, _))| *l)
+        }) else {
             break;
         };
-        let (lsn, rec) = parts[k].head.pop_front().expect("filled");
+        let Reverse(Item(lsn, _, rec)) = parts[k].heap.pop().expect("filled");
         out.next_lsn = out.next_lsn.max(lsn + 1);
-        let late = high.is_some_and(|h| lsn <= h);
-        if !late {
-            high = Some(lsn);
+        // Per partition and group the LSNs are sorted and groups rise, so
+        // only a duplicate can fall at or below what was handed out.
+        if high.is_some_and(|h| lsn <= h) {
+            skipped.late(lsn, &rec);
+            continue;
         }
+        high = Some(lsn);
         match rec {
             TopicRecord::Event(ev) => {
-                if late {
-                    out.late += 1;
-                    if !tombstones.covers(lsn) && late_events.len() < LATE_TRACKED_MAX {
-                        late_events.insert(lsn);
-                    }
-                } else if tombstones.covers(lsn) {
+                if skipped.tombstones.covers(lsn) {
                     out.voided += 1;
                 } else {
                     out.events += 1;
@@ -910,18 +1082,10 @@ pub fn recover_topic(
                 }
             }
             TopicRecord::Abort(a) => {
-                tombstones.insert(a.covers.clone());
-                if late {
-                    // What it voids was undone by the abort that follows
-                    // every failure before anything commits again; undoing
-                    // it here, after later events, would undo those.
-                    out.late += 1;
-                } else {
-                    out.aborts += 1;
-                    let evs = a.events.into_iter().map(|(_, e)| e).collect();
-                    apply(lsn, LogRecord::Abort(evs))
-                        .map_err(|why| LogError::Replay { lsn, why })?;
-                }
+                skipped.tombstones.insert(a.covers.clone());
+                out.aborts += 1;
+                let evs = a.events.into_iter().map(|(_, e)| e).collect();
+                apply(lsn, LogRecord::Abort(evs)).map_err(|why| LogError::Replay { lsn, why })?;
             }
         }
     }
@@ -930,7 +1094,13 @@ pub fn recover_topic(
             out.partitions[i] = s.records;
         }
     }
+    let Skipped {
+        tombstones,
+        late,
+        mut late_events,
+    } = skipped;
     late_events.retain(|l| !tombstones.covers(*l));
+    out.late = late;
     out.late_unvoided = late_events.len() as u64;
     if out.late > 0 {
         tracing::warn!(

@@ -16,10 +16,10 @@
 //!
 //! Abort records are tombstones by LSN (see [`crate::kafka`]): an event
 //! arriving before its abort is applied and then undone by it; one
-//! arriving after it, or behind a higher LSN of its partition (a late
+//! arriving after it, or behind a later group on its partition (a late
 //! record of a replaced producer), is never applied. The sink keeps, on
 //! shard 0, the voided ranges (`flashd_aborts`) and per partition the
-//! highest LSN fully written (`flashd_sink_partitions`), so this holds
+//! latest group fully written (`flashd_sink_partitions`), so this holds
 //! across restarts and replays too.
 //!
 //! A write error is either transient (the server or the connection is
@@ -58,7 +58,7 @@ use crate::error::LogError;
 use futures_util::FutureExt;
 
 use crate::kafka::{
-    decode_records, encode_abort, encode_value, Abort, KafkaConfig, LogRecord, Tombstones,
+    decode_message, encode_abort, encode_value, Abort, KafkaConfig, LogRecord, Tombstones,
     TopicRecord,
 };
 
@@ -140,7 +140,7 @@ const META_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS flashd_sink_partitions (
         topic VARCHAR(255) NOT NULL,
         partition_id INT NOT NULL,
-        lsn BIGINT UNSIGNED NOT NULL COMMENT 'highest LSN of the partition fully written',
+        group_lsn BIGINT UNSIGNED NOT NULL COMMENT 'highest group of the partition fully written',
         PRIMARY KEY (topic, partition_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS flashd_poison (
@@ -382,6 +382,8 @@ impl Sink {
 struct Rec {
     partition: i32,
     offset: i64,
+    /// The group of its message (see [`crate::kafka::KIND_GROUP_EVENTS`]).
+    group: u64,
     lsn: u64,
     rec: TopicRecord,
 }
@@ -433,10 +435,11 @@ fn run(
                 Some(Ok(m)) => {
                     let v = m.payload().unwrap_or(&[]);
                     let (partition, offset) = (m.partition(), m.offset());
-                    match decode_records(v) {
-                        Ok(r) => batch.extend(r.into_iter().map(|(lsn, rec)| Rec {
+                    match decode_message(v) {
+                        Ok((group, r)) => batch.extend(r.into_iter().map(|(lsn, rec)| Rec {
                             partition,
                             offset,
+                            group,
                             lsn,
                             rec,
                         })),
@@ -977,10 +980,12 @@ impl Writer {
         let mut run: Vec<(u64, &Event)> = Vec::new();
         let mut skipped = 0u64;
         for r in batch {
+            // A message of a group older than one already written on its
+            // partition is a replaced producer's: late.
             let h = high.get(&r.partition).copied();
-            let late = h.is_some_and(|h| r.lsn <= h);
+            let late = h.is_some_and(|h| r.group < h);
             if !late {
-                high.insert(r.partition, r.lsn);
+                high.insert(r.partition, r.group);
             }
             match &r.rec {
                 TopicRecord::Event(ev) => {
@@ -1022,7 +1027,7 @@ impl Writer {
         Ok(())
     }
 
-    /// The high-water marks of the batch's partitions and the voided
+    /// The groups written so far on the batch's partitions and the voided
     /// ranges that reach into the batch's LSNs, from shard 0.
     async fn load_marks(
         &mut self,
@@ -1037,7 +1042,7 @@ impl Writer {
             .join(",");
         let rows: Vec<(i32, u64)> = conn
             .exec(
-                format!("SELECT partition_id, lsn FROM flashd_sink_partitions WHERE topic = ? AND partition_id IN ({list})"),
+                format!("SELECT partition_id, group_lsn FROM flashd_sink_partitions WHERE topic = ? AND partition_id IN ({list})"),
                 (self.topic.as_str(),),
             )
             .await
@@ -1090,8 +1095,8 @@ impl Writer {
         }
         for (p, l) in raised {
             tx.exec_drop(
-                "INSERT INTO flashd_sink_partitions (topic, partition_id, lsn) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE lsn = GREATEST(lsn, VALUES(lsn))",
+                "INSERT INTO flashd_sink_partitions (topic, partition_id, group_lsn) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE group_lsn = GREATEST(group_lsn, VALUES(group_lsn))",
                 (self.topic.as_str(), p, l),
             )
             .await
@@ -1916,10 +1921,11 @@ mod tests {
         }
     }
 
-    fn rec(partition: i32, offset: i64, lsn: u64, rec: TopicRecord) -> Rec {
+    fn rec(partition: i32, offset: i64, group: u64, lsn: u64, rec: TopicRecord) -> Rec {
         Rec {
             partition,
             offset,
+            group,
             lsn,
             rec,
         }
@@ -1930,8 +1936,8 @@ mod tests {
     /// request); sale 2 on partition 1 with an order logged before its
     /// sale's creation (issue 14 point 3) and a cancel undone by an abort
     /// after it arrived.
-    fn streams() -> (Vec<Rec>, Vec<Rec>, [OrderId; 5]) {
-        let o = [oid(1), oid(2), oid(3), oid(4), oid(5)];
+    fn streams() -> (Vec<Rec>, Vec<Rec>, [OrderId; 7]) {
+        let o = [oid(1), oid(2), oid(3), oid(4), oid(5), oid(6), oid(7)];
         let ev = |e: Event| TopicRecord::Event(e);
         let cancel5 = Event::OrderCancelled {
             order_id: o[4],
@@ -1941,13 +1947,16 @@ mod tests {
             reason: CancelReason::User,
             at: created_ms(o[4]) + 9,
         };
+        // Groups (commits): 0..2, 2..4, 4..6; 6..8 failed, its retry
+        // (two aborts and o3) committed 6..11; then 11..12.
         let p0 = vec![
-            rec(0, 0, 0, ev(sale(1, 10, "Phone \u{1F4F1}"))),
-            rec(0, 1, 2, ev(created(o[0], 1, 11, 2))),
-            rec(0, 2, 5, ev(paid(o[0], 1, 11, 2))),
+            rec(0, 0, 0, 0, ev(sale(1, 10, "Phone \u{1F4F1}"))),
+            rec(0, 1, 2, 2, ev(created(o[0], 1, 11, 2))),
+            rec(0, 2, 4, 5, ev(paid(o[0], 1, 11, 2))),
             rec(
                 0,
                 3,
+                6,
                 8,
                 TopicRecord::Abort(Abort {
                     covers: 6..8,
@@ -1955,24 +1964,32 @@ mod tests {
                 }),
             ),
             // The failed group's order, landing after its abort.
-            rec(0, 4, 6, ev(created(o[1], 1, 12, 1))),
-            rec(0, 5, 10, ev(created(o[2], 1, 13, 1))),
+            rec(0, 4, 6, 6, ev(created(o[1], 1, 12, 1))),
+            rec(0, 5, 6, 10, ev(created(o[2], 1, 13, 1))),
+            // A restart after group 12 failed with no abort written: the
+            // next group is 13, and group 12's order lands behind it.
+            rec(0, 6, 13, 13, ev(created(o[5], 1, 16, 1))),
+            rec(0, 7, 12, 12, ev(created(o[6], 1, 17, 1))),
         ];
         let p1 = vec![
-            rec(1, 0, 1, ev(created(o[3], 2, 14, 3))),
-            rec(1, 1, 3, ev(sale(2, 5, "Tablet"))),
-            rec(1, 2, 4, ev(created(o[4], 2, 15, 1))),
-            rec(1, 3, 7, ev(cancel5.clone())),
+            rec(1, 0, 0, 1, ev(created(o[3], 2, 14, 3))),
+            rec(1, 1, 2, 3, ev(sale(2, 5, "Tablet"))),
+            rec(1, 2, 4, 4, ev(created(o[4], 2, 15, 1))),
+            rec(1, 3, 6, 7, ev(cancel5.clone())),
             rec(
                 1,
                 4,
+                6,
                 9,
                 TopicRecord::Abort(Abort {
                     covers: 6..8,
-                    events: vec![(7, cancel5)],
+                    events: vec![(7, cancel5.clone())],
                 }),
             ),
-            rec(1, 5, 11, ev(paid(o[3], 2, 14, 3))),
+            rec(1, 5, 11, 11, ev(paid(o[3], 2, 14, 3))),
+            // The failed cancel again (a retried request of the replaced
+            // producer), behind a later group.
+            rec(1, 6, 6, 7, ev(cancel5)),
         ];
         (p0, p1, o)
     }
@@ -2033,7 +2050,7 @@ mod tests {
                 assert_eq!(
                     st.0,
                     vec![
-                        "(1, \"Phone \u{1F4F1}\", 10, 7, 1, 2, 0)".to_string(),
+                        "(1, \"Phone \u{1F4F1}\", 10, 6, 2, 2, 0)".to_string(),
                         "(2, \"Tablet\", 5, 1, 1, 3, 0)".to_string(),
                     ],
                     "seed {seed}"
@@ -2054,7 +2071,9 @@ mod tests {
                 assert_eq!(status(o[2]).as_deref(), Some("\"CREATED\""), "seed {seed}");
                 assert_eq!(status(o[3]).as_deref(), Some("\"PAID\""), "seed {seed}");
                 assert_eq!(status(o[4]).as_deref(), Some("\"CREATED\""), "seed {seed}");
-                assert_eq!(st.1.len(), 4, "seed {seed}: {:?}", st.1);
+                assert_eq!(status(o[5]).as_deref(), Some("\"CREATED\""), "seed {seed}");
+                assert_eq!(status(o[6]), None, "seed {seed}: a late order has a row");
+                assert_eq!(st.1.len(), 5, "seed {seed}: {:?}", st.1);
                 match &first {
                     None => first = Some(st),
                     Some(f) => assert_eq!(f, &st, "seed {seed}"),
