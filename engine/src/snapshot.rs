@@ -33,7 +33,29 @@ pub struct EngineSnapshot {
 }
 
 impl Engine {
+    /// The whole state at once, orders sorted as [`Engine::for_each_order`]
+    /// gives them. Holds every order twice over (a copy in a `Vec`): for
+    /// tests and small engines; a snapshot writer streams instead, with
+    /// [`Engine::export_meta`] and [`Engine::for_each_order`].
     pub fn export(&self) -> EngineSnapshot {
+        let (mut snap, counts) = self.export_meta();
+        snap.orders
+            .reserve_exact(counts.iter().map(|&c| c as usize).sum());
+        let r: Result<(), std::convert::Infallible> = self.for_each_order(|o| {
+            snap.orders.push(*o);
+            Ok(())
+        });
+        match r {
+            Ok(()) => snap,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Everything but the orders (`orders` is empty), and the number of
+    /// orders in each stripe (what a snapshot's loader sizes stripes by,
+    /// and what [`Engine::for_each_order`] will then visit if no one
+    /// mutates the engine in between).
+    pub fn export_meta(&self) -> (EngineSnapshot, Vec<u32>) {
         let activities = self
             .activities
             .iter()
@@ -60,21 +82,50 @@ impl Engine {
                 }
             })
             .collect();
-        let mut orders = Vec::new();
-        for s in self.users.stripes() {
-            let stripe = s.lock();
-            orders.extend(stripe.orders.iter().cloned());
-        }
-        // Canonical order, grouped by stripe and user: loading it then
-        // fills one stripe's map at a time, in cache, instead of jumping
-        // between all of them (4x faster start-up on millions of orders).
-        orders.sort_unstable_by_key(|o| (Users::stripe_of(o.user_id), o.user_id, o.id));
-        EngineSnapshot {
+        let counts = self
+            .users
+            .stripes()
+            .iter()
+            .map(|s| {
+                // A stripe's arena is indexed by u32 (see `push_order`).
+                u32::try_from(s.lock().orders.len()).expect("fewer than 2^32 orders per stripe")
+            })
+            .collect();
+        let meta = EngineSnapshot {
             next_activity: *self.next_activity.lock(),
             last_order_id: self.ids.last(),
             activities,
-            orders,
+            orders: Vec::new(),
+        };
+        (meta, counts)
+    }
+
+    /// Visit every order, stripe by stripe, each stripe's sorted by user
+    /// and order id: the canonical order of a snapshot (loading it then
+    /// fills one stripe's map at a time, in cache, instead of jumping
+    /// between all of them: 4x faster start-up on millions of orders).
+    /// Stops at `f`'s first error.
+    ///
+    /// Memory: one index (4 bytes) per order of the largest stripe, not a
+    /// copy of the orders. `f` runs under the stripe's lock, so this is for
+    /// an engine no one else mutates (the snapshotter's follower), where
+    /// it is also consistent with [`Engine::export_meta`].
+    pub fn for_each_order<E>(&self, mut f: impl FnMut(&Order) -> Result<(), E>) -> Result<(), E> {
+        let mut idx: Vec<u32> = Vec::new();
+        for s in self.users.stripes() {
+            let stripe = s.lock();
+            idx.clear();
+            idx.extend(0..stripe.orders.len() as u32);
+            let orders = &stripe.orders;
+            idx.sort_unstable_by_key(|&i| {
+                let o = &orders[i as usize];
+                (o.user_id, o.id)
+            });
+            for &i in &idx {
+                f(&orders[i as usize])?;
+            }
         }
+        Ok(())
     }
 
     /// Load a snapshot into this (empty) engine.
@@ -163,9 +214,7 @@ impl Engine {
                 if n > 0 {
                     let room = n + n / 8;
                     let mut s = s.lock();
-                    s.users.reserve(room);
-                    s.orders.reserve(room);
-                    s.next.reserve(room);
+                    s.reserve(room);
                     s.loading_due.reserve(n);
                 }
             }

@@ -4,7 +4,15 @@
 //! snapshot every `every_events` events, so snapshots never pause the
 //! serving path: the live engine is mutated concurrently by many threads
 //! and cannot be read consistently, a follower that only this thread
-//! touches can. The price is a second copy of the state in memory.
+//! touches can. The price is a second copy of the state in memory; writing
+//! a snapshot of it is streamed, a block at a time, so it costs a buffer,
+//! not a third copy.
+//!
+//! An event the follower cannot apply never stops it silently: the error
+//! names the LSN, [`Snapshotter::apply_failures`] and
+//! [`Snapshotter::stalled_lsn`] show it, no snapshot is written past it
+//! (the last good one and the log after it stay, so nothing is lost), and
+//! the follower rebuilds from that snapshot and retries, with a backoff.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -19,7 +27,7 @@ use crate::codec::decode_event;
 use crate::error::LogError;
 use crate::record::{decode_record, Decoded};
 use crate::segment::{list_segments, HEADER_BYTES};
-use crate::snapshot::{prune, write_snapshot};
+use crate::snapshot::{newest_verified_snapshot, prune, verify_snapshot, write_engine_snapshot};
 
 /// Incremental reader of committed records.
 pub struct Tail {
@@ -59,6 +67,20 @@ impl Tail {
 
     /// Deliver committed events up to (not including) `to`.
     pub fn advance(&mut self, to: u64, f: &mut dyn FnMut(u64, Event)) -> Result<(), LogError> {
+        self.advance_while(to, &mut |lsn, ev| {
+            f(lsn, ev);
+            true
+        })
+    }
+
+    /// Like [`Tail::advance`], but `f` may refuse an event (return
+    /// `false`): the tail then stops before it, and delivers it again on
+    /// the next call.
+    pub fn advance_while(
+        &mut self,
+        to: u64,
+        f: &mut dyn FnMut(u64, Event) -> bool,
+    ) -> Result<(), LogError> {
         while self.lsn < to {
             let Some(path) = self.path.clone() else {
                 if !self.next_segment()? {
@@ -81,7 +103,10 @@ impl Tail {
                             offset: self.offset + off as u64,
                             why: e.to_string(),
                         })?;
-                        f(self.lsn, ev);
+                        if !f(self.lsn, ev) {
+                            self.offset += off as u64;
+                            return Ok(());
+                        }
                         self.lsn += 1;
                         off += len;
                     }
@@ -120,11 +145,68 @@ pub struct SnapshotterConfig {
     pub poll: Duration,
 }
 
+/// [`Snapshotter::stalled_lsn`] while the follower is not stuck.
+pub const NOT_STALLED: u64 = u64::MAX;
+
+/// Polls between an event the follower could not apply (or a failed
+/// start) and its first rebuild: 50, i.e. 10 s at flashd's 200 ms poll.
+/// Long enough not to spin on a deterministic failure, short enough that a
+/// passing one costs little.
+const RETRY_FIRST_POLLS: u32 = 50;
+/// Longest wait between rebuilds, doubling from the first: 10 minutes, so
+/// a failure that stays is still logged (and retried) several times an
+/// hour, never only once.
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Where the follower's engine comes from.
+enum Source {
+    /// The snapshot recovery loaded (at start).
+    Path(PathBuf),
+    /// The newest snapshot that verifies, or the log from its start.
+    Newest,
+}
+
+/// The follower's own engine and its place in the log.
+struct Shadow {
+    engine: Engine,
+    tail: Tail,
+}
+
+fn build(
+    cfg: &SnapshotterConfig,
+    engine_cfg: &EngineConfig,
+    src: &Source,
+) -> Result<Shadow, LogError> {
+    let engine = Engine::new(EngineConfig {
+        hold_released_until_durable: false,
+        ..engine_cfg.clone()
+    });
+    let snap = match src {
+        Source::Path(p) => Some(verify_snapshot(p)?),
+        Source::Newest => newest_verified_snapshot(&cfg.dir)?,
+    };
+    let lsn = match snap {
+        Some(v) => v.load_into(&engine)?,
+        None => 0,
+    };
+    let tail = Tail::new(&cfg.dir, lsn)?;
+    Ok(Shadow { engine, tail })
+}
+
 pub struct Snapshotter {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub last_snapshot_lsn: Arc<AtomicU64>,
     pub applied_lsn: Arc<AtomicU64>,
+    /// Times an event did not apply in the follower (every attempt
+    /// counts): nonzero means snapshots have stopped at the last good one.
+    /// For `/metrics`.
+    pub apply_failures: Arc<AtomicU64>,
+    /// The LSN of the event the follower is stuck on, or [`NOT_STALLED`].
+    pub stalled_lsn: Arc<AtomicU64>,
+    /// Failures to load the follower's engine, read the log or write a
+    /// snapshot. For `/metrics`.
+    pub errors: Arc<AtomicU64>,
 }
 
 impl Snapshotter {
@@ -138,56 +220,98 @@ impl Snapshotter {
         let base_lsn = base.as_ref().map_or(0, |b| b.0);
         let last = Arc::new(AtomicU64::new(base_lsn));
         let applied = Arc::new(AtomicU64::new(base_lsn));
+        let failures = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicU64::new(NOT_STALLED));
+        let errors = Arc::new(AtomicU64::new(0));
         let (st, la, ap) = (stop.clone(), last.clone(), applied.clone());
+        let (fa, sl, er) = (failures.clone(), stalled.clone(), errors.clone());
         let thread = std::thread::Builder::new()
             .name("flashd-snapshot".into())
             .spawn(move || {
                 background_priority();
-                let shadow = Engine::new(EngineConfig { hold_released_until_durable: false, ..engine_cfg });
-                if let Some((_, path)) = &base {
-                    // Its own copy, read again at low priority once the
-                    // server is up, rather than held in memory since start.
-                    if let Err(e) = crate::snapshot::verify_snapshot(path).and_then(|v| v.load_into(&shadow)) {
-                        tracing::error!(error = %e, "snapshotter cannot load the snapshot; no further snapshots");
-                        return;
-                    }
-                }
-                let mut tail = match Tail::new(&cfg.dir, base_lsn) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(error = %e, "snapshotter cannot read the log; no further snapshots");
-                        return;
-                    }
+                let retry_first = cfg.poll.saturating_mul(RETRY_FIRST_POLLS);
+                let mut backoff = retry_first;
+                let mut retry_at = std::time::Instant::now();
+                // Its own copy of the base snapshot, read again at low
+                // priority once the server is up, rather than held in
+                // memory since start.
+                let mut src = match base {
+                    Some((_, p)) => Source::Path(p),
+                    None => Source::Newest,
                 };
-                let mut failed = false;
+                let mut shadow: Option<Shadow> = None;
                 loop {
                     let stopping = st.load(Ordering::Acquire);
-                    let to = committed.load(Ordering::Acquire);
-                    let res = tail.advance(to, &mut |lsn, ev| {
-                        if let Err(e) = shadow.apply(&ev) {
-                            if !failed {
-                                tracing::error!(lsn, error = %e, "snapshotter: event does not apply; no further snapshots");
+                    if shadow.is_none() && std::time::Instant::now() >= retry_at && !stopping {
+                        match build(&cfg, &engine_cfg, &src) {
+                            Ok(s) => {
+                                ap.store(s.tail.lsn(), Ordering::Release);
+                                shadow = Some(s);
                             }
-                            failed = true;
+                            Err(e) => {
+                                er.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(error = %e, retry_in_s = backoff.as_secs(), "snapshotter cannot load its engine; no new snapshots until it can");
+                                retry_at = std::time::Instant::now() + backoff;
+                                backoff = (backoff * 2).min(RETRY_MAX);
+                                src = Source::Newest;
+                            }
                         }
-                    });
-                    if let Err(e) = res {
-                        tracing::error!(error = %e, "snapshotter cannot read the log");
                     }
-                    let at = tail.lsn();
-                    ap.store(at, Ordering::Release);
-                    let since = at - la.load(Ordering::Acquire);
-                    if !failed && since > 0 && (since >= cfg.every_events || stopping) {
-                        let t0 = std::time::Instant::now();
-                        match write_snapshot(&cfg.dir, at, &shadow.export(), cfg.fsync) {
-                            Ok(p) => {
-                                la.store(at, Ordering::Release);
-                                tracing::info!(path = %p.display(), lsn = at, ms = t0.elapsed().as_millis() as u64, "snapshot written");
-                                if let Err(e) = prune(&cfg.dir, cfg.keep, cfg.retain_segments) {
-                                    tracing::warn!(error = %e, "pruning old snapshots and segments failed");
+                    if let Some(sh) = shadow.as_mut() {
+                        let to = committed.load(Ordering::Acquire);
+                        let mut bad = None;
+                        let engine = &sh.engine;
+                        let res = sh.tail.advance_while(to, &mut |lsn, ev| match engine.apply(&ev) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                bad = Some((lsn, e));
+                                false
+                            }
+                        });
+                        if let Err(e) = res {
+                            er.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(error = %e, "snapshotter cannot read the log");
+                        }
+                        let at = sh.tail.lsn();
+                        ap.store(at, Ordering::Release);
+                        if let Some((lsn, e)) = bad {
+                            // No snapshot can be written past this event:
+                            // the last good one stays (with the log after
+                            // it, never pruned meanwhile), so nothing is
+                            // lost. Drop this engine (its memory too) and
+                            // rebuild from that snapshot later, in case the
+                            // failure does not recur.
+                            fa.fetch_add(1, Ordering::Relaxed);
+                            sl.store(lsn, Ordering::Release);
+                            tracing::error!(lsn, error = %e, last_snapshot_lsn = la.load(Ordering::Acquire), retry_in_s = backoff.as_secs(), "snapshotter: event does not apply; snapshots stop at the last good one until it does");
+                            shadow = None;
+                            src = Source::Newest;
+                            retry_at = std::time::Instant::now() + backoff;
+                            backoff = (backoff * 2).min(RETRY_MAX);
+                        } else {
+                            let was = sl.load(Ordering::Acquire);
+                            if was != NOT_STALLED && at > was {
+                                tracing::info!(lsn = was, "snapshotter: the event that did not apply now does; snapshots resume");
+                                sl.store(NOT_STALLED, Ordering::Release);
+                                backoff = retry_first;
+                            }
+                            let since = at.saturating_sub(la.load(Ordering::Acquire));
+                            if since > 0 && (since >= cfg.every_events || stopping) {
+                                let t0 = std::time::Instant::now();
+                                match write_engine_snapshot(&cfg.dir, at, engine, cfg.fsync) {
+                                    Ok(p) => {
+                                        la.store(at, Ordering::Release);
+                                        tracing::info!(path = %p.display(), lsn = at, ms = t0.elapsed().as_millis() as u64, "snapshot written");
+                                        if let Err(e) = prune(&cfg.dir, cfg.keep, cfg.retain_segments) {
+                                            tracing::warn!(error = %e, "pruning old snapshots and segments failed");
+                                        }
+                                    }
+                                    Err(e) => {
+                                        er.fetch_add(1, Ordering::Relaxed);
+                                        tracing::error!(error = %e, "snapshot failed");
+                                    }
                                 }
                             }
-                            Err(e) => tracing::error!(error = %e, "snapshot failed"),
                         }
                     }
                     if stopping {
@@ -202,6 +326,9 @@ impl Snapshotter {
             thread: Some(thread),
             last_snapshot_lsn: last,
             applied_lsn: applied,
+            apply_failures: failures,
+            stalled_lsn: stalled,
+            errors,
         })
     }
 

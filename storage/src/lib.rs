@@ -38,13 +38,14 @@ pub use codec::{decode_event, encode_event};
 pub use dirlock::DirLock;
 pub use error::{DecodeError, LogError};
 pub use file_log::{FileLog, FileLogConfig};
-pub use follower::{Snapshotter, SnapshotterConfig, Tail};
+pub use follower::{Snapshotter, SnapshotterConfig, Tail, NOT_STALLED};
 pub use record::{decode_record, encode_record, Decoded};
 pub use recovery::{read_range, recover, OnCorruption, Recovered, TAIL_SCAN_CRC_BYTES_MAX};
 pub use segment::{list_segments, segment_name, HEADER_BYTES};
 pub use snapshot::{
-    latest_snapshot, latest_verified_snapshot, list_snapshots, prune, read_snapshot, snapshot_name,
-    verify_snapshot, write_snapshot, VerifiedSnapshot,
+    latest_snapshot, latest_verified_snapshot, list_snapshots, prune, read_snapshot,
+    remove_stale_temps, snapshot_name, verify_snapshot, write_engine_snapshot, write_snapshot,
+    VerifiedSnapshot,
 };
 pub use writer::{
     Ack, Entry, Gate, LogWriter, Replies, WriterConfig, WriterHandle, WriterStats, BATCH_BOUNDS,

@@ -47,62 +47,209 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     Ok(out)
 }
 
+/// Bytes of small records (header, sales, stripe counts) gathered before
+/// a write: one syscall for the lot in the usual case. A block of orders
+/// (about 600 KB) is written on its own as soon as it is full.
+const WRITE_BUF_BYTES: usize = 64 * 1024;
+
+/// Write a snapshot of `engine` at `lsn`, streamed: sales first, then the
+/// orders stripe by stripe, each block encoded and written as it fills.
+/// Memory is a block and its record (about 1.2 MB) plus an index per order
+/// of one stripe, whatever the number of orders. `engine` must be one no
+/// one else mutates (the follower's), so its parts agree with each other.
+pub fn write_engine_snapshot(
+    dir: &Path,
+    lsn: u64,
+    engine: &Engine,
+    fsync: bool,
+) -> Result<PathBuf, LogError> {
+    let (meta, counts) = engine.export_meta();
+    write_streamed(dir, lsn, &meta, &counts, fsync, &mut |emit| {
+        engine.for_each_order(emit)
+    })
+}
+
+/// Write `snap` as a snapshot at `lsn` (same bytes as
+/// [`write_engine_snapshot`] of the engine it was exported from).
 pub fn write_snapshot(
     dir: &Path,
     lsn: u64,
     snap: &EngineSnapshot,
     fsync: bool,
 ) -> Result<PathBuf, LogError> {
-    let mut buf = Vec::with_capacity(
-        4096 + snap.orders.len() * ORDER_BYTES + snap.orders.len() / ORDERS_PER_BLOCK * 16,
-    );
-    buf.extend_from_slice(&header(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, lsn));
-    let mut p = Vec::with_capacity(256);
-    encode_snap_header(
-        lsn,
-        snap.next_activity,
-        snap.last_order_id,
-        snap.activities.len() as u64,
-        snap.orders.len() as u64,
-        &mut p,
-    );
-    encode_record(&mut buf, KIND_SNAP_HEADER, &p);
-    for a in &snap.activities {
-        p.clear();
-        encode_snap_activity(a, &mut p);
-        encode_record(&mut buf, KIND_SNAP_ACTIVITY, &p);
-    }
-    // Orders per stripe, so a loader sizes every stripe once up front.
     let mut counts = vec![0u32; flashd_engine::USER_STRIPES];
     for o in &snap.orders {
         counts[Engine::stripe_of(o.user_id)] += 1;
     }
-    p.clear();
-    for c in counts {
-        p.extend_from_slice(&c.to_le_bytes());
-    }
-    encode_record(&mut buf, KIND_SNAP_STRIPES, &p);
-    p.reserve(ORDERS_PER_BLOCK * ORDER_BYTES);
-    for block in snap.orders.chunks(ORDERS_PER_BLOCK) {
-        p.clear();
-        for o in block {
-            encode_order_row(o, &mut p);
+    write_streamed(dir, lsn, snap, &counts, fsync, &mut |emit| {
+        snap.orders.iter().try_for_each(emit)
+    })
+}
+
+/// Something that calls `emit` once per order, in snapshot order, and
+/// stops at its first error.
+type OrderSource<'a> =
+    dyn FnMut(&mut dyn FnMut(&Order) -> Result<(), LogError>) -> Result<(), LogError> + 'a;
+
+/// The snapshot file being written: its temp path, and what it has taken.
+struct Streamer {
+    file: std::fs::File,
+    tmp: PathBuf,
+    /// Encoded records not yet written.
+    out: Vec<u8>,
+    /// Rows of the block being filled.
+    block: Vec<u8>,
+    rows: usize,
+    orders: u64,
+}
+
+impl Streamer {
+    fn record(&mut self, kind: u8, payload: &[u8]) -> Result<(), LogError> {
+        encode_record(&mut self.out, kind, payload);
+        if self.out.len() >= WRITE_BUF_BYTES {
+            self.flush()?;
         }
-        encode_record(&mut buf, KIND_SNAP_ORDERS, &p);
+        Ok(())
     }
+
+    fn flush(&mut self) -> Result<(), LogError> {
+        self.file
+            .write_all(&self.out)
+            .map_err(|e| LogError::io(&self.tmp, e))?;
+        self.out.clear();
+        Ok(())
+    }
+
+    fn order(&mut self, o: &Order) -> Result<(), LogError> {
+        encode_order_row(o, &mut self.block);
+        self.rows += 1;
+        self.orders += 1;
+        if self.rows == ORDERS_PER_BLOCK {
+            self.end_block()?;
+        }
+        Ok(())
+    }
+
+    fn end_block(&mut self) -> Result<(), LogError> {
+        if self.rows > 0 {
+            let block = std::mem::take(&mut self.block);
+            let r = self.record(KIND_SNAP_ORDERS, &block);
+            self.block = block;
+            self.block.clear();
+            self.rows = 0;
+            r?;
+        }
+        Ok(())
+    }
+}
+
+fn write_streamed(
+    dir: &Path,
+    lsn: u64,
+    meta: &EngineSnapshot,
+    stripe_orders: &[u32],
+    fsync: bool,
+    orders: &mut OrderSource<'_>,
+) -> Result<PathBuf, LogError> {
     let path = dir.join(snapshot_name(lsn));
-    let tmp = dir.join(format!("{}.tmp", snapshot_name(lsn)));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(&buf).map_err(|e| LogError::io(&tmp, e))?;
-    if fsync {
-        f.sync_all().map_err(|e| LogError::io(&tmp, e))?;
+    let tmp = dir.join(format!("{}{TMP_SUFFIX}", snapshot_name(lsn)));
+    let file = std::fs::File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
+    let mut w = Streamer {
+        file,
+        tmp: tmp.clone(),
+        out: Vec::with_capacity(WRITE_BUF_BYTES + ORDERS_PER_BLOCK * ORDER_BYTES + RECORD_OVERHEAD),
+        block: Vec::with_capacity(ORDERS_PER_BLOCK * ORDER_BYTES),
+        rows: 0,
+        orders: 0,
+    };
+    let n_ord: u64 = stripe_orders.iter().map(|&c| u64::from(c)).sum();
+    let written = (|| {
+        w.out
+            .extend_from_slice(&header(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, lsn));
+        let mut p = Vec::with_capacity(256);
+        encode_snap_header(
+            lsn,
+            meta.next_activity,
+            meta.last_order_id,
+            meta.activities.len() as u64,
+            n_ord,
+            &mut p,
+        );
+        w.record(KIND_SNAP_HEADER, &p)?;
+        for a in &meta.activities {
+            p.clear();
+            encode_snap_activity(a, &mut p);
+            w.record(KIND_SNAP_ACTIVITY, &p)?;
+        }
+        // Orders per stripe, so a loader sizes every stripe once up front.
+        p.clear();
+        for c in stripe_orders {
+            p.extend_from_slice(&c.to_le_bytes());
+        }
+        w.record(KIND_SNAP_STRIPES, &p)?;
+        orders(&mut |o| w.order(o))?;
+        w.end_block()?;
+        w.flush()?;
+        // The header promised `n_ord` orders; a reader would refuse a file
+        // that disagrees, so do not leave one behind.
+        if w.orders != n_ord {
+            return Err(LogError::Snapshot {
+                path: tmp.clone(),
+                why: format!(
+                    "{} orders written but {n_ord} counted: the engine changed while it was written",
+                    w.orders
+                ),
+            });
+        }
+        if fsync {
+            w.file.sync_all().map_err(|e| LogError::io(&tmp, e))?;
+        }
+        Ok(())
+    })();
+    drop(w);
+    if let Err(e) = written {
+        // Best effort: a leftover is removed at the next start anyway.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    drop(f);
     std::fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
     if fsync {
         sync_dir(dir)?;
     }
     Ok(path)
+}
+
+/// Suffix of a snapshot being written; renamed away when it is complete.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Remove snapshots a crash left half-written (`snap-*.snap.tmp`): they
+/// are never read, and each can be as big as a whole snapshot. Only at
+/// start, under the directory's lock ([`crate::DirLock`]), before the
+/// snapshotter runs: at any other time one may be a snapshot being
+/// written. Returns what was removed.
+pub fn remove_stale_temps(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+    let mut removed = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(LogError::io(dir, e)),
+    };
+    for entry in rd {
+        let path = entry.map_err(|e| LogError::io(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with("snap-") && name.ends_with(&format!(".snap{TMP_SUFFIX}")) {
+            std::fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            tracing::info!(path = %path.display(), "removed a snapshot a crash left half-written");
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// A snapshot file's bytes, mapped rather than read: start-up then reads
@@ -511,8 +658,17 @@ impl VerifiedSnapshot {
 }
 
 /// The newest snapshot that passes every check, verified and ready to
-/// load; a damaged newer one is reported and skipped.
+/// load; a damaged newer one is reported and skipped. This is how start-up
+/// opens the snapshot directory, so it first removes the temp files of
+/// snapshots a crash interrupted ([`remove_stale_temps`]; the caller
+/// holds the directory's lock and no snapshotter runs yet).
 pub fn latest_verified_snapshot(dir: &Path) -> Result<Option<VerifiedSnapshot>, LogError> {
+    remove_stale_temps(dir)?;
+    newest_verified_snapshot(dir)
+}
+
+/// The newest snapshot that passes every check; touches no file.
+pub(crate) fn newest_verified_snapshot(dir: &Path) -> Result<Option<VerifiedSnapshot>, LogError> {
     for (_, path) in list_snapshots(dir)?.into_iter().rev() {
         match verify_snapshot(&path) {
             Ok(v) => return Ok(Some(v)),
