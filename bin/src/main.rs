@@ -35,8 +35,8 @@ const EXIT_CONFIG: u8 = 2;
 /// watchdog (it still logs a stalled reactor).
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
-/// A worker batch or a log commit running longer than this (or three times
-/// the Kafka delivery timeout, if longer) stops the watchdog pings.
+/// Without a systemd watchdog: a worker batch or a log commit running
+/// longer than this is logged as wedged.
 const WEDGED_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Parser)]
@@ -189,10 +189,8 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {
     if cfg.log.backend == config::LogBackend::Kafka {
-        let created = flashd_storage::kafka::ensure_topic(
-            &cfg.kafka_config(),
-            cfg.log.kafka.partitions,
-        )?;
+        let created =
+            flashd_storage::kafka::ensure_topic(&cfg.kafka_config(), cfg.log.kafka.partitions)?;
         println!(
             "topic {}: {}",
             cfg.log.kafka.topic,
@@ -573,6 +571,15 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let rcfg = cfg.reactor_config();
+    // One process per data directory (and log directory): a second flashd
+    // on them would interleave and cut each other's files. Held until the
+    // process exits.
+    let mut dirs = vec![PathBuf::from(&cfg.server.data_dir)];
+    if cfg.log.backend == config::LogBackend::File {
+        dirs.push(cfg.log.dir(&cfg.server.data_dir));
+    }
+    let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let _dir_locks = flashd_storage::DirLock::acquire_all(&dirs)?;
     let secrets = secrets::resolve(&cfg)?;
     let engine = Arc::new(flashd_engine::Engine::new(cfg.engine_config()));
     let server = flashd_reactor::Server::<exec::Outcome>::bind(rcfg.clone())
@@ -708,11 +715,18 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         LIVENESS_CHECK
     };
     // A worker batch or a log commit (or the undo of a failed one) that
-    // takes longer than this is wedged: longer than any legitimate one (a
-    // Kafka produce gives up after log.kafka.unavailable_ms; an fsync that
-    // has not returned in 30 s means the disk is gone), so systemd's
-    // restart beats waiting on.
-    let wedged_after = WEDGED_AFTER.max(Duration::from_millis(cfg.log.kafka.unavailable_ms) * 3);
+    // runs longer than WatchdogSec is wedged by the operator's own measure
+    // of how long flashd may stall; with Kafka, not before three delivery
+    // timeouts (a produce legitimately waits one, a rollback two more).
+    // Without a watchdog the same check only logs, after WEDGED_AFTER.
+    let mut wedged_after = if watchdog {
+        Duration::from_micros(wd_usec)
+    } else {
+        WEDGED_AFTER
+    };
+    if cfg.log.backend == config::LogBackend::Kafka {
+        wedged_after = wedged_after.max(Duration::from_millis(cfg.log.kafka.unavailable_ms) * 3);
+    }
     let mut last_turns: Vec<u64> = stats.reactors.iter().map(|r| r.turns.get()).collect();
     loop {
         match sig_rx.recv_timeout(interval) {
@@ -732,7 +746,10 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .filter(|&i| turns[i] == last_turns[i])
             .collect();
         last_turns = turns;
-        let wedged_workers = pool.as_ref().map(|p| p.wedged(wedged_after)).unwrap_or_default();
+        let wedged_workers = pool
+            .as_ref()
+            .map(|p| p.wedged(wedged_after))
+            .unwrap_or_default();
         let writer_busy_ms = match durable.writer.stats.busy_since_ms.load(Ordering::Acquire) {
             0 => 0,
             since => exec::now_ms().saturating_sub(since),
