@@ -30,6 +30,27 @@ pub const MAX_REQUEST_ID_BYTES: usize = 64;
 
 const _: () = assert!(MAX_QUANTITY as u64 * MAX_PRICE_CENTS < u64::MAX / 2);
 
+/// Orders a buyer may create in one sale beyond its `per_user_limit`:
+/// second chances after cancelling or letting an order time out (a
+/// changed quantity, a failed card). A real buyer needs a few; a script
+/// looping create→cancel needs unbounded ones, and every order stays in
+/// memory (~160 bytes) for the life of the sale, so this bounds what one
+/// buyer's churn can cost: (limit + 16) orders per sale, ~3 KB at a limit
+/// of 1 and ~165 KB at the largest limit.
+pub const EXTRA_ORDERS_PER_USER_PER_SALE: u32 = 16;
+
+/// Orders one buyer may create in a sale with `per_user_limit`, whatever
+/// became of them: the limit taken one unit per order, plus
+/// [`EXTRA_ORDERS_PER_USER_PER_SALE`]. Past it a purchase is refused with
+/// [`Reject::TooManyOrders`] (`409`) and changes nothing.
+pub const fn max_orders_per_user_per_sale(per_user_limit: u32) -> u32 {
+    per_user_limit.saturating_add(EXTRA_ORDERS_PER_USER_PER_SALE)
+}
+
+/// The cap at the largest limit a sale can have.
+pub const MAX_ORDERS_PER_USER_PER_SALE: u32 = max_orders_per_user_per_sale(MAX_PER_USER_LIMIT);
+const _: () = assert!(MAX_ORDERS_PER_USER_PER_SALE == MAX_PER_USER_LIMIT + 16);
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// This node's id, stamped into every order id (0..=1023).
@@ -149,6 +170,57 @@ pub struct PlaceOrder<'a> {
 #[error("event does not apply: {0}")]
 pub struct ReplayError(pub String);
 
+/// Why [`Engine::apply_locked`] changed nothing. No variant allocates (it
+/// is `Copy`, so it cannot hold a `String`): a live purchase that loses
+/// the stock race is an ordinary outcome on the hot path. Replay turns
+/// these into a [`ReplayError`] with words, only when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApplyError {
+    /// Live only: another buyer took the last units first (the CAS lost).
+    SoldOut,
+    /// The event names a sale this engine does not have (or that was
+    /// voided since the purchase looked it up).
+    NoActivity {
+        order: OrderId,
+        activity: ActivityId,
+    },
+    /// The buyer's stripe holds [`crate::users::MAX_ORDERS_PER_STRIPE`].
+    StripeFull { order: OrderId },
+    /// Replay: the order id, or the buyer's request id, was seen before.
+    Duplicate { order: OrderId },
+    /// A pay or cancel of an order that was never created.
+    UnknownOrder { order: OrderId, event: &'static str },
+    /// A pay or cancel from a status that does not allow it, or with
+    /// another quantity than the order's.
+    BadMove {
+        order: OrderId,
+        event: &'static str,
+        from: OrderStatus,
+    },
+}
+
+impl From<ApplyError> for ReplayError {
+    fn from(e: ApplyError) -> ReplayError {
+        ReplayError(match e {
+            ApplyError::SoldOut => "sold out".into(),
+            ApplyError::NoActivity { order, activity } => {
+                format!("order {order}: no activity {activity}")
+            }
+            ApplyError::StripeFull { order } => format!(
+                "order {order}: its stripe already holds {} orders",
+                crate::users::MAX_ORDERS_PER_STRIPE
+            ),
+            ApplyError::Duplicate { order } => {
+                format!("order {order} or its request id seen twice")
+            }
+            ApplyError::UnknownOrder { order, event } => format!("{event} order {order} unknown"),
+            ApplyError::BadMove { order, event, from } => {
+                format!("order {order} {event} from {from:?}")
+            }
+        })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Live command: the stock CAS may fail (another buyer won the unit).
@@ -267,9 +339,12 @@ impl Engine {
         if now >= a.end_at {
             return Err(Reject::Ended);
         }
-        let held = stripe.held(cmd.user_id, a.id);
-        if held + cmd.quantity > a.per_user_limit {
+        let mine = stripe.sale(cmd.user_id, a.id);
+        if u32::from(mine.held) + cmd.quantity > a.per_user_limit {
             return Err(Reject::LimitReached);
+        }
+        if u32::from(mine.orders) >= max_orders_per_user_per_sale(a.per_user_limit) {
+            return Err(Reject::TooManyOrders);
         }
         // Cheap early no during a stampede on a sold-out sale; the CAS in
         // apply is what actually decides.
@@ -291,7 +366,16 @@ impl Engine {
                 sink.emit(ev);
                 Ok(Placed::Created(view))
             }
-            Err(_) => Err(Reject::SoldOut),
+            Err(ApplyError::SoldOut) => Err(Reject::SoldOut),
+            // The sale's creation was undone (its log write failed) after
+            // this purchase looked it up.
+            Err(ApplyError::NoActivity { .. }) => Err(Reject::NotFound),
+            Err(ApplyError::StripeFull { .. }) => Err(Reject::CapacityExhausted),
+            Err(
+                e @ (ApplyError::Duplicate { .. }
+                | ApplyError::UnknownOrder { .. }
+                | ApplyError::BadMove { .. }),
+            ) => unreachable!("a live creation checks nothing of the kind: {e:?}"),
         }
     }
 
@@ -426,7 +510,9 @@ impl Engine {
             | Event::OrderPaid { user_id, .. }
             | Event::OrderCancelled { user_id, .. } => {
                 let mut stripe = self.users.lock(*user_id);
-                self.apply_locked(ev, &mut stripe, Mode::Replay).map(|_| ())
+                self.apply_locked(ev, &mut stripe, Mode::Replay)
+                    .map(|_| ())
+                    .map_err(ReplayError::from)
             }
         }
     }
@@ -529,15 +615,16 @@ impl Engine {
     }
 
     /// The one place order state changes. Called with the user's stripe
-    /// locked. In `Live` mode a create fails (changing nothing) if the stock
-    /// CAS loses; every other failure is a bug in the caller (live) or a log
+    /// locked; a failure changes nothing. In `Live` mode a create fails if
+    /// the stock CAS loses (or the sale was voided meanwhile, or the stripe
+    /// is full); every other failure is a bug in the caller (live) or a log
     /// that is not ours (replay).
     fn apply_locked(
         &self,
         ev: &Event,
         stripe: &mut Stripe,
         mode: Mode,
-    ) -> Result<OrderView, ReplayError> {
+    ) -> Result<OrderView, ApplyError> {
         match ev {
             Event::ActivityCreated { .. } => {
                 unreachable!("activities are installed, not applied under a user lock")
@@ -552,25 +639,24 @@ impl Engine {
                 created_at,
                 expires_at,
             } => {
-                let a = self.activity(*activity_id).ok_or_else(|| {
-                    ReplayError(format!("order {order_id}: no activity {activity_id}"))
+                let a = self.activity(*activity_id).ok_or(ApplyError::NoActivity {
+                    order: *order_id,
+                    activity: *activity_id,
                 })?;
                 // Refused before any counter moves: a failed apply changes
                 // nothing.
+                if !stripe.has_room() {
+                    return Err(ApplyError::StripeFull { order: *order_id });
+                }
                 let key = RequestKey::of(request_id);
                 if mode == Mode::Replay
-                    && stripe.chain(*user_id).any(|i| {
-                        let o = &stripe.orders[i];
-                        o.id == *order_id || o.request_key == key
-                    })
+                    && (stripe.has_id(*order_id) || stripe.by_request(*user_id, key).is_some())
                 {
-                    return Err(ReplayError(format!(
-                        "order {order_id} or its request id seen twice"
-                    )));
+                    return Err(ApplyError::Duplicate { order: *order_id });
                 }
                 if mode == Mode::Live {
                     if !a.try_take(*quantity) {
-                        return Err(ReplayError("sold out".into()));
+                        return Err(ApplyError::SoldOut);
                     }
                 } else {
                     a.remaining.fetch_sub(*quantity as i64, Ordering::AcqRel);
@@ -604,18 +690,27 @@ impl Engine {
                 quantity,
                 at,
             } => {
-                let a = self.activity_any(*activity_id).ok_or_else(|| {
-                    ReplayError(format!("order {order_id}: no activity {activity_id}"))
-                })?;
+                let a = self
+                    .activity_any(*activity_id)
+                    .ok_or(ApplyError::NoActivity {
+                        order: *order_id,
+                        activity: *activity_id,
+                    })?;
                 let o = stripe
                     .order_mut(*user_id, *order_id)
-                    .ok_or_else(|| ReplayError(format!("paid order {order_id} unknown")))?;
+                    .ok_or(ApplyError::UnknownOrder {
+                        order: *order_id,
+                        event: "paid",
+                    })?;
                 if o.status != OrderStatus::Created || o.quantity != *quantity {
-                    return Err(ReplayError(format!(
-                        "order {order_id} paid from {:?}",
-                        o.status
-                    )));
+                    return Err(ApplyError::BadMove {
+                        order: *order_id,
+                        event: "paid",
+                        from: o.status,
+                    });
                 }
+                // Paying keeps the units held: the (user, sale) record
+                // does not move.
                 o.status = OrderStatus::Paid;
                 o.updated_at = *at;
                 // Reserved first, then sold: the sum never exceeds stock.
@@ -631,22 +726,28 @@ impl Engine {
                 reason,
                 at,
             } => {
-                let a = self.activity_any(*activity_id).ok_or_else(|| {
-                    ReplayError(format!("order {order_id}: no activity {activity_id}"))
-                })?;
-                let o = stripe
-                    .order_mut(*user_id, *order_id)
-                    .ok_or_else(|| ReplayError(format!("cancelled order {order_id} unknown")))?;
+                let a = self
+                    .activity_any(*activity_id)
+                    .ok_or(ApplyError::NoActivity {
+                        order: *order_id,
+                        activity: *activity_id,
+                    })?;
+                let i = stripe
+                    .find(*user_id, *order_id)
+                    .ok_or(ApplyError::UnknownOrder {
+                        order: *order_id,
+                        event: "cancelled",
+                    })?;
+                let o = &stripe.orders[i];
                 if o.status != OrderStatus::Created || o.quantity != *quantity {
-                    return Err(ReplayError(format!(
-                        "order {order_id} cancelled from {:?}",
-                        o.status
-                    )));
+                    return Err(ApplyError::BadMove {
+                        order: *order_id,
+                        event: "cancelled",
+                        from: o.status,
+                    });
                 }
-                o.status = OrderStatus::Cancelled;
-                o.updated_at = *at;
-                o.cancel_reason = Some(*reason);
-                let view = OrderView::from(&*o);
+                stripe.cancel_at(i, *at, *reason);
+                let view = OrderView::from(&stripe.orders[i]);
                 a.reserved.fetch_sub(*quantity as i64, Ordering::AcqRel);
                 if mode == Mode::Live && self.cfg.hold_released_until_durable {
                     a.releasing.fetch_add(*quantity as i64, Ordering::AcqRel);
@@ -772,17 +873,10 @@ impl Engine {
                 let Some(i) = stripe.find(*user_id, *order_id) else {
                     return;
                 };
-                let Stripe {
-                    orders, expiries, ..
-                } = &mut *stripe;
-                let o = &mut orders[i];
+                let o = &stripe.orders[i];
                 if o.status == OrderStatus::Cancelled {
-                    o.status = OrderStatus::Created;
-                    // CREATED is only ever left once: it was last updated
-                    // when it was created.
-                    o.updated_at = o.created_at;
-                    o.cancel_reason = None;
                     let expires_at = o.expires_at;
+                    stripe.uncancel_at(i);
                     if parked {
                         a.releasing.fetch_sub(*quantity as i64, Ordering::AcqRel);
                     } else {
@@ -790,7 +884,9 @@ impl Engine {
                     }
                     a.reserved.fetch_add(*quantity as i64, Ordering::AcqRel);
                     // Back on the payment clock.
-                    expiries.push(Reverse((expires_at, *user_id, *order_id)));
+                    stripe
+                        .expiries
+                        .push(Reverse((expires_at, *user_id, *order_id)));
                 }
             }
         }

@@ -5,9 +5,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use rustc_hash::FxHashMap;
+
 use crate::engine::Engine;
 use crate::types::*;
-use crate::users::{Order, USER_STRIPES};
+use crate::users::{Order, SaleKey, USER_STRIPES};
 
 impl Engine {
     /// Every invariant of the design, checked over the whole state. For
@@ -79,73 +81,92 @@ impl Engine {
     }
 
     /// The per-user half of [`Engine::check_invariants`] over some stripes:
-    /// units held per sale, and every order id seen.
-    #[allow(clippy::type_complexity)]
+    /// units held per sale, and every order id seen. Linear in the orders:
+    /// each is looked up once in each index, and the (user, sale) records
+    /// are recomputed in one pass and compared.
+    #[allow(clippy::type_complexity)] // (held per sale, sorted order ids)
     fn check_stripes(
         &self,
         range: std::ops::Range<usize>,
     ) -> Result<(Vec<u64>, Vec<OrderId>), String> {
         let mut held_per_activity = vec![0u64; self.activities.len() + 1];
         let mut ids: Vec<OrderId> = Vec::new();
+        // Per (user, sale): (units held, orders created), from the orders.
+        let mut sums: FxHashMap<SaleKey, (u64, u64)> = FxHashMap::default();
         for s in &self.users.stripes()[range] {
             let stripe = s.lock();
-            if stripe.next.len() != stripe.orders.len() {
-                return Err("a stripe's order links and orders differ in length".into());
-            }
-            // Ids first, in arena order: a sequential pass that also brings
-            // the stripe's orders into cache for the per-user walk below,
-            // whose jumps along chains would otherwise each miss (a third
-            // of start-up on millions of orders).
-            ids.extend(stripe.orders.iter().map(|o| o.id));
-            let mut reached = 0usize;
-            for (uid, u) in &stripe.users {
-                // Units per sale, from the user's live orders: what the
-                // per-user limit is checked against.
-                let mut live: smallvec::SmallVec<[(ActivityId, u32); 2]> = Default::default();
-                for i in stripe.chain_from(u.head) {
-                    let o = &stripe.orders[i];
-                    reached += 1;
-                    if reached > stripe.orders.len() {
-                        return Err(format!("user {uid}'s chain of orders loops"));
-                    }
-                    if o.user_id != *uid {
-                        return Err(format!(
-                            "order {} of user {} is in user {uid}'s chain",
-                            o.id, o.user_id
-                        ));
-                    }
-                    if o.status != OrderStatus::Cancelled {
-                        match live.iter_mut().find(|(a, _)| *a == o.activity_id) {
-                            Some((_, n)) => *n += o.quantity,
-                            None => live.push((o.activity_id, o.quantity)),
-                        }
-                    }
-                    // A user has a handful of orders: pairwise beats a set.
-                    if stripe
-                        .chain_from(stripe.next[i])
-                        .any(|j| stripe.orders[j].request_key == o.request_key)
-                    {
-                        return Err(format!("user {uid} has one request id on two orders"));
-                    }
-                }
-                for &(aid, n) in &live {
-                    let a = self.activity_any(aid).ok_or_else(|| {
-                        format!("user {uid} holds units of unknown activity {aid}")
-                    })?;
-                    if n > a.per_user_limit {
-                        return Err(format!(
-                            "user {uid} holds {n} of activity {aid}, limit {}",
-                            a.per_user_limit
-                        ));
-                    }
-                    held_per_activity[aid as usize] += n as u64;
-                }
-            }
-            if reached != stripe.orders.len() {
+            let n = stripe.orders.len();
+            if stripe.index_lens() != (n, n) {
                 return Err(format!(
-                    "{} orders of a stripe belong to no user's chain",
-                    stripe.orders.len() - reached
+                    "a stripe's indexes hold {:?} entries for {n} orders",
+                    stripe.index_lens()
                 ));
+            }
+            // Ids first, in arena order: a sequential pass.
+            ids.extend(stripe.orders.iter().map(|o| o.id));
+            sums.clear();
+            for (i, o) in stripe.orders.iter().enumerate() {
+                // Each order is found at its own place by id and by its
+                // user's request id: with the lengths above, the indexes
+                // hold exactly the orders, and a request id of one user on
+                // two orders shows as the second resolving to the first.
+                match stripe.request_owner(i) {
+                    Some(j) if j == i => {}
+                    Some(j) => {
+                        return Err(format!(
+                            "user {} has one request id on two orders ({} and {})",
+                            o.user_id, stripe.orders[j].id, o.id
+                        ))
+                    }
+                    None => {
+                        return Err(format!("order {} is missing from the request index", o.id))
+                    }
+                }
+                if stripe.find(o.user_id, o.id) != Some(i) {
+                    return Err(format!(
+                        "order id {} twice in a stripe, or not indexed",
+                        o.id
+                    ));
+                }
+                let r = sums
+                    .entry(SaleKey::new(o.user_id, o.activity_id))
+                    .or_default();
+                r.1 += 1;
+                if o.status != OrderStatus::Cancelled {
+                    r.0 += o.quantity as u64;
+                }
+            }
+            // The records a purchase checks must be the sums of the orders
+            // they stand for.
+            if sums.len() != stripe.users.len() {
+                return Err(format!(
+                    "a stripe has {} (user, sale) records for {} (user, sale) pairs with orders",
+                    stripe.users.len(),
+                    sums.len()
+                ));
+            }
+            for (k, &(held, orders)) in &sums {
+                let (uid, aid) = (k.user(), k.activity());
+                let rec = stripe.users.get(k).copied().unwrap_or_default();
+                // A count of u16::MAX is saturated (a log from before the
+                // cap): past the cap whatever the true count.
+                let orders_ok = u64::from(rec.orders) == orders || rec.orders == u16::MAX;
+                if u64::from(rec.held) != held || !orders_ok {
+                    return Err(format!(
+                        "user {uid} in activity {aid}: record says {} held in {} orders, the orders say {held} in {orders}",
+                        rec.held, rec.orders
+                    ));
+                }
+                let a = self
+                    .activity_any(aid)
+                    .ok_or_else(|| format!("user {uid} holds units of unknown activity {aid}"))?;
+                if held > u64::from(a.per_user_limit) {
+                    return Err(format!(
+                        "user {uid} holds {held} of activity {aid}, limit {}",
+                        a.per_user_limit
+                    ));
+                }
+                held_per_activity[aid as usize] += held;
             }
         }
         // Order ids are checked for uniqueness by sorting, not hashing: a

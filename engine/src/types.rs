@@ -75,6 +75,10 @@ pub enum Reject {
     /// A command outside the engine's bounds (quantity, request id, spec);
     /// the API validates first, so this is defence in depth.
     Invalid,
+    /// The buyer already created as many orders in this sale as anyone may
+    /// ([`crate::max_orders_per_user_per_sale`]), counting cancelled and
+    /// timed-out ones: a bound on what one buyer's churn costs.
+    TooManyOrders,
 }
 
 impl Reject {
@@ -91,6 +95,7 @@ impl Reject {
             Reject::CapacityExhausted => "capacity_exhausted",
             Reject::Expired => "order_expired",
             Reject::Invalid => "invalid_request",
+            Reject::TooManyOrders => "too_many_orders",
         }
     }
 
@@ -101,7 +106,8 @@ impl Reject {
             | Reject::LimitReached
             | Reject::BadTransition
             | Reject::IdempotencyConflict
-            | Reject::Expired => 409,
+            | Reject::Expired
+            | Reject::TooManyOrders => 409,
             Reject::Invalid => 400,
             Reject::NotStarted | Reject::Ended => 403,
             Reject::NotFound => 404,
@@ -121,10 +127,13 @@ impl Reject {
             Reject::CapacityExhausted => "no room for another sale on this node",
             Reject::Expired => "the order was not paid in time and has been cancelled",
             Reject::Invalid => "request outside the allowed bounds",
+            Reject::TooManyOrders => {
+                "this buyer has created the most orders allowed in this sale, cancelled ones included"
+            }
         }
     }
 
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::Expired,
         Reject::Invalid,
         Reject::SoldOut,
@@ -135,5 +144,40 @@ impl Reject {
         Reject::BadTransition,
         Reject::IdempotencyConflict,
         Reject::CapacityExhausted,
+        Reject::TooManyOrders,
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_is_listed_once_with_its_own_code() {
+        // Exhaustive: a new variant does not compile here until it gets
+        // the next number, and then `ALL` (what metrics count by) must
+        // hold exactly the numbers 0..=that.
+        let number = |r: Reject| match r {
+            Reject::SoldOut => 0,
+            Reject::LimitReached => 1,
+            Reject::NotStarted => 2,
+            Reject::Ended => 3,
+            Reject::NotFound => 4,
+            Reject::BadTransition => 5,
+            Reject::IdempotencyConflict => 6,
+            Reject::CapacityExhausted => 7,
+            Reject::Expired => 8,
+            Reject::Invalid => 9,
+            Reject::TooManyOrders => 10,
+        };
+        let mut seen: Vec<usize> = Reject::ALL.iter().map(|&r| number(r)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..=10).collect::<Vec<_>>());
+        let mut codes: Vec<&str> = Reject::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Reject::ALL.len(), "codes are distinct");
+        assert_eq!(Reject::TooManyOrders.status(), 409);
+        assert_eq!(Reject::TooManyOrders.code(), "too_many_orders");
+    }
 }
