@@ -240,9 +240,15 @@ impl Snapshotter {
                     None => Source::Newest,
                 };
                 let mut shadow: Option<Shadow> = None;
+                let mut built_once = false;
                 loop {
                     let stopping = st.load(Ordering::Acquire);
-                    if shadow.is_none() && std::time::Instant::now() >= retry_at && !stopping {
+                    // The first build runs even if a stop came at once (the
+                    // stop's final snapshot needs it); a retry does not
+                    // hold up a stop.
+                    let due = std::time::Instant::now() >= retry_at && (!stopping || !built_once);
+                    if shadow.is_none() && due {
+                        built_once = true;
                         match build(&cfg, &engine_cfg, &src) {
                             Ok(s) => {
                                 ap.store(s.tail.lsn(), Ordering::Release);
