@@ -1,5 +1,6 @@
-//! Bearer tokens: HS256 JWTs for buyers ("sub" = user id, "exp" checked),
-//! a static token for admins.
+//! Bearer tokens: HS256 JWTs for buyers ("sub" = user id in canonical
+//! decimal, "exp" and, when present, "nbf" checked), a static token for
+//! admins, compared in constant time.
 //!
 //! Verification is done here rather than by `jsonwebtoken::decode`, which
 //! is on every buy's path: it builds the HMAC key anew for each token (two
@@ -27,12 +28,39 @@ struct Claims {
 /// Seconds of clock skew allowed past `exp`.
 const LEEWAY_S: u64 = 5;
 
-/// The claims a buyer's token must carry; others are ignored.
+/// The claims a buyer's token must carry (`sub`, `exp`) or that bind it
+/// when present (`nbf`); others are ignored.
 #[derive(Deserialize)]
 struct BuyerClaims<'a> {
     #[serde(borrow)]
     sub: std::borrow::Cow<'a, str>,
     exp: u64,
+    /// Absent: no lower bound. Present, it must be a NumericDate: `null`
+    /// or any other type refuses the token rather than dropping the bound.
+    #[serde(default, deserialize_with = "present_u64")]
+    nbf: Option<u64>,
+}
+
+fn present_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    u64::deserialize(d).map(Some)
+}
+
+/// Digits in `u64::MAX`: a longer `sub` cannot be a user id.
+const USER_ID_DIGITS_MAX: usize = 20;
+
+/// A user id as `sub` must spell it: canonical decimal, so one user has
+/// exactly one spelling (no sign, no leading zero, no padding, no
+/// overflow) and never 0, which is no user.
+fn user_id(sub: &str) -> Option<UserId> {
+    let b = sub.as_bytes();
+    if b.is_empty() || b.len() > USER_ID_DIGITS_MAX || b[0] == b'0' {
+        return None;
+    }
+    if !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Only overflow can fail here (all digits, no sign).
+    sub.parse::<UserId>().ok()
 }
 
 #[derive(Deserialize)]
@@ -47,7 +75,13 @@ pub struct Auth {
     /// The header segment `issue` writes: a token carrying it needs no
     /// header decoding.
     own_header: Vec<u8>,
-    admin_token: Vec<u8>,
+    /// HMAC-SHA256 of the admin token, keyed by the token itself: a
+    /// presented token is checked by computing its tag and comparing the
+    /// two 32-byte tags in constant time (`ring::hmac::verify`), so the
+    /// time taken depends on neither the content nor the length of the
+    /// configured token. The plain token is not kept.
+    admin_key: ring::hmac::Key,
+    admin_tag: ring::hmac::Tag,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +113,14 @@ impl Auth {
         )
         .expect("HS256 encoding cannot fail");
         let own_header = sample.split('.').next().unwrap_or("").as_bytes().to_vec();
+        let admin_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, admin_token.as_bytes());
+        let admin_tag = ring::hmac::sign(&admin_key, admin_token.as_bytes());
         Auth {
             hmac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, jwt_secret.as_bytes()),
             encoding,
             own_header,
-            admin_token: admin_token.as_bytes().to_vec(),
+            admin_key,
+            admin_tag,
         }
     }
 
@@ -98,8 +135,9 @@ impl Auth {
 
     /// Check an HS256 JWT: `header.payload.signature`, the signature over
     /// the first two segments (constant-time compare), `alg` exactly HS256
-    /// (never `none`, never another algorithm), `exp` not past (with
-    /// `LEEWAY_S`), `sub` a positive integer.
+    /// (never `none`, never another algorithm), `exp` not past and `nbf`
+    /// (when present) not ahead, both with `LEEWAY_S`, and `sub` a user id
+    /// in canonical decimal.
     fn verify(&self, token: &[u8], now_s: u64) -> Result<UserId, AuthError> {
         let bad = |_| AuthError::Invalid;
         let dot1 = token
@@ -131,36 +169,33 @@ impl Auth {
         let mut buf = [0u8; 512];
         let claims = match URL_SAFE_NO_PAD.decode_slice(payload, &mut buf) {
             Ok(n) => serde_json::from_slice::<BuyerClaims>(&buf[..n])
-                .map(|c| (c.sub.parse::<u64>(), c.exp)),
+                .map(|c| (user_id(&c.sub), c.exp, c.nbf)),
             // Longer than any token we issue: still a valid token.
             Err(_) => {
                 let v = URL_SAFE_NO_PAD
                     .decode(payload)
                     .map_err(|_| AuthError::Invalid)?;
-                serde_json::from_slice::<BuyerClaims>(&v).map(|c| (c.sub.parse::<u64>(), c.exp))
+                serde_json::from_slice::<BuyerClaims>(&v).map(|c| (user_id(&c.sub), c.exp, c.nbf))
             }
         };
         match claims {
-            Ok((Ok(u), exp)) if u > 0 && exp.saturating_add(LEEWAY_S) >= now_s => Ok(u),
+            Ok((Some(u), exp, nbf))
+                if exp.saturating_add(LEEWAY_S) >= now_s
+                    && !matches!(nbf, Some(nbf) if nbf > now_s.saturating_add(LEEWAY_S)) =>
+            {
+                Ok(u)
+            }
             _ => Err(AuthError::Invalid),
         }
     }
 
     pub fn admin(&self, authorization: Option<&[u8]>) -> Result<(), AuthError> {
         let token = bearer(authorization)?;
-        // Constant time in the token's content, so timing does not reveal
-        // how much of a guess was right.
-        let same = token.len() == self.admin_token.len()
-            && token
-                .iter()
-                .zip(&self.admin_token)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(AuthError::Invalid)
-        }
+        // Tags of equal, fixed length compared in constant time: timing
+        // reveals neither how much of a guess was right nor the configured
+        // token's length.
+        ring::hmac::verify(&self.admin_key, token, self.admin_tag.as_ref())
+            .map_err(|_| AuthError::Invalid)
     }
 
     pub fn issue(&self, user: UserId, now_s: u64, ttl_s: u64) -> String {
@@ -306,5 +341,120 @@ mod tests {
         let t = a.issue(11, now, 60);
         assert!(t.as_bytes().starts_with(&a.own_header));
         assert_eq!(ok(&t), Ok(11));
+    }
+
+    /// `sub` has one spelling per user: before, `"+7"`, `"07"` and
+    /// `"0007"` all verified as user 7 (`str::parse` accepts them), so one
+    /// signed claim could be re-spelled into several "different" subjects.
+    #[test]
+    fn sub_must_be_canonical_decimal() {
+        let secret = "0123456789abcdef0123";
+        let a = Auth::new(secret, "admin-token-0123456789");
+        let now = 1_900_000_000;
+        let with_sub = |sub: &str| {
+            let claims = format!(r#"{{"sub":{},"exp":1900000060}}"#, serde_json::json!(sub));
+            a.verify(sign(secret, r#"{"alg":"HS256"}"#, &claims).as_bytes(), now)
+        };
+        for good in ["1", "7", "10", "42", "18446744073709551615"] {
+            assert_eq!(with_sub(good), Ok(good.parse().unwrap()), "{good}");
+        }
+        for bad in [
+            "",
+            "0",
+            "00",
+            "07",
+            "0007",
+            "+7",
+            "-7",
+            " 7",
+            "7 ",
+            "7\n",
+            "7.0",
+            "7e0",
+            "0x7",
+            "1_000",
+            "\u{0667}",              // ARABIC-INDIC DIGIT SEVEN
+            "18446744073709551616",  // u64::MAX + 1
+            "99999999999999999999",  // 20 digits, overflows
+            "100000000000000000000", // 21 digits
+        ] {
+            assert_eq!(with_sub(bad), Err(AuthError::Invalid), "{bad:?}");
+        }
+        assert_eq!(user_id("0018"), None);
+        assert_eq!(user_id("18"), Some(18));
+    }
+
+    /// `nbf` binds when present (with the same leeway as `exp`); before,
+    /// a token not yet valid was accepted.
+    #[test]
+    fn nbf_is_honoured() {
+        let secret = "0123456789abcdef0123";
+        let a = Auth::new(secret, "admin-token-0123456789");
+        let now: u64 = 1_900_000_000;
+        let check = |nbf: &str| {
+            let claims = format!(r#"{{"sub":"7","exp":{},"nbf":{nbf}}}"#, now + 3600);
+            a.verify(sign(secret, r#"{"alg":"HS256"}"#, &claims).as_bytes(), now)
+        };
+        assert_eq!(check(&(now - 100).to_string()), Ok(7));
+        assert_eq!(check(&now.to_string()), Ok(7));
+        assert_eq!(check(&(now + LEEWAY_S).to_string()), Ok(7));
+        assert_eq!(
+            check(&(now + LEEWAY_S + 1).to_string()),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(check(&(now + 3600).to_string()), Err(AuthError::Invalid));
+        // Present but not a NumericDate: refused, never read as absent.
+        for odd in ["null", "\"1\"", "-1", "1.5", "{}", "18446744073709551616"] {
+            assert_eq!(check(odd), Err(AuthError::Invalid), "nbf {odd}");
+        }
+        // Through the public entry point too (real clock, nbf an hour on).
+        let t = sign(
+            secret,
+            r#"{"alg":"HS256"}"#,
+            &format!(
+                r#"{{"sub":"7","exp":{},"nbf":{}}}"#,
+                u64::MAX / 2,
+                crate::exec::now_ms() / 1000 + 3600
+            ),
+        );
+        assert_eq!(
+            a.user(Some(format!("Bearer {t}").as_bytes())),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    /// The admin check compares two fixed-length tags: a guess of any
+    /// length, including a prefix, an extension or the empty string, goes
+    /// through the same 32-byte comparison, and only the exact token
+    /// passes. Before, a guess of another length returned at the length
+    /// check (timing revealed the token's length) and the token was kept
+    /// in plain form to compare byte by byte.
+    #[test]
+    fn admin_token_compared_over_fixed_length_tags() {
+        for token in [
+            "admin-token-0123456789",
+            "0123456789abcdef",
+            &"x".repeat(300),
+        ] {
+            let a = Auth::new("0123456789abcdef0123", token);
+            assert_eq!(a.admin_tag.as_ref().len(), 32);
+            assert!(a.admin(Some(format!("Bearer {token}").as_bytes())).is_ok());
+            for n in 0..token.len() + 3 {
+                let guess: String = token.chars().cycle().take(n).collect();
+                if guess == token {
+                    continue;
+                }
+                assert_eq!(
+                    a.admin(Some(format!("Bearer {guess}").as_bytes())),
+                    Err(AuthError::Invalid),
+                    "{n}"
+                );
+            }
+            let mut flipped = token.as_bytes().to_vec();
+            flipped[token.len() - 1] ^= 1;
+            let mut h = b"Bearer ".to_vec();
+            h.extend_from_slice(&flipped);
+            assert_eq!(a.admin(Some(&h)), Err(AuthError::Invalid));
+        }
     }
 }
