@@ -134,6 +134,8 @@ impl<D> Acceptor<D> {
             content_type: "application/json",
             connection: ConnectionHeader::Close,
             extra: &[("Retry-After", "1")],
+            // Refused before its request is read: its method is unknown.
+            omit_body: false,
         };
         ResponseEncoder::write_error(&mut out, &head, "overloaded", why);
         let _ = sock.write(&out);

@@ -15,7 +15,9 @@ use mio::Waker;
 /// Identifies one deferred request: which reactor, which connection (slab
 /// key plus generation, so a completion for a connection that has since
 /// closed and whose slot was reused is recognised and dropped), and its
-/// place in the connection's response order.
+/// place in the connection's response order (so a completion that comes
+/// back after its request was answered `503` at `request_timeout` is
+/// recognised and dropped too, never taken for a later request's).
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     pub(crate) reactor: u32,
@@ -25,6 +27,8 @@ pub struct Ticket {
     pub(crate) connection: ConnectionHeader,
     pub(crate) route: u16,
     pub(crate) started: Instant,
+    /// The request was `HEAD`: its completion is answered head only.
+    pub(crate) omit_body: bool,
 }
 
 impl Ticket {

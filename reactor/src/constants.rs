@@ -31,6 +31,30 @@ pub const READ_BUF_BYTES: usize = 16 * 1024;
 /// huge response does not pin memory forever.
 pub const POOLED_BUF_MAX_BYTES: usize = 64 * 1024;
 
+/// Write buffers the reactor hands back to its pool are at most this big;
+/// larger ones (a `/metrics` scrape, a deep pipelined burst) are freed once
+/// written. 16 KiB holds a turn's answers to a client pipelining 64 requests
+/// of ~200 bytes each, so the hot path keeps reusing buffers, while a pool
+/// of `POOL_BUFS_MAX` of them stays at 16 MiB per reactor at worst.
+pub const WRITE_BUF_KEEP_BYTES: usize = 16 * 1024;
+
+/// After an answer that closes a connection with input still unread (an
+/// error, or `Connection: close` with more pipelined behind it), closing at
+/// once would make the kernel send a RST, which can destroy the answer in
+/// the client's receive buffer before it reads it. So the write side is
+/// shut (FIN after the answer) and input is read and dropped until the peer
+/// closes, for at most this long: many round trips on any real path (the
+/// client needs one to read and close), and shorter than `header_timeout`'s
+/// default, so a peer that never closes holds its slot no longer than a
+/// slow request would.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Input drained while lingering before the connection is closed anyway:
+/// room for a refused request body the client had already queued (64 KiB by
+/// default, plus what sits in socket buffers on the way); a peer still
+/// sending past it is not reading our answer either.
+pub const LINGER_DRAIN_BYTES_MAX: usize = 1024 * 1024;
+
 /// Buffers kept in each reactor's free list.
 pub const POOL_BUFS_MAX: usize = 1024;
 
@@ -52,4 +76,5 @@ pub const ACCEPTS_PER_TURN: usize = 256;
 
 const _: () = assert!(TIMER_SLOTS.is_power_of_two());
 const _: () = assert!(READ_BUF_BYTES <= POOLED_BUF_MAX_BYTES);
+const _: () = assert!(WRITE_BUF_KEEP_BYTES <= POOLED_BUF_MAX_BYTES);
 const _: () = assert!(PIPELINE_DEPTH_MAX <= u16::MAX as usize);

@@ -16,6 +16,8 @@ pub struct Context<'c> {
     pub(crate) status: u16,
     pub(crate) now: Instant,
     pub(crate) reactor: usize,
+    /// Answering a `HEAD` request: head only, with the GET's length.
+    pub(crate) omit_body: bool,
 }
 
 impl<'c> Context<'c> {
@@ -35,6 +37,13 @@ impl<'c> Context<'c> {
 
     pub fn connection(&self) -> ConnectionHeader {
         self.connection
+    }
+
+    /// True when answering a `HEAD` request: whatever the handler responds,
+    /// only the head goes out (with the body's length), so a handler may
+    /// answer HEAD exactly as it answers GET.
+    pub fn head_only(&self) -> bool {
+        self.omit_body
     }
 
     /// Route number for metrics (1..ROUTES_MAX; 0 means unrouted).
@@ -63,6 +72,7 @@ impl<'c> Context<'c> {
             content_type,
             connection: self.connection,
             extra,
+            omit_body: self.omit_body,
         };
         ResponseEncoder::write(self.out, &head, body);
     }
@@ -85,6 +95,7 @@ impl<'c> Context<'c> {
             content_type: "application/json",
             connection: self.connection,
             extra,
+            omit_body: self.omit_body,
         };
         ResponseEncoder::write_error(self.out, &head, code, message);
     }

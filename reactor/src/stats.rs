@@ -84,6 +84,18 @@ pub struct ReactorStats {
     pub header_timeouts: Counter,
     pub idle_timeouts: Counter,
     pub protocol_errors: Counter,
+    /// Deferred requests answered `503` at `request_timeout` because their
+    /// completion had not come back (outcome unknown to the client).
+    pub request_timeouts: Counter,
+    /// Completions that came back after their request had been answered
+    /// `503` at its deadline; dropped unsent.
+    pub late_completions: Counter,
+    /// Connections closed gracefully with input unread: write side shut,
+    /// input drained, then closed (so the peer reads the answer, no RST).
+    pub lingering_closes: Counter,
+    /// Read or write buffers a large request or response grew past the
+    /// normal size, freed after it instead of being kept.
+    pub buffers_released: Counter,
     pub deferred_in_flight: AtomicUsize,
     /// Event-loop turns: the watchdog's proof that this reactor is alive.
     pub turns: Counter,

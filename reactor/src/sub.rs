@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashd_protocol::{
-    date, ConnectionHeader, Head, HttpError, Poll as Framed, Request, ResponseEncoder, MAX_HEADERS,
+    date, is_head_request, ConnectionHeader, Head, HttpError, Method, Poll as Framed, Request,
+    ResponseEncoder, MAX_HEADERS,
 };
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -210,6 +211,10 @@ impl State {
             return;
         };
         c.read_wanted = false;
+        if c.linger_until.is_some() {
+            self.linger_read(k);
+            return;
+        }
         self.process(k, handler, rstats);
         let mut budget = READS_PER_TURN;
         loop {
@@ -298,9 +303,10 @@ impl State {
             }
             if !c.has_input() {
                 if !c.rbuf.is_empty() && !c.framer.mid_request() {
-                    pool.give_read(mem::take(&mut c.rbuf));
+                    recycle_read(pool, mem::take(&mut c.rbuf), rstats);
                     c.rstart = 0;
                     c.rend = 0;
+                    c.framer.shrink();
                 }
                 break;
             }
@@ -319,6 +325,7 @@ impl State {
             } = c;
             match framer.poll(&rbuf[*rstart..*rend], &mut headers, &limits) {
                 Ok(Framed::Ready(req, n)) => {
+                    let omit_body = req.method == Method::Head;
                     let connection = if !req.keep_alive || draining {
                         ConnectionHeader::Close
                     } else if req.minor_version == 0 {
@@ -329,8 +336,8 @@ impl State {
                     let may_defer = can_defer
                         && self.deferred_in_flight + deferred_now < self.cfg.completion_ring;
                     let deferred = Self::dispatch(
-                        outbox, *peer, *gen, pool, handler, &req, connection, may_defer, id, k,
-                        now, rstats,
+                        outbox, *peer, *gen, pool, handler, &req, connection, omit_body, may_defer,
+                        id, k, now, rstats,
                     );
                     deferred_now += deferred as usize;
                     c.rstart += n;
@@ -356,10 +363,38 @@ impl State {
                 }
             }
         }
+        // The request that grew the read buffer is done: keep a normal one.
+        if c.rbuf.len() > READ_BUF_BYTES {
+            if let Some(big) = c.shrink_read_buf(|| pool.take_read(READ_BUF_BYTES)) {
+                drop(big);
+                rstats.buffers_released.inc();
+            }
+        }
         self.deferred_in_flight += deferred_now;
         rstats
             .deferred_in_flight
             .store(self.deferred_in_flight, Ordering::Relaxed);
+    }
+}
+
+/// Give a read buffer back to the pool, or free it if a large request grew
+/// it past the size the pool hands out (it would pin the extra for the
+/// life of the reactor).
+fn recycle_read(pool: &mut BufPool, b: Vec<u8>, rstats: &ReactorStats) {
+    if b.len() <= READ_BUF_BYTES {
+        pool.give_read(b);
+    } else {
+        rstats.buffers_released.inc();
+    }
+}
+
+/// Give a write buffer back to the pool, or free it if a large response
+/// grew it past `WRITE_BUF_KEEP_BYTES`.
+fn recycle_write(pool: &mut BufPool, b: Vec<u8>, rstats: &ReactorStats) {
+    if b.capacity() <= WRITE_BUF_KEEP_BYTES {
+        pool.give(b);
+    } else {
+        rstats.buffers_released.inc();
     }
 }
 
@@ -399,6 +434,7 @@ impl State {
         handler: &mut H,
         req: &Request<'_>,
         connection: ConnectionHeader,
+        omit_body: bool,
         may_defer: bool,
         reactor: usize,
         key: usize,
@@ -414,6 +450,7 @@ impl State {
             connection,
             route: 0,
             started: now,
+            omit_body,
         });
         let parked_before = !c.parked.is_empty();
         let out = Self::slot(c, pool);
@@ -427,6 +464,7 @@ impl State {
             status: 0,
             now,
             reactor,
+            omit_body,
         };
         handler.handle(req, &mut cx);
         let (deferred, route, status) = (cx.deferred, cx.route, cx.status);
@@ -438,10 +476,15 @@ impl State {
             if parked_before {
                 // Replace the parked buffer `slot` pushed with a pending mark.
                 if let Some(Parked::Ready(b)) = c.parked.pop_back() {
-                    pool.give(b);
+                    recycle_write(pool, b, rstats);
                 }
             }
-            c.parked.push_back(Parked::Pending);
+            c.parked.push_back(Parked::Pending {
+                since: now,
+                route,
+                connection,
+                omit_body,
+            });
             if !parked_before {
                 c.head_seq = seq;
             }
@@ -463,13 +506,13 @@ impl State {
         rstats: &ReactorStats,
         now: Instant,
     ) {
+        // A refused HEAD request gets its error without a body too.
+        let head = Head {
+            omit_body: is_head_request(&c.rbuf[c.rstart..c.rend]),
+            ..Head::json(e.status(), ConnectionHeader::Close)
+        };
         let out = Self::slot(&mut c.out, pool);
-        ResponseEncoder::write_error(
-            out,
-            &Head::json(e.status(), ConnectionHeader::Close),
-            e.code(),
-            e.message(),
-        );
+        ResponseEncoder::write_error(out, &head, e.code(), e.message());
         Self::commit_slot(&mut c.out);
         c.close_after_flush = true;
         rstats.protocol_errors.inc();
@@ -490,12 +533,16 @@ impl State {
             let Some(c) = self.conns.get_mut(k).filter(|c| c.gen == t.gen) else {
                 continue; // the connection went away meanwhile
             };
-            c.out.deferred -= 1;
             let idx = t.seq.wrapping_sub(c.out.head_seq) as usize;
-            debug_assert!(
-                idx < c.out.parked.len(),
-                "completion for a slot that is not pending"
-            );
+            if !matches!(c.out.parked.get(idx), Some(Parked::Pending { .. })) {
+                // Answered 503 at its deadline: its slot is gone and
+                // `head_seq` has moved past it, so its offset is out of
+                // range (it would take 2^32 requests on this connection
+                // meanwhile to alias a live slot). Dropped unsent.
+                rstats.late_completions.inc();
+                continue;
+            }
+            c.out.deferred -= 1;
             let (peer, now, id) = (c.peer, self.now, self.id);
             // Dispatched before shutdown began, answered after: the client
             // must learn that this connection is going away.
@@ -515,6 +562,7 @@ impl State {
                     status: 0,
                     now,
                     reactor: id,
+                    omit_body: t.omit_body,
                 };
                 handler.complete(d, &mut cx);
                 if cx.status == 0 {
@@ -528,16 +576,7 @@ impl State {
                     c.out.wpos = 0;
                 }
                 run(&mut c.out.wbuf, handler);
-                c.out.parked.pop_front();
-                c.out.head_seq = c.out.head_seq.wrapping_add(1);
-                // Later responses that were waiting on this one can go now.
-                while let Some(Parked::Ready(_)) = c.out.parked.front() {
-                    if let Some(Parked::Ready(b)) = c.out.parked.pop_front() {
-                        c.out.wbuf.extend_from_slice(&b);
-                        self.pool.give(b);
-                    }
-                    c.out.head_seq = c.out.head_seq.wrapping_add(1);
-                }
+                Self::pop_head(&mut c.out, &mut self.pool, rstats);
             } else {
                 let mut b = self.pool.take();
                 run(&mut b, handler);
@@ -590,9 +629,121 @@ impl State {
             }
         }
         if c.out.wpos == c.out.wbuf.len() && c.out.wbuf.capacity() > 0 {
-            self.pool.give(mem::take(&mut c.out.wbuf));
+            let rstats = &self.stats.reactors[self.id];
+            recycle_write(&mut self.pool, mem::take(&mut c.out.wbuf), rstats);
             c.out.wpos = 0;
         }
+    }
+
+    /// The front slot (pending, now answered into `wbuf`) is done: drop it
+    /// and move the answers that were waiting behind it into `wbuf`.
+    fn pop_head(out: &mut Outbox, pool: &mut BufPool, rstats: &ReactorStats) {
+        debug_assert!(matches!(out.parked.front(), Some(Parked::Pending { .. })));
+        out.parked.pop_front();
+        out.head_seq = out.head_seq.wrapping_add(1);
+        while let Some(Parked::Ready(_)) = out.parked.front() {
+            if let Some(Parked::Ready(b)) = out.parked.pop_front() {
+                out.wbuf.extend_from_slice(&b);
+                recycle_write(pool, b, rstats);
+            }
+            out.head_seq = out.head_seq.wrapping_add(1);
+        }
+    }
+
+    /// The oldest deferred request on `k` has passed `request_timeout`:
+    /// answer it `503` in its place in the pipeline, so the client is not
+    /// left hanging and later answers are not held behind it. Its
+    /// completion, if it ever comes, is dropped (see `take_completions`).
+    fn expire_request(&mut self, k: usize, rstats: &ReactorStats) {
+        let draining = self.draining.is_some();
+        let c = &mut self.conns[k];
+        let Some(Parked::Pending {
+            since,
+            route,
+            connection,
+            omit_body,
+        }) = c.out.parked.front()
+        else {
+            debug_assert!(false, "request timeout without a pending request");
+            return;
+        };
+        let (since, route, omit_body) = (*since, *route, *omit_body);
+        let connection = if draining {
+            ConnectionHeader::Close
+        } else {
+            *connection
+        };
+        if c.out.wbuf.capacity() == 0 {
+            c.out.wbuf = self.pool.take();
+            c.out.wpos = 0;
+        }
+        let head = Head {
+            status: 503,
+            content_type: "application/json",
+            connection,
+            extra: &[("Retry-After", "1")],
+            omit_body,
+        };
+        ResponseEncoder::write_error(
+            &mut c.out.wbuf,
+            &head,
+            "timeout",
+            "the request was not completed in time; its outcome is unknown: \
+             retry it with the same request_id",
+        );
+        c.out.deferred -= 1;
+        Self::pop_head(&mut c.out, &mut self.pool, rstats);
+        rstats.request_timeouts.inc();
+        rstats.record(route, 503, self.now.saturating_duration_since(since));
+    }
+
+    /// Start closing `k` gracefully: the answer is all written; shut the
+    /// write side (the peer reads it, then EOF), drop what input we hold,
+    /// and drain the rest until the peer closes or the bounds are hit.
+    fn begin_linger(&mut self, k: usize, rstats: &ReactorStats) {
+        let c = &mut self.conns[k];
+        if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
+            c.dead = true;
+            return;
+        }
+        rstats.lingering_closes.inc();
+        c.linger_until = Some(self.now + LINGER_TIMEOUT);
+        c.rstart = 0;
+        c.rend = 0;
+        // Whatever the peer sent before our answer may still be waiting,
+        // and no new readiness edge will report it.
+        self.linger_read(k);
+    }
+
+    /// Read and drop input on a lingering connection.
+    fn linger_read(&mut self, k: usize) {
+        let c = &mut self.conns[k];
+        if c.rbuf.is_empty() {
+            c.rbuf = self.pool.take_read(READ_BUF_BYTES);
+        }
+        for _ in 0..READS_PER_TURN {
+            match c.sock.read(&mut c.rbuf) {
+                Ok(0) => {
+                    c.read_closed = true;
+                    return;
+                }
+                Ok(n) => {
+                    c.lingered_bytes += n;
+                    if c.lingered_bytes > LINGER_DRAIN_BYTES_MAX {
+                        c.dead = true;
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.dead = true;
+                    return;
+                }
+            }
+        }
+        // Budget spent with more to read: come back next turn.
+        c.read_wanted = true;
     }
 
     fn resume_if_wanted(&mut self, k: usize) {
@@ -606,14 +757,26 @@ impl State {
 
     /// After any I/O on a connection: close it, schedule more reading, or
     /// arm its timer.
-    fn after_io(&mut self, k: usize, _rstats: &ReactorStats) {
+    fn after_io(&mut self, k: usize, rstats: &ReactorStats) {
         let draining = self.draining.is_some();
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
         let flushed = c.unwritten() == 0 && c.out.parked.is_empty();
+        if flushed
+            && c.close_after_flush
+            && c.linger_until.is_none()
+            && !c.dead
+            && !c.read_closed
+            && (c.has_input() || c.framer.mid_request())
+        {
+            // Input left unread: closing now would reset the connection
+            // under the answer we just wrote.
+            self.begin_linger(k, rstats);
+        }
+        let c = &mut self.conns[k];
         let done = c.dead
-            || (flushed && c.close_after_flush)
+            || (flushed && c.close_after_flush && c.linger_until.is_none())
             || (flushed && c.read_closed)
             || (draining && c.quiescent());
         if done {
@@ -627,9 +790,16 @@ impl State {
             c.in_ready_list = true;
             self.ready.push(k);
         }
-        if !c.timer_armed {
-            if let Some(d) = c.deadline(self.cfg.header_timeout, self.cfg.idle_timeout) {
-                c.timer_armed = true;
+        let d = c.deadline(
+            self.cfg.header_timeout,
+            self.cfg.idle_timeout,
+            self.cfg.request_timeout,
+        );
+        if let Some(d) = d {
+            // An entry at or before `d` re-checks when it fires; a later one
+            // would be too late (the deadline moved earlier).
+            if !matches!(c.timer_at, Some(t) if t <= d) {
+                c.timer_at = Some(d);
                 self.wheel.schedule(d, (k, c.gen));
             }
         }
@@ -640,23 +810,54 @@ impl State {
         let Some(c) = self.conns.get_mut(k).filter(|c| c.gen == gen) else {
             return;
         };
-        c.timer_armed = false;
-        let Some(deadline) = c.deadline(self.cfg.header_timeout, self.cfg.idle_timeout) else {
+        let deadline = c.deadline(
+            self.cfg.header_timeout,
+            self.cfg.idle_timeout,
+            self.cfg.request_timeout,
+        );
+        // Every entry that fires is due (the wheel holds back early ones);
+        // one at or before now means the tracked entry is spent.
+        let live = c.timer_at.filter(|t| *t > now);
+        let Some(deadline) = deadline else {
+            c.timer_at = live;
             return;
         };
         if deadline > now {
-            c.timer_armed = true;
-            self.wheel.schedule(deadline, (k, gen));
+            // Not yet: make sure an entry will fire by then.
+            if !matches!(live, Some(t) if t <= deadline) {
+                c.timer_at = Some(deadline);
+                self.wheel.schedule(deadline, (k, gen));
+            } else {
+                c.timer_at = live;
+            }
             return;
         }
-        if c.request_started.is_some()
+        c.timer_at = live;
+        if c.linger_until.is_some() {
+            // The peer had its time to read the answer and close.
+            self.close(k);
+            return;
+        }
+        if c.out.deferred > 0 {
+            self.expire_request(k, rstats);
+            self.flush(k);
+            self.after_io(k, rstats);
+            return;
+        }
+        if c.close_after_flush {
+            // A closing answer is queued and the peer has not taken it.
+            rstats.idle_timeouts.inc();
+        } else if c.request_started.is_some()
             && (c.has_input() || c.framer.mid_request())
             && c.out.parked.is_empty()
         {
-            // A request began but never finished: say so, once, and go.
+            // A request began but never finished: say so, once, and close
+            // gracefully (its unread rest must not turn into a reset).
             rstats.header_timeouts.inc();
             Self::emit_error(c, &mut self.pool, HttpError::RequestTimeout, rstats, now);
             self.flush(k);
+            self.after_io(k, rstats);
+            return;
         } else if c.request_started.is_some() && c.unwritten() == 0 {
             rstats.header_timeouts.inc();
         } else {
@@ -675,19 +876,49 @@ impl State {
 
     fn close(&mut self, k: usize) {
         let c = self.conns.remove(k);
+        let rstats = &self.stats.reactors[self.id];
         if c.rbuf.capacity() > 0 {
-            self.pool.give_read(c.rbuf);
+            recycle_read(&mut self.pool, c.rbuf, rstats);
         }
         if c.out.wbuf.capacity() > 0 {
-            self.pool.give(c.out.wbuf);
+            recycle_write(&mut self.pool, c.out.wbuf, rstats);
         }
         for p in c.out.parked {
             if let Parked::Ready(b) = p {
-                self.pool.give(b);
+                recycle_write(&mut self.pool, b, rstats);
             }
         }
         // Dropping the stream closes the fd, which also removes it from epoll.
         drop(c.sock);
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 point 14: a buffer a large request or response grew is
+    /// freed, not pooled at its grown size to be handed out again.
+    #[test]
+    fn grown_buffers_are_freed_not_pooled() {
+        let stats = ReactorStats::default();
+        let mut pool = BufPool::default();
+        recycle_read(&mut pool, vec![0; 4 * READ_BUF_BYTES], &stats);
+        assert_eq!(pool.take_read(READ_BUF_BYTES).capacity(), READ_BUF_BYTES);
+        recycle_write(
+            &mut pool,
+            Vec::with_capacity(WRITE_BUF_KEEP_BYTES + 1),
+            &stats,
+        );
+        assert!(pool.take().capacity() <= WRITE_BUF_KEEP_BYTES);
+        assert_eq!(stats.buffers_released.get(), 2);
+        // Normal ones are reused.
+        let b = Vec::with_capacity(4096);
+        let p = b.as_ptr();
+        recycle_write(&mut pool, b, &stats);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), p);
+        assert_eq!(stats.buffers_released.get(), 2);
     }
 }

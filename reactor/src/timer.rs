@@ -1,11 +1,19 @@
 //! A hashed timer wheel with lazy cancellation.
 //!
-//! A connection has at most one entry in the wheel. When its deadline moves
-//! later (activity), the entry is left alone; when it fires, the reactor
-//! compares it with the connection's real deadline and re-schedules if it is
-//! still in the future. So scheduling is O(1), needs no removal, and the
-//! wheel never holds more entries than connections.
+//! When a connection's deadline moves later (activity), its entry is left
+//! alone; when it fires, the reactor compares it with the connection's real
+//! deadline and re-schedules if it is still in the future. When the deadline
+//! moves earlier (a request starts on an idle keep-alive connection, a
+//! request is deferred), a second, earlier entry is added and the later one
+//! is ignored when it fires. So scheduling is O(1) and needs no removal; a
+//! connection has a few entries at most (one per "earlier" move not yet
+//! fired, bounded by the ratio of its longest to its shortest timeout).
+//!
+//! An entry only fires once its deadline has passed: one beyond the wheel's
+//! horizon is parked in the farthest slot and re-parked, not returned, until
+//! its tick comes.
 
+use std::mem;
 use std::time::Instant;
 
 use crate::constants::{TIMER_SLOTS, TIMER_TICK};
@@ -13,7 +21,8 @@ use crate::constants::{TIMER_SLOTS, TIMER_TICK};
 pub(crate) type TimerKey = (usize, u32);
 
 pub(crate) struct Wheel {
-    slots: Vec<Vec<TimerKey>>,
+    /// Entries with the tick they are due at.
+    slots: Vec<Vec<(TimerKey, u64)>>,
     origin: Instant,
     /// Next tick to be processed.
     cursor: u64,
@@ -36,9 +45,9 @@ impl Wheel {
 
     pub fn schedule(&mut self, at: Instant, key: TimerKey) {
         // Round up so an entry never fires before its deadline.
-        let tick = self.tick_of(at) + 1;
-        let tick = tick.clamp(self.cursor, self.cursor + TIMER_SLOTS as u64 - 1);
-        self.slots[(tick as usize) & (TIMER_SLOTS - 1)].push(key);
+        let due = self.tick_of(at) + 1;
+        let tick = due.clamp(self.cursor, self.cursor + TIMER_SLOTS as u64 - 1);
+        self.slots[(tick as usize) & (TIMER_SLOTS - 1)].push((key, due));
         self.len += 1;
     }
 
@@ -47,9 +56,29 @@ impl Wheel {
         let now_tick = self.tick_of(now);
         let mut steps = 0;
         while self.cursor <= now_tick && steps < TIMER_SLOTS && self.len > 0 {
-            let slot = &mut self.slots[(self.cursor as usize) & (TIMER_SLOTS - 1)];
-            self.len -= slot.len();
-            out.append(slot);
+            let idx = (self.cursor as usize) & (TIMER_SLOTS - 1);
+            let mut slot = mem::take(&mut self.slots[idx]);
+            let mut i = 0;
+            while i < slot.len() {
+                let (key, due) = slot[i];
+                if due <= now_tick {
+                    out.push(key);
+                    slot.swap_remove(i);
+                    self.len -= 1;
+                } else if due < self.cursor + TIMER_SLOTS as u64 {
+                    // Parked here from beyond the horizon, now within it:
+                    // to its own slot (ahead of now_tick, so not this call's).
+                    self.slots[(due as usize) & (TIMER_SLOTS - 1)].push((key, due));
+                    slot.swap_remove(i);
+                } else {
+                    // Still beyond the horizon: stays, seen again in one turn
+                    // of the wheel.
+                    i += 1;
+                }
+            }
+            // Nothing was pushed into this slot meanwhile: an entry due at
+            // this slot's tick is due now.
+            self.slots[idx] = slot;
             self.cursor += 1;
             steps += 1;
         }
@@ -80,12 +109,15 @@ mod tests {
         w.expire(t0 + Duration::from_millis(70), &mut out);
         assert_eq!(out, vec![(1, 0)]);
         out.clear();
-        // Beyond the horizon: parked in the last slot, fires early, caller
-        // re-checks. It must fire within one horizon.
-        w.expire(
-            t0 + TIMER_TICK * TIMER_SLOTS as u32 + Duration::from_millis(100),
-            &mut out,
-        );
+        // Beyond the horizon: parked in the farthest slot, but not returned
+        // before its deadline, however many times the cursor passes it.
+        let mut at = t0;
+        while at < t0 + Duration::from_secs(99) {
+            at += Duration::from_millis(700);
+            w.expire(at, &mut out);
+            assert!(out.is_empty(), "fired early at {:?}", at - t0);
+        }
+        w.expire(t0 + Duration::from_millis(100_020), &mut out);
         assert_eq!(out, vec![(2, 0)]);
         assert!(w.is_empty());
     }
