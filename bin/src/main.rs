@@ -789,7 +789,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     }
     tracing::info!(
         drained_in_ms = t0.elapsed().as_millis() as u64,
-        grace_ms = rcfg.shutdown_grace.as_millis() as u64,
+        grace_ms = cfg.server.shutdown_grace_ms,
         "flashd stopped"
     );
     Ok(())
