@@ -49,6 +49,30 @@ pub fn render(stats: &ServerStats, out: &mut String) {
         "Requests refused for malformed or oversized framing.",
         sum(&|r| r.protocol_errors.get()),
     );
+    counter(
+        out,
+        "flashd_request_timeouts_total",
+        "Deferred requests answered 503 at server.request_timeout_ms (outcome unknown to the client).",
+        sum(&|r| r.request_timeouts.get()),
+    );
+    counter(
+        out,
+        "flashd_late_completions_total",
+        "Completions that arrived after their request had timed out; dropped unsent.",
+        sum(&|r| r.late_completions.get()),
+    );
+    counter(
+        out,
+        "flashd_lingering_closes_total",
+        "Connections closed with input unread: write side shut and input drained first.",
+        sum(&|r| r.lingering_closes.get()),
+    );
+    counter(
+        out,
+        "flashd_buffers_released_total",
+        "Connection buffers grown by a large request or response, freed after it.",
+        sum(&|r| r.buffers_released.get()),
+    );
 
     out.push_str("# HELP flashd_requests_total Requests answered, by route and status.\n");
     out.push_str("# TYPE flashd_requests_total counter\n");

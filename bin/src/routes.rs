@@ -53,3 +53,45 @@ pub fn router() -> Router<Route> {
             Route::CancelOrder,
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashd_protocol::RouteMatch;
+
+    /// Every GET route answers HEAD as the same route (the reactor drops
+    /// the body), and a POST-only path says HEAD is not allowed, so a HEAD
+    /// request never gets a 405 where GET would work (issue 14 point 7).
+    #[test]
+    fn every_get_route_serves_head() {
+        let r = router();
+        let gets = [
+            ("/healthz", Route::Healthz),
+            ("/readyz", Route::Readyz),
+            ("/metrics", Route::Metrics),
+            ("/api/v1/activities/7", Route::GetActivity),
+            ("/api/v1/orders/7", Route::GetOrder),
+        ];
+        for (path, route) in gets {
+            match r.find(Method::Head, path) {
+                RouteMatch::Found(found, _) => assert_eq!(found, route, "{path}"),
+                other => panic!("HEAD {path}: {other:?}"),
+            }
+        }
+        for path in [
+            "/api/v1/activities",
+            "/api/v1/activities/7/orders",
+            "/api/v1/orders/7/pay",
+            "/api/v1/orders/7/cancel",
+        ] {
+            match r.find(Method::Head, path) {
+                RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "POST", "{path}"),
+                other => panic!("HEAD {path}: {other:?}"),
+            }
+        }
+        match r.find(Method::Post, "/healthz") {
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "GET, HEAD"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
