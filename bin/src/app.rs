@@ -75,13 +75,8 @@ impl RateLimits {
     fn door(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         let t = self.ns(now);
         self.global.check(&self.global_rate, t)?;
-        let key = match ip {
-            IpAddr::V4(a) => u32::from(a) as u64,
-            IpAddr::V6(a) => {
-                let v = u128::from(a);
-                (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
-            }
-        };
+        // IPv6 by its /64, not the interface id the client picks.
+        let key = flashd_engine::ratelimit::ip_key(ip);
         self.ips.check(&self.ip_rate, key, t)
     }
 
