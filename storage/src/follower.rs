@@ -27,7 +27,9 @@ use crate::codec::decode_event;
 use crate::error::LogError;
 use crate::record::{decode_record, Decoded};
 use crate::segment::{list_segments, HEADER_BYTES};
-use crate::snapshot::{newest_verified_snapshot, prune, verify_snapshot, write_engine_snapshot};
+use crate::snapshot::{
+    newest_verified_snapshot, prune, verify_snapshot_lean, write_engine_snapshot,
+};
 
 /// Incremental reader of committed records.
 pub struct Tail {
@@ -182,8 +184,8 @@ fn build(
         ..engine_cfg.clone()
     });
     let snap = match src {
-        Source::Path(p) => Some(verify_snapshot(p)?),
-        Source::Newest => newest_verified_snapshot(&cfg.dir)?,
+        Source::Path(p) => Some(verify_snapshot_lean(p)?),
+        Source::Newest => newest_verified_snapshot(&cfg.dir, true)?,
     };
     let lsn = match snap {
         Some(v) => v.load_into(&engine)?,

@@ -257,9 +257,16 @@ pub fn remove_stale_temps(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
 /// into a fresh buffer first (that copy and its page faults were a quarter
 /// of start-up). Snapshots are only ever replaced by rename and removed by
 /// unlink, never truncated in place, so the mapping stays valid.
+///
+/// Lean (the follower's load, in the background): not populated up front,
+/// and each block's pages are let go once read ([`FileBytes::done_with`]),
+/// so the mapping adds a block or so to the process's resident memory
+/// instead of the whole file (hundreds of MB at millions of orders, on
+/// top of the live engine and the follower's own).
 struct FileBytes {
     ptr: *mut libc::c_void,
     len: usize,
+    lean: bool,
 }
 
 // SAFETY: a read-only private mapping, never written through.
@@ -267,7 +274,7 @@ unsafe impl Send for FileBytes {}
 unsafe impl Sync for FileBytes {}
 
 impl FileBytes {
-    fn open(path: &Path) -> Result<FileBytes, LogError> {
+    fn open(path: &Path, lean: bool) -> Result<FileBytes, LogError> {
         use std::os::fd::AsRawFd;
         let f = std::fs::File::open(path).map_err(|e| LogError::io(path, e))?;
         let len = f.metadata().map_err(|e| LogError::io(path, e))?.len() as usize;
@@ -275,6 +282,7 @@ impl FileBytes {
             return Ok(FileBytes {
                 ptr: std::ptr::null_mut(),
                 len: 0,
+                lean,
             });
         }
         // SAFETY: a fresh read-only mapping of a file we opened; checked
@@ -284,7 +292,11 @@ impl FileBytes {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                if lean {
+                    libc::MAP_PRIVATE
+                } else {
+                    libc::MAP_PRIVATE | libc::MAP_POPULATE
+                },
                 f.as_raw_fd(),
                 0,
             )
@@ -292,7 +304,37 @@ impl FileBytes {
         if ptr == libc::MAP_FAILED {
             return Err(LogError::io(path, std::io::Error::last_os_error()));
         }
-        Ok(FileBytes { ptr, len })
+        Ok(FileBytes { ptr, len, lean })
+    }
+
+    /// A lean mapping lets the pages of `[off, off + n)` go (they are read
+    /// again from the page cache if touched again). Widened to whole
+    /// pages: a shared edge page is at worst read twice.
+    fn done_with(&self, off: usize, n: usize) {
+        if !self.lean || self.len == 0 {
+            return;
+        }
+        // SAFETY: sysconf has no memory arguments.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        let start = off.min(self.len) & !(page - 1);
+        let end = (off.saturating_add(n).min(self.len) + page - 1) & !(page - 1);
+        if end > start {
+            // SAFETY: the range lies in (whole pages of) this mapping, which
+            // is private, read-only and never written: dropping its pages
+            // changes no byte a reader sees (the file is not modified while
+            // mapped: snapshots are replaced by rename, under the directory
+            // lock), it only makes the next read fault them back in.
+            unsafe {
+                libc::madvise(
+                    self.ptr.cast::<u8>().add(start).cast(),
+                    end - start,
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
     }
 }
 
@@ -419,7 +461,7 @@ fn read_front(path: &Path, data: &[u8]) -> Result<Front, LogError> {
 }
 
 pub fn read_snapshot(path: &Path) -> Result<(u64, EngineSnapshot), LogError> {
-    let data = FileBytes::open(path)?;
+    let data = FileBytes::open(path, false)?;
     let data: &[u8] = &data;
     let front = read_front(path, data)?;
     let mut snap = front.meta;
@@ -566,7 +608,18 @@ enum Body {
 }
 
 pub fn verify_snapshot(path: &Path) -> Result<VerifiedSnapshot, LogError> {
-    let data = FileBytes::open(path)?;
+    verify(path, false)
+}
+
+/// [`verify_snapshot`] for a loader that is not in a hurry (the follower):
+/// the file's pages are read as needed and let go after each block, so
+/// verifying and loading hold a block of it in memory, not all of it.
+pub(crate) fn verify_snapshot_lean(path: &Path) -> Result<VerifiedSnapshot, LogError> {
+    verify(path, true)
+}
+
+fn verify(path: &Path, lean: bool) -> Result<VerifiedSnapshot, LogError> {
+    let data = FileBytes::open(path, lean)?;
     let front = read_front(path, &data)?;
     if front.version == 1 {
         drop(data);
@@ -583,13 +636,11 @@ pub fn verify_snapshot(path: &Path) -> Result<VerifiedSnapshot, LogError> {
         return Err(corrupt_at(path, end, "bytes after the last record".into()));
     }
     let parts = split_blocks(&blocks, decode_threads(front.n_ord as usize));
-    let bytes: &[u8] = &data;
+    let (bytes, fb): (&[u8], &FileBytes) = (&data, &data);
     on_threads(parts, |part| {
-        for &(at, _, _) in part {
-            for (k, row) in block_rows(path, bytes, at)?
-                .chunks_exact(ORDER_BYTES)
-                .enumerate()
-            {
+        for &(at, _, n) in part {
+            let rows = block_rows(path, bytes, at)?;
+            for (k, row) in rows.chunks_exact(ORDER_BYTES).enumerate() {
                 // The two enum bytes: all a CRC-clean row can still get wrong.
                 if row[32] > 2 || row[33] > 2 {
                     let row: &[u8; ORDER_BYTES] = row.try_into().expect("exact chunks");
@@ -599,6 +650,7 @@ pub fn verify_snapshot(path: &Path) -> Result<VerifiedSnapshot, LogError> {
                     return Err(corrupt_at(path, at, format!("order row {k}: {e}")));
                 }
             }
+            fb.done_with(at, n * ORDER_BYTES + RECORD_OVERHEAD);
         }
         Ok(())
     })?;
@@ -633,11 +685,11 @@ impl VerifiedSnapshot {
                     .begin_load(&front.meta, front.stripe_orders.as_deref())
                     .map_err(replay)?;
                 let parts = split_blocks(&blocks, decode_threads(front.n_ord as usize));
-                let bytes: &[u8] = &data;
+                let (bytes, fb): (&[u8], &FileBytes) = (&data, &data);
                 let path = &self.path;
                 on_threads(parts, |part| {
                     let mut buf: Vec<Order> = Vec::with_capacity(ORDERS_PER_BLOCK);
-                    for &(at, _, _) in part {
+                    for &(at, _, n) in part {
                         buf.clear();
                         for row in block_rows(path, bytes, at)?.chunks_exact(ORDER_BYTES) {
                             let row: &[u8; ORDER_BYTES] = row.try_into().expect("exact chunks");
@@ -647,6 +699,7 @@ impl VerifiedSnapshot {
                             );
                         }
                         engine.load_orders_part(&buf);
+                        fb.done_with(at, n * ORDER_BYTES + RECORD_OVERHEAD);
                     }
                     Ok(())
                 })?;
@@ -664,13 +717,17 @@ impl VerifiedSnapshot {
 /// holds the directory's lock and no snapshotter runs yet).
 pub fn latest_verified_snapshot(dir: &Path) -> Result<Option<VerifiedSnapshot>, LogError> {
     remove_stale_temps(dir)?;
-    newest_verified_snapshot(dir)
+    newest_verified_snapshot(dir, false)
 }
 
-/// The newest snapshot that passes every check; touches no file.
-pub(crate) fn newest_verified_snapshot(dir: &Path) -> Result<Option<VerifiedSnapshot>, LogError> {
+/// The newest snapshot that passes every check; touches no file. `lean`:
+/// see [`verify_snapshot_lean`].
+pub(crate) fn newest_verified_snapshot(
+    dir: &Path,
+    lean: bool,
+) -> Result<Option<VerifiedSnapshot>, LogError> {
     for (_, path) in list_snapshots(dir)?.into_iter().rev() {
-        match verify_snapshot(&path) {
+        match verify(&path, lean) {
             Ok(v) => return Ok(Some(v)),
             Err(e) => tracing::warn!(error = %e, "skipping a damaged snapshot"),
         }
@@ -882,6 +939,63 @@ mod tests {
             encode_record(&mut buf, KIND_SNAP_ORDER, &p);
         }
         buf
+    }
+
+    /// Resident file-backed memory of this process, in bytes.
+    fn rss_file() -> usize {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: usize = s
+            .lines()
+            .find_map(|l| l.strip_prefix("RssFile:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    #[test]
+    fn a_lean_load_keeps_a_block_of_the_file_resident_not_the_file() {
+        let d = tmpdir("lean");
+        let orders: Vec<Order> = (1..=200_000u64)
+            .map(|id| Order {
+                id,
+                activity_id: 1,
+                user_id: id * 3,
+                quantity: 1,
+                amount_cents: 5,
+                status: OrderStatus::Created,
+                request_key: RequestKey::of(&id.to_string()),
+                created_at: 1,
+                expires_at: 2,
+                updated_at: 1,
+                cancel_reason: None,
+            })
+            .collect();
+        let e = Engine::new(flashd_engine::EngineConfig::default());
+        e.load(&EngineSnapshot {
+            next_activity: 1,
+            last_order_id: 200_000,
+            activities: vec![],
+            orders,
+        })
+        .unwrap();
+        let want = e.export();
+        let p = write_engine_snapshot(&d, 9, &e, false).unwrap();
+        let file = std::fs::metadata(&p).unwrap().len() as usize;
+        // Populated: the whole file is resident while it is held.
+        let before = rss_file();
+        let full = verify(&p, false).unwrap();
+        let full_rss = rss_file().saturating_sub(before);
+        drop(full);
+        assert!(full_rss >= file * 3 / 4, "{full_rss} of {file}");
+        // Lean: verified and loaded with at most a few blocks resident.
+        let before = rss_file();
+        let v = verify(&p, true).unwrap();
+        let lean_rss = rss_file().saturating_sub(before);
+        let f = Engine::new(flashd_engine::EngineConfig::default());
+        v.load_into(&f).unwrap();
+        assert!(lean_rss <= file / 4, "{lean_rss} of {file}");
+        assert!(f.export() == want, "a lean load differs");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
