@@ -445,8 +445,11 @@ fn read_front(path: &Path, data: &[u8]) -> Result<Front, LogError> {
             stripe_orders = Some(
                 p.chunks_exact(4)
                     .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-            );
+                    .collect::<Vec<u32>>(),
+            )
+            // A sizing hint only: one that does not add up to the orders (which
+            // the blocks prove) is dropped, or it could reserve room for billions.
+            .filter(|c| c.iter().map(|&n| u64::from(n)).sum::<u64>() == n_ord);
             off = probe;
         }
     }
