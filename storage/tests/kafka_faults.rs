@@ -345,3 +345,104 @@ fn recovery_merges_interleaved_partitions_in_lsn_order_with_bounded_memory() {
         out.peak_buffered
     );
 }
+
+/// Peak resident memory of recovery over a topic of `FLASHD_RSS_EVENTS`
+/// events (default 500,000), streamed versus loaded whole and sorted
+/// (what recovery did before), both in this process against the same mock
+/// cluster. A measurement, not a check: run with `--ignored --nocapture`.
+/// The mock keeps about 5 MB per partition, hence 16 partitions.
+#[test]
+#[ignore]
+fn recovery_peak_rss_streamed_versus_loaded_whole() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let total: u64 = std::env::var("FLASHD_RSS_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    const PARTS: i32 = 16;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("orders", PARTS, 1).unwrap();
+    let cfg = config(&mock, "orders");
+    let mut log = KafkaLog::open(cfg.clone(), 0).unwrap();
+    commit_until_ok(
+        &mut log,
+        &(1..=32).map(|a| sale(a, 1 << 40)).collect::<Vec<_>>(),
+    );
+    let mut n = 0u64;
+    while n < total {
+        let evs: Vec<Event> = (0..1000)
+            .map(|i| {
+                n += 1;
+                created(oid(n), (i % 32) + 1, n)
+            })
+            .collect();
+        commit_until_ok(&mut log, &evs);
+    }
+    drop(log);
+    let kib = |key: &str| -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    // Writing 5 resets the peak (VmHWM) to the current RSS.
+    let reset = || std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    reset();
+    let base = kib("VmRSS:");
+    let t0 = Instant::now();
+    let (out, _) = (recover_topic(&cfg, &mut |_, _| Ok(())).unwrap(), ());
+    let streamed = kib("VmHWM:") - base;
+    let streamed_s = t0.elapsed().as_secs_f64();
+    assert_eq!(out.events, total + 32, "{out:?}");
+    reset();
+    let base = kib("VmRSS:");
+    let t0 = Instant::now();
+    // The former recovery: one consumer on every partition, every record
+    // decoded into one Vec, sorted by LSN.
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", "old-recovery")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in 0..PARTS {
+        let (lo, hi) = c
+            .fetch_watermarks("orders", p, Duration::from_secs(10))
+            .unwrap();
+        if hi > lo {
+            ends.insert(p, hi);
+            tpl.add_partition_offset("orders", p, rdkafka::Offset::Offset(lo))
+                .unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut records = Vec::new();
+    while !ends.is_empty() {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            records.extend(flashd_storage::kafka::decode_records(m.payload().unwrap()).unwrap());
+            if ends
+                .get(&m.partition())
+                .is_some_and(|h| m.offset() + 1 >= *h)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    records.sort_by_key(|r| r.0);
+    let whole = kib("VmHWM:") - base;
+    let whole_s = t0.elapsed().as_secs_f64();
+    assert_eq!(records.len() as u64, total + 32);
+    println!(
+        "recovery of {} events: streamed peak +{} MiB in {streamed_s:.1} s (held at most {} records); loaded whole +{} MiB in {whole_s:.1} s",
+        total + 32,
+        streamed / 1024,
+        out.peak_buffered,
+        whole / 1024
+    );
+}
