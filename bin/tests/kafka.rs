@@ -739,3 +739,94 @@ fn broker_and_mysql_outages_lose_nothing() {
         r.body_str()
     );
 }
+
+/// On a real broker (tansu): a group whose commit failed while the broker
+/// was down is undone by an abort that voids its LSNs, and a record of it
+/// that lands after later groups (a replaced producer's request) is never
+/// replayed.
+#[test]
+fn a_failed_group_and_its_late_record_are_never_replayed() {
+    use flashd_engine::{Event, EPOCH_MS};
+    use flashd_storage::kafka::{ensure_topic, recover_topic, KafkaConfig, KafkaLog, LogRecord};
+    use flashd_storage::OrderLog;
+    let tmp = TempDir::new("kafka-late");
+    let mut broker = Broker::start(tmp.path());
+    let cfg = KafkaConfig {
+        brokers: broker.addr(),
+        topic: "orders-late".into(),
+        timeout: Duration::from_secs(2),
+        properties: Vec::new(),
+    };
+    ensure_topic(&cfg, 2).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let oid = |n: u64| ((now - EPOCH_MS) << 22) | n;
+    let created = |o: u64, user: u64| Event::OrderCreated {
+        order_id: o,
+        activity_id: 1,
+        user_id: user,
+        quantity: 1,
+        amount_cents: 100,
+        request_id: format!("r{user}").into(),
+        created_at: now,
+        expires_at: now + 60_000,
+    };
+    let sale = Event::ActivityCreated {
+        id: 1,
+        sku_id: "S".into(),
+        name: "Sale".into(),
+        price_cents: 100,
+        stock: 10,
+        start_at: 0,
+        end_at: u64::MAX / 2,
+        per_user_limit: 5,
+        created_at: 1,
+    };
+    let commit = |log: &mut KafkaLog, evs: &[Event]| {
+        let t0 = Instant::now();
+        loop {
+            log.append(evs).unwrap();
+            match log.commit() {
+                Ok(_) => return,
+                Err(e) => {
+                    assert!(t0.elapsed() < Duration::from_secs(60), "{e}");
+                    log.rollback().unwrap();
+                }
+            }
+        }
+    };
+    let (o1, o2, o3) = (oid(1), oid(2), oid(3));
+    let mut log = KafkaLog::open(cfg.clone(), 0).unwrap();
+    commit(&mut log, &[sale.clone(), created(o1, 7)]);
+    assert_eq!(log.committed_lsn(), 2);
+    broker.down();
+    log.append(&[created(o2, 8)]).unwrap();
+    assert!(log.commit().is_err());
+    log.rollback().unwrap();
+    broker.up();
+    commit(&mut log, &[created(o3, 9)]);
+    commit(&mut log, &[created(oid(4), 10)]);
+    // The replaced producer's request for o2 (LSN 2, group 2) lands now.
+    let mut old = KafkaLog::open(cfg.clone(), 2).unwrap();
+    old.append(&[created(o2, 8)]).unwrap();
+    old.commit().unwrap();
+    drop(old);
+    drop(log);
+    let mut applied = Vec::new();
+    let out = recover_topic(&cfg, &mut |lsn, r| {
+        if let LogRecord::Event(e) = r {
+            applied.push((lsn, e));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        !applied.iter().any(|(_, e)| *e == created(o2, 8)),
+        "the failed group's order was replayed: {applied:?}"
+    );
+    assert!(applied.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!((out.late, out.late_unvoided), (1, 0), "{out:?}");
+}
