@@ -424,6 +424,18 @@ pub fn render_sink(s: &flashd_storage::sink::SinkStats, out: &mut String) {
         "Batch writes that failed and were retried.",
         s.retries.load(Relaxed),
     );
+    counter(
+        out,
+        "flashd_sink_poison_records_total",
+        "Records parked in flashd_poison on shard 0 (a write error that would recur forever, or bytes that do not decode).",
+        s.poison.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_sink_voided_events_total",
+        "Events not applied: voided by an abort, or behind a later group of their partition.",
+        s.voided.load(Relaxed),
+    );
     gauge(
         out,
         "flashd_sink_lag_records",

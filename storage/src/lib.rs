@@ -16,8 +16,10 @@
 //! * Recovery never silently drops a record that was followed by a valid
 //!   one: only a torn tail of the last segment is truncated without the
 //!   operator's say-so.
-//! * Kafka: a failed group is undone in the topic by an abort record that
-//!   precedes every later event of the same sale; the sink's writes are
+//! * Kafka: an abort record voids the LSN range of the failed groups before
+//!   it; an event of that range is undone if it arrived before the abort
+//!   and never applied if it arrives after it, or behind a later group of
+//!   its partition (recovery and the sink alike); the sink's writes are
 //!   idempotent and its offsets follow its rows.
 
 mod codec;
@@ -48,8 +50,8 @@ pub use snapshot::{
     VerifiedSnapshot,
 };
 pub use writer::{
-    Ack, Entry, Gate, LogWriter, Replies, WriterConfig, WriterHandle, WriterStats, BATCH_BOUNDS,
-    COMMIT_BOUNDS_US,
+    Ack, Admission, Entry, Gate, LogHooks, LogWriter, Refused, Replies, WriterConfig, WriterHandle,
+    WriterStats, BATCH_BOUNDS, COMMIT_BOUNDS_US,
 };
 
 use flashd_engine::Event;

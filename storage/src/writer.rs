@@ -751,6 +751,9 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
             self.replies.done(r, false);
         }
         self.cut_back();
+        // A rollback may itself have made records durable (Kafka: the
+        // abort records that void the failed group).
+        self.publish_committed();
         self.gate.reopen((self.now_ms)(), self.cfg.unavailable);
     }
 
