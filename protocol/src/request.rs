@@ -372,7 +372,7 @@ fn lines_end_in_crlf(
     }
     for h in headers {
         let at = (h.name.as_ptr() as usize).wrapping_sub(base);
-        if at < 2 || at > head_len || buf[at - 2] != b'\r' {
+        if buf.get(at.wrapping_sub(2)) != Some(&b'\r') {
             return false;
         }
     }
@@ -401,15 +401,34 @@ pub(crate) fn is_tchar(b: u8) -> bool {
         )
 }
 
+/// `unreserved / pct-encoded / sub-delims` of RFC 3986 §3.2.2 (reg-name),
+/// one table lookup per byte: Host is checked on every request.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b: u8 = 0;
+    while b < 0x7f {
+        t[b as usize] = b.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let sub = b"-._~%!$&'()*+,;=";
+    let mut i = 0;
+    while i < sub.len() {
+        t[sub[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), where
 /// an empty value is allowed. No userinfo, no path, no whitespace.
 fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
+    // Where the host ends (and the optional port begins).
+    let i = if v.first() == Some(&b'[') {
         // IP-literal: hex, ':' and '.' (IPv6, IPv4-mapped) inside brackets.
-        let Some(close) = rest.iter().position(|&b| b == b']') else {
+        let Some(close) = v.iter().position(|&b| b == b']') else {
             return false;
         };
-        let inner = &rest[..close];
+        let inner = &v[1..close];
         if inner.is_empty()
             || !inner
                 .iter()
@@ -417,40 +436,17 @@ fn valid_host(v: &[u8]) -> bool {
         {
             return false;
         }
-        (&b""[..], &rest[close + 1..])
+        close + 1
     } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, &b""[..]),
-        }
+        v.iter()
+            .position(|&b| !REG_NAME[b as usize])
+            .unwrap_or(v.len())
     };
-    let reg_name = host.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
-    });
-    let port_ok = match port.split_first() {
+    match v[i..].split_first() {
         None => true,
         Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
         Some(_) => false,
-    };
-    reg_name && port_ok
+    }
 }
 
 /// The request target (RFC 9112 §3.2) as path and query. origin-form is the
@@ -459,10 +455,9 @@ fn valid_host(v: &[u8]) -> bool {
 /// (CONNECT) is not served. Only visible ASCII, and no fragment.
 fn split_target(method: Method, target: &str) -> Result<(&str, Option<&str>), HttpError> {
     const BAD: HttpError = HttpError::BadRequest("invalid request target");
-    if !target
-        .bytes()
-        .all(|b| (0x21..0x7f).contains(&b) && b != b'#')
-    {
+    // httparse has already limited the target to visible ASCII and bytes
+    // of 0x80 and above; what is left to refuse is non-ASCII and '#'.
+    if !target.is_ascii() || target.as_bytes().contains(&b'#') {
         return Err(BAD);
     }
     let mut t = target;
