@@ -702,11 +702,13 @@ impl State {
     /// and drain the rest until the peer closes or the bounds are hit.
     fn begin_linger(&mut self, k: usize, rstats: &ReactorStats) {
         let c = &mut self.conns[k];
+        // Counted before the FIN goes out, so a peer that sees it can see
+        // the count.
+        rstats.lingering_closes.inc();
         if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
             c.dead = true;
             return;
         }
-        rstats.lingering_closes.inc();
         c.linger_until = Some(self.now + LINGER_TIMEOUT);
         c.rstart = 0;
         c.rend = 0;
