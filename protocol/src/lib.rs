@@ -10,6 +10,14 @@
 //! one status code and one JSON error body, so the reactor can answer it and
 //! close the connection without knowing why.
 //!
+//! Framing is strict, by RFC 9110/9112, so that no parser in front of
+//! flashd can frame a message differently (request smuggling): CRLF line
+//! ends only, `Host` required in HTTP/1.1 and never repeated, a
+//! `Transfer-Encoding` list must end in `chunked` and never comes with
+//! `Content-Length`, chunk extensions and trailers follow their grammar.
+//! `tests/smuggling.rs` is the catalogue of cases and the rule for each.
+//! `HEAD` is routed as `GET`, and the encoder leaves its body out.
+//!
 //! Invariants:
 //! * [`Framer::poll`] either yields a complete request and the exact number of
 //!   bytes it occupied, asks for more bytes, or fails; it never consumes a

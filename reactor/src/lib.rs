@@ -22,6 +22,17 @@
 //!   reserved for its completion).
 //! * A peer cannot hold a connection by trickling bytes (`header_timeout`)
 //!   or by idling (`idle_timeout`).
+//! * No request waits on its completion forever: past `request_timeout`
+//!   the reactor answers it `503` (outcome unknown) in its place, and a
+//!   completion that comes back later is recognised by its ticket and
+//!   dropped, never delivered as another request's answer.
+//! * An answer to `HEAD` is a head only, whoever writes it (handler,
+//!   completion, timeout, framing error).
+//! * A connection closed with input unread is closed gracefully (write
+//!   side shut, input drained within `LINGER_TIMEOUT` and
+//!   `LINGER_DRAIN_BYTES_MAX`), so the peer reads the whole answer instead
+//!   of a reset.
+//! * Buffers a large request or response grew are freed after it.
 //!
 //! It knows nothing of sales: routes are numbers the handler picks.
 
