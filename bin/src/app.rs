@@ -90,6 +90,11 @@ pub struct LogView {
     pub stats: Arc<flashd_storage::WriterStats>,
     pub committed_lsn: Arc<AtomicU64>,
     pub snapshot_lsn: Arc<AtomicU64>,
+    /// The snapshot follower's health (file backend; zeros on Kafka).
+    pub snapshot_apply_failures: Arc<AtomicU64>,
+    /// The LSN the follower is stuck on, or `flashd_storage::NOT_STALLED`.
+    pub snapshot_stalled_lsn: Arc<AtomicU64>,
+    pub snapshot_errors: Arc<AtomicU64>,
     pub recovery_ms: u64,
     pub recovered_events: u64,
     pub depth: flashd_storage::WriterHandle<exec::Pending>,

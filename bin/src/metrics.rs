@@ -368,6 +368,24 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         "Events covered by the newest snapshot.",
         l.snapshot_lsn.load(Relaxed),
     );
+    counter(
+        out,
+        "flashd_log_snapshot_apply_failures_total",
+        "Events the snapshot follower could not apply (each attempt); snapshots stay at the last good one.",
+        l.snapshot_apply_failures.load(Relaxed),
+    );
+    gauge(
+        out,
+        "flashd_log_snapshot_stalled",
+        "1 while the snapshot follower is stuck on an event (the error log names its LSN).",
+        u64::from(l.snapshot_stalled_lsn.load(Relaxed) != flashd_storage::NOT_STALLED),
+    );
+    counter(
+        out,
+        "flashd_log_snapshot_errors_total",
+        "Snapshots the follower failed to write or load.",
+        l.snapshot_errors.load(Relaxed),
+    );
     gauge(
         out,
         "flashd_log_ring_depth",

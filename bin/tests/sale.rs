@@ -258,7 +258,10 @@ fn error_contract_and_refusals_change_nothing() {
     }
     let r = request(
         addr,
-        &format!("GET /api/v1/activities/{} HTTP/1.1\r\nHost: t\r\n\r\n", a + 1),
+        &format!(
+            "GET /api/v1/activities/{} HTTP/1.1\r\nHost: t\r\n\r\n",
+            a + 1
+        ),
     );
     assert_eq!(r.status, 404, "a refused sale was created");
     assert_eq!(activity(addr, a), before);

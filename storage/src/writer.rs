@@ -747,14 +747,16 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
             .reverted
             .fetch_add(self.events.len() as u64, Ordering::Relaxed);
         self.events.clear();
-        for r in self.replies_ok.drain(..) {
-            self.replies.done(r, false);
-        }
         self.cut_back();
         // A rollback may itself have made records durable (Kafka: the
         // abort records that void the failed group).
         self.publish_committed();
         self.gate.reopen((self.now_ms)(), self.cfg.unavailable);
+        // Told only now: a client that hears its 503 and reads at once
+        // finds the undo complete (memory holds only what is durable).
+        for r in self.replies_ok.drain(..) {
+            self.replies.done(r, false);
+        }
     }
 
     /// Forget what was appended since the last commit.

@@ -45,7 +45,7 @@ impl OrderLog for MemLog {
             s.commit_delay_ms.load(Ordering::SeqCst),
         ));
         let every = s.fail_every.load(Ordering::SeqCst);
-        if s.fail.load(Ordering::SeqCst) || (every > 0 && n % every == 0) {
+        if s.fail.load(Ordering::SeqCst) || (every > 0 && n.is_multiple_of(every)) {
             return Err(LogError::Injected("fsync"));
         }
         let mut c = s.committed.lock().unwrap();
