@@ -11,7 +11,9 @@
 //! Invariants, held at every instant and checked by
 //! [`Engine::check_invariants`] in the tests:
 //! 1. `0 <= sold + reserved <= stock` for every sale (no oversell).
-//! 2. A user never holds more than `per_user_limit` units of one sale.
+//! 2. A user never holds more than `per_user_limit` units of one sale, and
+//!    creates at most `per_user_limit + 16` orders in it
+//!    ([`max_orders_per_user_per_sale`]).
 //! 3. One `(user, request_id)` yields at most one order.
 //! 4. Orders move only `CREATED → PAID` or `CREATED → CANCELLED`, and every
 //!    move is an [`Event`].

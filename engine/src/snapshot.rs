@@ -178,6 +178,19 @@ impl Engine {
         meta: &EngineSnapshot,
         stripe_orders: Option<&[u32]>,
     ) -> Result<(), ReplayError> {
+        // A stripe indexes at most MAX_ORDERS_PER_STRIPE orders: a snapshot
+        // claiming more is refused here, before anything is installed,
+        // rather than reaching the index's assertion mid-load.
+        if let Some(&n) = stripe_orders
+            .unwrap_or_default()
+            .iter()
+            .find(|&&n| n as usize > crate::users::MAX_ORDERS_PER_STRIPE)
+        {
+            return Err(ReplayError(format!(
+                "snapshot stripe holds {n} orders, more than {}",
+                crate::users::MAX_ORDERS_PER_STRIPE
+            )));
+        }
         let mut next = self.next_activity.lock();
         if *next != 1 || self.activities().next().is_some() {
             return Err(ReplayError(
