@@ -161,6 +161,9 @@ impl Auth {
             let h = URL_SAFE_NO_PAD
                 .decode(header)
                 .map_err(|_| AuthError::Invalid)?;
+            if !is_object(&h) {
+                return Err(AuthError::Invalid);
+            }
             let h: JoseHeader = serde_json::from_slice(&h).map_err(|_| AuthError::Invalid)?;
             if h.alg != "HS256" {
                 return Err(AuthError::Invalid);
@@ -168,6 +171,7 @@ impl Auth {
         }
         let mut buf = [0u8; 512];
         let claims = match URL_SAFE_NO_PAD.decode_slice(payload, &mut buf) {
+            Ok(n) if !is_object(&buf[..n]) => return Err(AuthError::Invalid),
             Ok(n) => serde_json::from_slice::<BuyerClaims>(&buf[..n])
                 .map(|c| (user_id(&c.sub), c.exp, c.nbf)),
             // Longer than any token we issue: still a valid token.
@@ -175,6 +179,9 @@ impl Auth {
                 let v = URL_SAFE_NO_PAD
                     .decode(payload)
                     .map_err(|_| AuthError::Invalid)?;
+                if !is_object(&v) {
+                    return Err(AuthError::Invalid);
+                }
                 serde_json::from_slice::<BuyerClaims>(&v).map(|c| (user_id(&c.sub), c.exp, c.nbf))
             }
         };
@@ -220,6 +227,12 @@ fn bearer(v: Option<&[u8]>) -> Result<&[u8], AuthError> {
         return Err(AuthError::Invalid);
     }
     Ok(t)
+}
+
+/// A JOSE header and a JWT claims set are JSON objects (RFC 7515 §5.2,
+/// RFC 7519 §7.2); serde would also fill the structs from an array.
+fn is_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
 }
 
 #[cfg(test)]
@@ -300,6 +313,9 @@ mod tests {
             (r#"{"alg":"HS256"}"#, r#"{"sub":"-7","exp":1900000060}"#),
             (r#"{"alg":"HS256"}"#, r#"{"sub":7,"exp":1900000060}"#),
             (r#"{"alg":"HS256"}"#, r#"not json"#),
+            // Objects only: serde would read a struct from an array.
+            (r#"{"alg":"HS256"}"#, r#"["7",1900000060]"#),
+            (r#"["HS256"]"#, r#"{"sub":"7","exp":1900000060}"#),
         ] {
             assert_eq!(ok(&sign(secret, h, c)), Err(AuthError::Invalid), "{h} {c}");
         }
