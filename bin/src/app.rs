@@ -252,6 +252,15 @@ impl App {
                     &[("Retry-After", "1")],
                 );
             }
+            Outcome::OutcomeUnknown => {
+                inc(&self.stats().log_unavailable);
+                cx.respond_error(
+                    503,
+                    "outcome_unknown",
+                    "the order log failed and undoing this request is not yet durable: its outcome is unknown; retry with the same request_id to learn it",
+                    &[("Retry-After", "1")],
+                );
+            }
             Outcome::LogBusy => {
                 inc(&self.stats().ring_full);
                 cx.respond_error(

@@ -66,6 +66,10 @@ pub enum Outcome {
     LogUnavailable,
     /// The log writer's ring is full: shed.
     LogBusy,
+    /// The log failed and the command was undone, but the undo is not yet
+    /// durable: a crash could still bring the command back. The client
+    /// learns the outcome by retrying with the same request id.
+    OutcomeUnknown,
 }
 
 /// A reply waiting in the log writer's ring.
@@ -111,8 +115,8 @@ pub enum Step {
 }
 
 /// Unpaid orders the sweeper cancels per pass at most: bounds the ring room
-/// one pass reserves (a quarter of the default 65,536-entry ring), so
-/// buyers keep most of it even when a whole sale times out at once.
+/// one pass reserves (and never more than a quarter of the ring), so buyers
+/// keep most of it even when a whole sale times out at once.
 pub const EXPIRE_PER_PASS: usize = 1024;
 
 impl Core {
@@ -165,14 +169,17 @@ impl Core {
     /// [`EXPIRE_PER_PASS`]; returns how many. Admitted like any command.
     pub fn expire(&self, now: Millis) -> usize {
         let Some(w) = self.writer.get() else { return 0 };
-        let Ok(mut admission) = w.admit(now, EXPIRE_PER_PASS) else {
+        // Never more than a quarter of the ring: buyers and readers keep
+        // the rest while a pass runs, whatever log.ring_capacity is.
+        let room = (w.capacity() / 4).clamp(1, EXPIRE_PER_PASS);
+        let Ok(mut admission) = w.admit(now, room) else {
             return 0;
         };
         let mut sink = LogSink {
             admission: &mut admission,
             n: 0,
         };
-        let n = self.engine.expire_due(now, EXPIRE_PER_PASS, &mut sink);
+        let n = self.engine.expire_due(now, room, &mut sink);
         self.events.fetch_add(sink.n, Ordering::Relaxed);
         n
     }
@@ -219,6 +226,13 @@ pub struct Completions {
     pub woken: Vec<bool>,
 }
 
+impl Completions {
+    fn complete(&mut self, p: Pending, out: Outcome) {
+        self.woken[p.ticket.reactor()] = true;
+        self.completer.push(p.ticket, out);
+    }
+}
+
 impl Replies<Pending> for Completions {
     fn done(&mut self, p: Pending, durable: bool) {
         let out = if durable {
@@ -226,8 +240,11 @@ impl Replies<Pending> for Completions {
         } else {
             Outcome::LogUnavailable
         };
-        self.woken[p.ticket.reactor()] = true;
-        self.completer.push(p.ticket, out);
+        self.complete(p, out);
+    }
+
+    fn unknown(&mut self, p: Pending) {
+        self.complete(p, Outcome::OutcomeUnknown);
     }
 
     fn flush(&mut self) {

@@ -659,7 +659,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     loop {
         let n = core.expire(exec::now_ms());
         overdue += n;
-        if n < exec::EXPIRE_PER_PASS {
+        if n == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));

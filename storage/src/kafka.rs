@@ -712,6 +712,10 @@ impl OrderLog for KafkaLog {
         Ok(())
     }
 
+    fn undo_pending(&self) -> bool {
+        !self.to_abort.is_empty()
+    }
+
     fn committed_lsn(&self) -> u64 {
         self.committed_lsn
     }

@@ -67,6 +67,15 @@ pub trait OrderLog: Send {
     fn commit(&mut self) -> Result<u64, LogError>;
     /// Forget what was appended since the last successful commit.
     fn rollback(&mut self) -> Result<(), LogError>;
+    /// After a rollback: what it undid may still come back on a restart
+    /// (Kafka: records of the failed group may land, and the abort record
+    /// that voids them is not durable yet; it goes first in the next
+    /// commit). The requests of the undone group are then told that their
+    /// outcome is unknown, not that nothing was changed. The file log cuts
+    /// its file back at once: never.
+    fn undo_pending(&self) -> bool {
+        false
+    }
     fn committed_lsn(&self) -> u64;
 }
 

@@ -67,6 +67,12 @@ pub enum Entry<R> {
 /// Where replies go once their fate is known. Called on the writer thread.
 pub trait Replies<R>: Send + 'static {
     fn done(&mut self, reply: R, durable: bool);
+    /// The reply's command was undone, but the undo is not durable yet
+    /// ([`crate::OrderLog::undo_pending`]): a crash now could bring it
+    /// back, so its outcome is unknown to the client.
+    fn unknown(&mut self, reply: R) {
+        self.done(reply, false)
+    }
     /// End of a batch: wake whoever waits.
     fn flush(&mut self) {}
 }
@@ -754,8 +760,18 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
         self.gate.reopen((self.now_ms)(), self.cfg.unavailable);
         // Told only now: a client that hears its 503 and reads at once
         // finds the undo complete (memory holds only what is durable).
+        // While the undo itself is not durable, a crash could bring the
+        // group back: "nothing was changed" would then be a lie.
+        let pending = self.log.undo_pending();
+        if pending {
+            tracing::warn!("the undo of the failed group is not durable yet: its requests are told the outcome is unknown");
+        }
         for r in self.replies_ok.drain(..) {
-            self.replies.done(r, false);
+            if pending {
+                self.replies.unknown(r);
+            } else {
+                self.replies.done(r, false);
+            }
         }
     }
 
