@@ -326,9 +326,14 @@ impl Sink {
             // A fetch that finds nothing new waits this long at the broker
             // (librdkafka's default is 500 ms).
             .set("fetch.wait.max.ms", "20")
-            // A MySQL outage holds a batch (and the poll loop) for as long
-            // as it lasts; the group must not give our partitions away.
-            .set("max.poll.interval.ms", "86400000");
+            // Also the group's rebalance timeout: how long a join waits for
+            // the members. At 24 h one rebalance after a broker restart and
+            // a sink kill -9 stalled the sink for minutes on tansu (the
+            // chaos soak). A MySQL outage longer than this makes the sink
+            // leave the group and rejoin on its next poll; its uncommitted
+            // batch is then replayed, which changes nothing (idempotent
+            // rows, offsets committed after them).
+            .set("max.poll.interval.ms", "30000");
         for (k, v) in &cfg.kafka.properties {
             c.set(k, v);
         }
