@@ -456,6 +456,18 @@ pub fn render_sink(s: &flashd_storage::sink::SinkStats, out: &mut String) {
     );
     gauge(
         out,
+        "flashd_sink_assigned_partitions",
+        "Partitions of the topic assigned to this sink (0 with records to write: see flashd_sink_rejoins_total).",
+        s.assigned.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_sink_rejoins_total",
+        "Times the sink left and rejoined its group because it had no partition and the group consumed nothing.",
+        s.rejoins.load(Relaxed),
+    );
+    gauge(
+        out,
         "flashd_sink_lag_records",
         "Records in the topic not yet written to MySQL.",
         s.lag.load(Relaxed).max(0) as u64,

@@ -269,6 +269,11 @@ pub struct SinkStats {
     /// Events not applied because an abort voids them or they arrived
     /// behind a higher LSN of their partition.
     pub voided: AtomicU64,
+    /// Partitions assigned to this member now.
+    pub assigned: AtomicU64,
+    /// Times this member left and rejoined its group because the group
+    /// was stuck (see [`UNASSIGNED_REJOIN`]).
+    pub rejoins: AtomicU64,
 }
 
 pub const SINK_BATCH_BOUNDS: [u64; 6] = [1, 16, 64, 256, 1024, 4096];
@@ -287,6 +292,8 @@ impl SinkStats {
             last_error: Mutex::new(String::new()),
             poison: AtomicU64::new(0),
             voided: AtomicU64::new(0),
+            assigned: AtomicU64::new(0),
+            rejoins: AtomicU64::new(0),
         }
     }
 }
@@ -413,6 +420,7 @@ fn run(
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     let mut known: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     let mut last_lag = Instant::now() - Duration::from_secs(10);
+    let mut watch = GroupWatch::default();
     while !stop.load(Ordering::Acquire) {
         let mut batch: Vec<Rec> = Vec::new();
         let mut bad: Vec<Undecodable> = Vec::new();
@@ -463,6 +471,7 @@ fn run(
         }
         if last_lag.elapsed() >= Duration::from_millis(500) {
             update_lag(cfg, consumer, &next, &mut known, stats);
+            watch.check(cfg, consumer, stats);
             last_lag = Instant::now();
         }
         if offsets.is_empty() {
@@ -852,6 +861,91 @@ fn update_lag(
         lag += (high - done).max(0);
     }
     stats.lag.store(lag, Ordering::Relaxed);
+}
+
+/// A member that has had no partition for this long, while the group's
+/// committed offsets have not moved and the topic holds records past them,
+/// leaves and rejoins its group. Seen on tansu (the chaos soak): after a
+/// broker restart and a member's kill -9, the restarted member stayed
+/// unassigned for minutes with nothing consumed, and a fresh join ended
+/// it. Where another member of the group is working, its commits move the
+/// offsets and nobody rejoins.
+pub const UNASSIGNED_REJOIN: Duration = Duration::from_secs(10);
+
+/// How long the group checks may wait for the broker.
+const GROUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Watches for a group that has stopped consuming (see
+/// [`UNASSIGNED_REJOIN`]).
+#[derive(Default)]
+struct GroupWatch {
+    /// Since when this member has had no partition, and the group's
+    /// committed offsets then.
+    unassigned: Option<(Instant, Vec<i64>)>,
+}
+
+impl GroupWatch {
+    fn check(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer, stats: &SinkStats) {
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        stats.assigned.store(assigned as u64, Ordering::Relaxed);
+        if assigned > 0 {
+            self.unassigned = None;
+            return;
+        }
+        let Some((since, before)) = &self.unassigned else {
+            self.unassigned = group_offsets(cfg, consumer).map(|(c, _)| (Instant::now(), c));
+            return;
+        };
+        if since.elapsed() < UNASSIGNED_REJOIN {
+            return;
+        }
+        let Some((committed, behind)) = group_offsets(cfg, consumer) else {
+            return;
+        };
+        if committed == *before && behind > 0 {
+            tracing::warn!(
+                unassigned_s = since.elapsed().as_secs(),
+                records_behind = behind,
+                "sink: no partition assigned and the group is not consuming; leaving and rejoining the group"
+            );
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&[&cfg.kafka.topic]) {
+                tracing::error!(error = %e, "sink: cannot subscribe again");
+            }
+            stats.rejoins.fetch_add(1, Ordering::Relaxed);
+            self.unassigned = None;
+        } else {
+            self.unassigned = Some((Instant::now(), committed));
+        }
+    }
+}
+
+/// The group's committed offset per partition of the topic, and how many
+/// records lie past them in all; `None` when the broker does not answer.
+fn group_offsets(cfg: &SinkConfig, consumer: &BaseConsumer) -> Option<(Vec<i64>, i64)> {
+    let md = consumer
+        .fetch_metadata(Some(&cfg.kafka.topic), GROUP_CHECK_TIMEOUT)
+        .ok()?;
+    let topic = md.topics().iter().find(|t| t.name() == cfg.kafka.topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in topic.partitions() {
+        tpl.add_partition(&cfg.kafka.topic, p.id());
+    }
+    let committed = consumer.committed_offsets(tpl, GROUP_CHECK_TIMEOUT).ok()?;
+    let mut offsets = Vec::new();
+    let mut behind = 0i64;
+    for e in committed.elements() {
+        let c = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        let (_, high) = consumer
+            .fetch_watermarks(&cfg.kafka.topic, e.partition(), GROUP_CHECK_TIMEOUT)
+            .ok()?;
+        behind += (high - c).max(0);
+        offsets.push(c);
+    }
+    Some((offsets, behind))
 }
 
 /// The longest one batch write may take before it is retried.
