@@ -24,6 +24,7 @@ mod activity;
 mod clock;
 mod engine;
 mod event;
+mod hash;
 mod ids;
 mod invariants;
 pub mod ratelimit;

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::hash::mix;
+
 /// Keyed buckets are striped to keep lock hold times tiny.
 const KEYED_STRIPES: usize = 64;
 /// Buckets a key may live in: a set of this many slots, 16 bytes each, so
@@ -116,17 +118,9 @@ impl Bucket {
     }
 }
 
-/// The murmur3 finaliser: spreads keys (user ids, /64 prefixes) over
-/// stripes and sets. Not secret: a client that crowds one set only evicts
-/// buckets, which gives their owners a fresh burst, never a refusal.
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
+// Keys (user ids, /64 prefixes) are spread over stripes and sets by
+// `mix`. Not secret: a client that crowds one set only evicts buckets,
+// which gives their owners a fresh burst, never a refusal.
 
 /// `[key, tat]`; `tat == 0` is a free slot (every stored arrival time is
 /// at least one interval, so at least 1).

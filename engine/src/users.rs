@@ -29,6 +29,7 @@ use std::hash::BuildHasher;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
+use crate::hash::mix;
 use crate::types::*;
 
 /// Stripes of user state. A power of two comfortably above the number of
@@ -249,16 +250,6 @@ impl Index {
     pub fn len(&self) -> usize {
         self.len
     }
-}
-
-/// The murmur3 finaliser: every input bit reaches every output bit.
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 /// Multiply and fold the 128-bit product.
