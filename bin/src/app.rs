@@ -87,21 +87,21 @@ impl RateLimits {
 
 /// What the log path shows to `/metrics` and `/readyz`.
 pub struct LogView {
-    pub stats: Arc<flashd_storage::WriterStats>,
+    pub stats: Arc<flashd_log::WriterStats>,
     pub committed_lsn: Arc<AtomicU64>,
     pub snapshot_lsn: Arc<AtomicU64>,
     /// The snapshot follower's health (file backend; zeros on Kafka).
     pub snapshot_apply_failures: Arc<AtomicU64>,
-    /// The LSN the follower is stuck on, or `flashd_storage::NOT_STALLED`.
+    /// The LSN the follower is stuck on, or `flashd_log::NOT_STALLED`.
     pub snapshot_stalled_lsn: Arc<AtomicU64>,
     pub snapshot_errors: Arc<AtomicU64>,
     pub recovery_ms: u64,
     pub recovered_events: u64,
-    pub depth: flashd_storage::WriterHandle<exec::Pending>,
+    pub depth: flashd_log::WriterHandle<exec::Pending>,
     /// "file" or "kafka".
     pub backend: &'static str,
     /// The embedded sink's figures (`sink.embedded`).
-    pub sink: Option<Arc<flashd_storage::sink::SinkStats>>,
+    pub sink: Option<Arc<flashd_sink::SinkStats>>,
 }
 
 /// What every sub-reactor's handler shares.

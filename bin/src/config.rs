@@ -64,7 +64,7 @@ pub mod limits {
     /// Entries per group commit: a larger batch only lengthens the commit.
     pub const LOG_BATCH_MAX: usize = 1 << 20;
     /// A segment holds at least one record of the largest size
-    /// (`flashd_storage::record::MAX_PAYLOAD_BYTES`, 1 MiB).
+    /// (`flashd_log::record::MAX_PAYLOAD_BYTES`, 1 MiB).
     pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
     /// Recovery reads one segment whole into memory: 1 GiB bounds it.
     pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
@@ -192,20 +192,20 @@ impl fmt::Display for CorruptionPolicy {
     }
 }
 
-impl From<AckMode> for flashd_storage::Ack {
+impl From<AckMode> for flashd_log::Ack {
     fn from(a: AckMode) -> Self {
         match a {
-            AckMode::Durable => flashd_storage::Ack::Durable,
-            AckMode::Ledger => flashd_storage::Ack::Ledger,
+            AckMode::Durable => flashd_log::Ack::Durable,
+            AckMode::Ledger => flashd_log::Ack::Ledger,
         }
     }
 }
 
-impl From<CorruptionPolicy> for flashd_storage::OnCorruption {
+impl From<CorruptionPolicy> for flashd_log::OnCorruption {
     fn from(p: CorruptionPolicy) -> Self {
         match p {
-            CorruptionPolicy::Refuse => flashd_storage::OnCorruption::Refuse,
-            CorruptionPolicy::Truncate => flashd_storage::OnCorruption::Truncate,
+            CorruptionPolicy::Refuse => flashd_log::OnCorruption::Refuse,
+            CorruptionPolicy::Truncate => flashd_log::OnCorruption::Truncate,
         }
     }
 }
@@ -867,7 +867,7 @@ impl Config {
             );
         }
         for (i, sh) in self.mysql.shards.iter().enumerate() {
-            if let Err(e) = flashd_storage::sink::check_url(&sh.url) {
+            if let Err(e) = flashd_sink::check_url(&sh.url) {
                 bad(&format!("mysql.shards[{i}].url"), e);
             }
         }
@@ -922,9 +922,9 @@ impl Config {
             .saturating_add(NOFILE_SPARE)
     }
 
-    pub fn kafka_config(&self) -> flashd_storage::kafka::KafkaConfig {
+    pub fn kafka_config(&self) -> flashd_kafka::KafkaConfig {
         let k = &self.log.kafka;
-        flashd_storage::kafka::KafkaConfig {
+        flashd_kafka::KafkaConfig {
             brokers: k.brokers.clone(),
             topic: k.topic.clone(),
             timeout: Duration::from_millis(k.unavailable_ms),
@@ -936,8 +936,8 @@ impl Config {
         }
     }
 
-    pub fn sink_config(&self) -> flashd_storage::sink::SinkConfig {
-        flashd_storage::sink::SinkConfig {
+    pub fn sink_config(&self) -> flashd_sink::SinkConfig {
+        flashd_sink::SinkConfig {
             kafka: self.kafka_config(),
             group: self.sink.group.clone(),
             shards: self.mysql.shards.iter().map(|s| s.url.clone()).collect(),

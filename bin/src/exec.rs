@@ -20,7 +20,7 @@ use flashd_engine::{
     Placed, Reject, UserId,
 };
 use flashd_reactor::{Completer, Ticket};
-use flashd_storage::{Ack, Admission, Refused, Replies, WriterHandle};
+use flashd_log::{Ack, Admission, Refused, Replies, WriterHandle};
 
 use crate::api::RequestId;
 

@@ -189,8 +189,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {
     if cfg.log.backend == config::LogBackend::Kafka {
-        let created =
-            flashd_storage::kafka::ensure_topic(&cfg.kafka_config(), cfg.log.kafka.partitions)?;
+        let created = flashd_kafka::ensure_topic(&cfg.kafka_config(), cfg.log.kafka.partitions)?;
         println!(
             "topic {}: {}",
             cfg.log.kafka.topic,
@@ -208,7 +207,7 @@ fn migrate(cfg: &Config) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(flashd_storage::sink::migrate(&shards))?;
+        .block_on(flashd_sink::migrate(&shards))?;
     for (i, s) in cfg.mysql.shards.iter().enumerate() {
         println!("shard {i}: {} ok", redact(&s.url));
     }
@@ -234,7 +233,7 @@ fn run_sink(cfg: &Config) -> anyhow::Result<()> {
         !cfg.mysql.shards.is_empty(),
         "mysql.shards: no shards configured"
     );
-    let sink = flashd_storage::sink::Sink::start(cfg.sink_config())?;
+    let sink = flashd_sink::Sink::start(cfg.sink_config())?;
     let mut metrics_thread = None;
     if !cfg.sink.metrics_listen.is_empty() {
         let l = std::net::TcpListener::bind(&cfg.sink.metrics_listen)
@@ -332,12 +331,12 @@ fn start_workers(
 
 /// The durable path, once recovery has rebuilt the engine.
 struct Durable {
-    writer: flashd_storage::LogWriter<exec::Pending>,
+    writer: flashd_log::LogWriter<exec::Pending>,
     /// File backend only (see the README: Kafka state is rebuilt from the
     /// topic).
-    snapshotter: Option<flashd_storage::Snapshotter>,
+    snapshotter: Option<flashd_log::Snapshotter>,
     /// `sink.embedded`.
-    sink: Option<flashd_storage::sink::Sink>,
+    sink: Option<flashd_sink::Sink>,
 }
 
 /// Rebuild the engine from the newest snapshot and the log after it, then
@@ -349,7 +348,7 @@ fn recover(
     reactors: usize,
     shared: &app::Shared,
 ) -> anyhow::Result<Durable> {
-    use flashd_storage as st;
+    use flashd_log as st;
     if cfg.log.backend == config::LogBackend::Kafka {
         return recover_kafka(cfg, core, completer, reactors, shared);
     }
@@ -471,13 +470,13 @@ fn recover(
 
 fn start_writer(
     cfg: &Config,
-    log: Box<dyn flashd_storage::OrderLog>,
+    log: Box<dyn flashd_log::OrderLog>,
     core: &exec::Core,
     completer: flashd_reactor::Completer<exec::Outcome>,
     reactors: usize,
     unavailable: Duration,
-) -> anyhow::Result<flashd_storage::LogWriter<exec::Pending>> {
-    use flashd_storage as st;
+) -> anyhow::Result<flashd_log::LogWriter<exec::Pending>> {
+    use flashd_log as st;
     Ok(st::LogWriter::start(
         log,
         core.engine.clone(),
@@ -507,7 +506,7 @@ fn recover_kafka(
     reactors: usize,
     shared: &app::Shared,
 ) -> anyhow::Result<Durable> {
-    use flashd_storage::kafka;
+    use flashd_kafka as kafka;
     let kcfg = cfg.kafka_config();
     let t0 = Instant::now();
     if kafka::ensure_topic(&kcfg, cfg.log.kafka.partitions)
@@ -546,7 +545,7 @@ fn recover_kafka(
     let log = kafka::KafkaLog::open(kcfg.clone(), rec.next_lsn)?;
     let writer = start_writer(cfg, Box::new(log), core, completer, reactors, kcfg.timeout)?;
     let sink = if cfg.sink.embedded {
-        Some(flashd_storage::sink::Sink::start(cfg.sink_config())?)
+        Some(flashd_sink::Sink::start(cfg.sink_config())?)
     } else {
         None
     };
@@ -555,7 +554,7 @@ fn recover_kafka(
         committed_lsn: writer.committed_lsn.clone(),
         snapshot_lsn: Arc::new(AtomicU64::new(0)),
         snapshot_apply_failures: Arc::new(AtomicU64::new(0)),
-        snapshot_stalled_lsn: Arc::new(AtomicU64::new(flashd_storage::NOT_STALLED)),
+        snapshot_stalled_lsn: Arc::new(AtomicU64::new(flashd_log::NOT_STALLED)),
         snapshot_errors: Arc::new(AtomicU64::new(0)),
         recovery_ms,
         recovered_events: rec.events,
@@ -589,7 +588,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
         dirs.push(cfg.log.dir(&cfg.server.data_dir));
     }
     let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
-    let _dir_locks = flashd_storage::DirLock::acquire_all(&dirs)?;
+    let _dir_locks = flashd_log::DirLock::acquire_all(&dirs)?;
     let secrets = secrets::resolve(&cfg)?;
     let engine = Arc::new(flashd_engine::Engine::new(cfg.engine_config()));
     let server = flashd_reactor::Server::<exec::Outcome>::bind(rcfg.clone())
@@ -600,7 +599,7 @@ fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let core = Arc::new(exec::Core {
         engine: engine.clone(),
         writer: std::sync::OnceLock::new(),
-        ack: flashd_storage::Ack::from(cfg.log.ack),
+        ack: flashd_log::Ack::from(cfg.log.ack),
         events: events.clone(),
     });
     let pool = start_workers(&cfg, rcfg.sub_reactors, &core, server.completer())?;

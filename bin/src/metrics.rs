@@ -296,7 +296,7 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
 /// The order log: group commits, their sizes and latency, the breaker,
 /// snapshots and recovery.
 pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
-    use flashd_storage::{BATCH_BOUNDS, COMMIT_BOUNDS_US};
+    use flashd_log::{BATCH_BOUNDS, COMMIT_BOUNDS_US};
     use std::sync::atomic::Ordering::Relaxed;
     let Some(l) = shared.log.get() else { return };
     let s = &l.stats;
@@ -378,7 +378,7 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         out,
         "flashd_log_snapshot_stalled",
         "1 while the snapshot follower is stuck on an event (the error log names its LSN).",
-        u64::from(l.snapshot_stalled_lsn.load(Relaxed) != flashd_storage::NOT_STALLED),
+        u64::from(l.snapshot_stalled_lsn.load(Relaxed) != flashd_log::NOT_STALLED),
     );
     counter(
         out,
@@ -427,8 +427,8 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
 }
 
 /// The sink's figures (embedded in serve, or `flashd sink`'s own /metrics).
-pub fn render_sink(s: &flashd_storage::sink::SinkStats, out: &mut String) {
-    use flashd_storage::sink::SINK_BATCH_BOUNDS;
+pub fn render_sink(s: &flashd_sink::SinkStats, out: &mut String) {
+    use flashd_sink::SINK_BATCH_BOUNDS;
     use std::sync::atomic::Ordering::Relaxed;
     counter(
         out,
@@ -511,7 +511,7 @@ pub fn render_sink(s: &flashd_storage::sink::SinkStats, out: &mut String) {
 /// time is all Prometheus needs; no reactor here).
 pub fn serve_sink_metrics(
     l: std::net::TcpListener,
-    stats: std::sync::Arc<flashd_storage::sink::SinkStats>,
+    stats: std::sync::Arc<flashd_sink::SinkStats>,
 ) {
     use std::io::{Read, Write};
     for conn in l.incoming() {

@@ -33,10 +33,10 @@ struct OnDisk {
 /// What the log on disk holds, read directly from its segments.
 fn on_disk(dir: &Path) -> OnDisk {
     let mut d = OnDisk::default();
-    flashd_storage::recover(
+    flashd_log::recover(
         dir,
         0,
-        flashd_storage::OnCorruption::Refuse,
+        flashd_log::OnCorruption::Refuse,
         &mut |_, ev| {
             match ev {
                 Event::OrderCreated {
@@ -389,13 +389,13 @@ fn corruption_in_the_middle_of_the_log_refuses_to_start() {
     }
     let log_dir = f.log_dir();
     let dir = f.crash();
-    let seg = flashd_storage::list_segments(&log_dir)
+    let seg = flashd_log::list_segments(&log_dir)
         .unwrap()
         .pop()
         .unwrap()
         .1;
     let mut data = std::fs::read(&seg).unwrap();
-    data[flashd_storage::HEADER_BYTES + 12] ^= 0x01; // inside the first record
+    data[flashd_log::HEADER_BYTES + 12] ^= 0x01; // inside the first record
     std::fs::write(&seg, &data).unwrap();
     let _dir = match Flashd::try_start_in(dir, &cfg, &[]) {
         Ok(_) => panic!("started on a corrupt log"),

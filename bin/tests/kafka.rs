@@ -313,7 +313,7 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn jump(user: u64, n: usize) -> usize {
-    flashd_storage::sink::shard_of(user, n)
+    flashd_sink::shard_of(user, n)
 }
 
 /// Buy on `conns` keep-alive connections, pipelined; returns the 201s as
@@ -747,8 +747,8 @@ fn broker_and_mysql_outages_lose_nothing() {
 #[test]
 fn a_failed_group_and_its_late_record_are_never_replayed() {
     use flashd_engine::{Event, EPOCH_MS};
-    use flashd_storage::kafka::{ensure_topic, recover_topic, KafkaConfig, KafkaLog, LogRecord};
-    use flashd_storage::OrderLog;
+    use flashd_kafka::{ensure_topic, recover_topic, KafkaConfig, KafkaLog, LogRecord};
+    use flashd_log::OrderLog;
     let tmp = TempDir::new("kafka-late");
     let mut broker = Broker::start(tmp.path());
     let cfg = KafkaConfig {

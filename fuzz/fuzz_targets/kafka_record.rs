@@ -1,4 +1,4 @@
-//! Kafka record values (`flashd_storage::kafka`), as the Kafka recovery
+//! Kafka record values (`flashd_kafka`), as the Kafka recovery
 //! and the sink decode them from the topic: never a panic, and whatever
 //! decodes re-encodes with the matching encoder to the bytes it came from
 //! (one spelling per record, so a value the sink accepts is one flashd
@@ -9,7 +9,7 @@
 #![no_main]
 
 use flashd_engine::Event;
-use flashd_storage::kafka::{
+use flashd_kafka::{
     decode_message, decode_records, decode_value, encode_abort, encode_events, encode_group_events,
     encode_value, TopicRecord, KIND_ABORT_RANGE, KIND_EVENTS, KIND_GROUP_EVENTS,
 };

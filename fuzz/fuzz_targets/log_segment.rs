@@ -15,7 +15,7 @@
 
 use flashd_engine::{Engine, EngineConfig, Event};
 use flashd_fuzz::{file_header, items, Item, Scratch, SEGMENT_MAGIC, SEGMENT_VERSION};
-use flashd_storage::{
+use flashd_log::{
     decode_event, decode_record, encode_event, encode_record, read_range, recover, segment_name,
     Decoded, OnCorruption, Tail, HEADER_BYTES,
 };
@@ -79,7 +79,7 @@ fn collect(
     dir: &std::path::Path,
     from: u64,
     policy: OnCorruption,
-) -> Result<(flashd_storage::Recovered, Vec<(u64, Event)>), flashd_storage::LogError> {
+) -> Result<(flashd_log::Recovered, Vec<(u64, Event)>), flashd_log::LogError> {
     let mut evs = Vec::new();
     let r = recover(dir, from, policy, &mut |lsn, ev| {
         evs.push((lsn, ev));

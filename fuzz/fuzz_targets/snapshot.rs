@@ -1,4 +1,4 @@
-//! Snapshot files as start-up reads them (`flashd_storage` readers, both
+//! Snapshot files as start-up reads them (`flashd_log` readers, both
 //! formats): never a panic; the full reader and the verifier agree on
 //! whether a file is sound and what it holds; a snapshot that reads back
 //! is written again (current format) and reads back the same; loading a
@@ -13,7 +13,7 @@
 
 use flashd_engine::{Engine, EngineConfig};
 use flashd_fuzz::{file_header, items, Item, Scratch, SNAPSHOT_MAGIC};
-use flashd_storage::{
+use flashd_log::{
     encode_record, read_snapshot, snapshot_name, verify_snapshot, write_snapshot,
 };
 use libfuzzer_sys::fuzz_target;

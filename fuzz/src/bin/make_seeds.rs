@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use flashd::auth::Auth;
 use flashd_engine::{ActivitySpec, Engine, EngineConfig, Event, PlaceOrder, Placed};
 use flashd_fuzz::{push_item, ITEM_NEW_FILE, ITEM_RAW};
-use flashd_storage::kafka::{
+use flashd_kafka::{
     encode_abort, encode_events, encode_group_events, encode_value, Abort, LogRecord,
 };
-use flashd_storage::{
+use flashd_log::{
     decode_record, list_segments, write_snapshot, Decoded, FileLog, FileLogConfig, OrderLog,
     HEADER_BYTES,
 };
@@ -281,7 +281,7 @@ fn log(c: &Corpus, events: &[Event]) {
     let mut damaged = framed.clone();
     push_item(&mut damaged, ITEM_RAW, &[0; 16]);
     let mut tail = Vec::new();
-    flashd_storage::encode_event(&events[0], &mut tail);
+    flashd_log::encode_event(&events[0], &mut tail);
     push_item(&mut damaged, 1, &tail);
     c.put("log_segment", "framed_zeroed_middle", &damaged);
     damaged[0] = 3;

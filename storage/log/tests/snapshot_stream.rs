@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flashd_engine::*;
-use flashd_storage::*;
+use flashd_log::*;
 
 /// Live heap bytes, and the most seen since the last reset.
 static LIVE: AtomicUsize = AtomicUsize::new(0);

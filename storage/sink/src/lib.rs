@@ -1,5 +1,11 @@
-//! The sink: projects the order log (the Kafka topic) into sharded MySQL,
-//! where the rest of the business reads orders.
+//! flashd-sink: projects the order log (the Kafka topic) into sharded
+//! MySQL, where the rest of the business reads orders. A process role of
+//! its own (`flashd sink`), or a thread group inside `flashd serve`.
+//!
+//! It owns the MySQL schema and its migration, the consumer group member,
+//! the projection of events into rows and the placement of users on
+//! shards. It must never change the order log nor decide anything about
+//! stock: every counter it writes is folded from the engine's events.
 //!
 //! One consumer-group member reads batches of records, writes them to the
 //! shards with multi-row `INSERT ... ON DUPLICATE KEY UPDATE`, and commits
@@ -14,7 +20,7 @@
 //!   folded into its counters; counters are read, folded with the newer
 //!   events and written back in one transaction.
 //!
-//! Abort records are tombstones by LSN (see [`crate::kafka`]): an event
+//! Abort records are tombstones by LSN (see `flashd_kafka`): an event
 //! arriving before its abort is applied and then undone by it; one
 //! arriving after it, or behind a later group on its partition (a late
 //! record of a replaced producer), is never applied. The sink keeps, on
@@ -54,10 +60,12 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::error::LogError;
 use futures_util::FutureExt;
 
-use crate::kafka::{
+mod error;
+pub use error::SinkError;
+
+use flashd_kafka::{
     decode_message, encode_abort, encode_value, Abort, KafkaConfig, LogRecord, Tombstones,
     TopicRecord,
 };
@@ -161,8 +169,13 @@ const META_SCHEMA: &[&str] = &[
 /// the server's default character set.
 const TEXT_TABLES: &[&str] = &["activities", "orders_template", "order_events"];
 
-fn my_err(e: mysql_async::Error) -> LogError {
-    LogError::Mysql(e.to_string())
+/// Wall-clock milliseconds: the one read of the clock in the sink (the
+/// stamps of rows it writes itself, and the month tables it creates ahead).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Is `url` a MySQL URL that names a database?
@@ -177,14 +190,21 @@ pub fn check_url(url: &str) -> Result<(), String> {
 /// Create each shard's database and tables (and this month's and next
 /// month's order tables; the sink's own tables on shard 0), and widen
 /// tables of an older schema to utf8mb4. Idempotent.
-pub async fn migrate(shards: &[String]) -> Result<(), LogError> {
+pub async fn migrate(shards: &[String]) -> Result<(), SinkError> {
     for (i, url) in shards.iter().enumerate() {
         let first = i == 0;
-        let opts = Opts::from_url(url).map_err(|e| LogError::Mysql(format!("{url}: {e}")))?;
+        let opts = Opts::from_url(url).map_err(|e| SinkError::Url {
+            url: url.clone(),
+            source: e,
+        })?;
         let db = opts
             .db_name()
-            .ok_or_else(|| LogError::Mysql(format!("{url}: names no database")))?
+            .ok_or_else(|| SinkError::NoDatabase { url: url.clone() })?
             .to_string();
+        let my_err = |e| SinkError::Mysql {
+            url: url.clone(),
+            source: e,
+        };
         let server = Opts::from(OptsBuilder::from_opts(opts.clone()).db_name(None::<String>));
         let mut c = mysql_async::Conn::new(server).await.map_err(my_err)?;
         c.query_drop(format!(
@@ -226,7 +246,7 @@ pub async fn migrate(shards: &[String]) -> Result<(), LogError> {
                 .map_err(my_err)?;
             }
         }
-        let now = crate::kafka_now_ms();
+        let now = now_ms();
         for ms in [now, now + 31 * 86_400_000] {
             let id = ms.saturating_sub(EPOCH_MS) << 22;
             c.query_drop(format!(
@@ -305,22 +325,28 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn start(cfg: SinkConfig) -> Result<Sink, LogError> {
+    pub fn start(cfg: SinkConfig) -> Result<Sink, SinkError> {
         if cfg.shards.is_empty() {
-            return Err(LogError::Mysql("no shards configured".into()));
+            return Err(SinkError::NoShards);
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("flashd-sink-db")
             .enable_all()
             .build()
-            .map_err(|e| LogError::Mysql(e.to_string()))?;
+            .map_err(SinkError::Runtime)?;
         let pools: Vec<Pool> = cfg
             .shards
             .iter()
-            .map(|u| Opts::from_url(u).map(Pool::new))
-            .collect::<Result<_, _>>()
-            .map_err(|e| LogError::Mysql(e.to_string()))?;
+            .map(|u| {
+                Opts::from_url(u)
+                    .map(Pool::new)
+                    .map_err(|e| SinkError::Url {
+                        url: u.clone(),
+                        source: e,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &cfg.kafka.brokers)
             // A member killed -9 holds its partitions until its session
@@ -347,10 +373,8 @@ impl Sink {
         c.set("group.id", &cfg.group)
             // Offsets are committed by hand, after the rows.
             .set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = c.create().map_err(|e| LogError::Broker(e.to_string()))?;
-        consumer
-            .subscribe(&[&cfg.kafka.topic])
-            .map_err(|e| LogError::Broker(e.to_string()))?;
+        let consumer: BaseConsumer = c.create()?;
+        consumer.subscribe(&[&cfg.kafka.topic])?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SinkStats::new(cfg.shards.len()));
         let (s2, st2) = (stop.clone(), stats.clone());
@@ -372,7 +396,7 @@ impl Sink {
                     }
                 });
             })
-            .map_err(|e| LogError::Mysql(e.to_string()))?;
+            .map_err(SinkError::Thread)?;
         Ok(Sink {
             stop,
             thread: Some(thread),
@@ -394,7 +418,7 @@ impl Sink {
 struct Rec {
     partition: i32,
     offset: i64,
-    /// The group of its message (see [`crate::kafka::KIND_GROUP_EVENTS`]).
+    /// The group of its message (see [`flashd_kafka::KIND_GROUP_EVENTS`]).
     group: u64,
     lsn: u64,
     rec: TopicRecord,
@@ -823,7 +847,7 @@ async fn park(
     conn.exec_drop(
         "INSERT INTO flashd_poison (topic, partition_id, record_offset, lsn, error, payload, parked_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE error = VALUES(error)",
-        (topic, partition, offset, lsn, error, payload, crate::kafka_now_ms()),
+        (topic, partition, offset, lsn, error, payload, now_ms()),
     )
     .await
     .map_err(sql_err)
@@ -1590,7 +1614,7 @@ impl Writer {
         // LSN, changed or not: a late event of it then finds it older.
         for ev in &evs {
             deltas
-                .entry(crate::kafka::activity_of(ev))
+                .entry(flashd_kafka::activity_of(ev))
                 .or_insert((lsn, [0; 3], false));
         }
         let mut changes: Vec<(Event, St)> = Vec::new();
@@ -1718,7 +1742,7 @@ impl Writer {
                     kind: "reverted",
                     reason: "",
                     quantity,
-                    at: crate::kafka_now_ms(),
+                    at: now_ms(),
                 }],
             )
             .await?;
@@ -1907,7 +1931,7 @@ mod tests {
             let uniq = format!(
                 "{}_{}_{}",
                 std::process::id(),
-                crate::kafka_now_ms() % 1_000_000_000,
+                now_ms() % 1_000_000_000,
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
             let urls: Vec<String> = (0..n)
@@ -1980,7 +2004,7 @@ mod tests {
     }
 
     fn oid(n: u64) -> OrderId {
-        ((crate::kafka_now_ms() - EPOCH_MS) << 22) | n
+        ((now_ms() - EPOCH_MS) << 22) | n
     }
 
     fn sale(id: ActivityId, stock: u64, name: &str) -> Event {

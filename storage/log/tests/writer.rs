@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flashd_engine::*;
-use flashd_storage::*;
+use flashd_log::*;
 
 /// An in-memory log: `committed` is what a restart would replay.
 struct MemLog {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flashd_engine::*;
-use flashd_storage::*;
+use flashd_log::*;
 
 const T0: Millis = 1_800_000_000_000;
 

@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use flashd_engine::{Event, OrderId, EPOCH_MS};
-use flashd_storage::kafka::{decode_records, KafkaConfig, KafkaLog, TopicRecord};
-use flashd_storage::sink::{migrate, Sink, SinkConfig};
-use flashd_storage::OrderLog;
+use flashd_kafka::{decode_records, KafkaConfig, KafkaLog, TopicRecord};
+use flashd_sink::{migrate, Sink, SinkConfig};
+use flashd_log::OrderLog;
 use mysql_async::prelude::*;
 use rdkafka::mocking::MockCluster;
 

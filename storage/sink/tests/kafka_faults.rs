@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashd_engine::{Event, OrderId, EPOCH_MS};
-use flashd_storage::kafka::{
+use flashd_kafka::{
     encode_group_events, recover_topic, KafkaConfig, KafkaLog, KafkaRecovered, LogRecord,
 };
-use flashd_storage::sink::{Sink, SinkConfig};
-use flashd_storage::OrderLog;
+use flashd_sink::{Sink, SinkConfig};
+use flashd_log::OrderLog;
 use mysql_async::prelude::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -216,7 +216,7 @@ fn a_late_record_of_a_failed_group_is_applied_by_neither_recovery_nor_the_sink()
 
     // The sink, reading the same partition in offset order.
     let shards = vec![mysql_url(&unique("late0")), mysql_url(&unique("late1"))];
-    rt().block_on(flashd_storage::sink::migrate(&shards))
+    rt().block_on(flashd_sink::migrate(&shards))
         .unwrap();
     let sink = Sink::start(SinkConfig {
         kafka: cfg.clone(),
@@ -425,7 +425,7 @@ fn recovery_peak_rss_streamed_versus_loaded_whole() {
     let mut records = Vec::new();
     while !ends.is_empty() {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            records.extend(flashd_storage::kafka::decode_records(m.payload().unwrap()).unwrap());
+            records.extend(flashd_kafka::decode_records(m.payload().unwrap()).unwrap());
             if ends
                 .get(&m.partition())
                 .is_some_and(|h| m.offset() + 1 >= *h)

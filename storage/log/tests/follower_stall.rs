@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashd_engine::*;
-use flashd_storage::*;
+use flashd_log::*;
 
 const T0: Millis = 1_800_000_000_000;
 

@@ -58,10 +58,14 @@ pub enum LogError {
     },
     #[error("replaying event {lsn}: {why}")]
     Replay { lsn: u64, why: String },
-    #[error("kafka: {0}")]
-    Broker(String),
-    #[error("mysql: {0}")]
-    Mysql(String),
+    /// A failure of a backend that lives in its own crate (the Kafka
+    /// producer: `flashd_kafka::KafkaLogError`), kept typed: callers that
+    /// care downcast `source`.
+    #[error("{backend}: {source}")]
+    Backend {
+        backend: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     #[error(
         "{path}: held by another process ({}): two processes on one directory corrupt each other's log and snapshots",
         holder(.pid)

@@ -1,4 +1,12 @@
-//! The Kafka backend of [`OrderLog`]: the production write-behind path.
+//! flashd-kafka: the Kafka backend of [`OrderLog`], the production
+//! write-behind path, and the record format on the topic (which the sink,
+//! `flashd-sink`, reads).
+//!
+//! It owns the producer side ([`KafkaLog`]), the encoding of records
+//! ([`encode_value`], [`decode_message`]), start-up replay of a topic
+//! ([`recover_topic`]) and topic creation ([`ensure_topic`]). It must never
+//! talk to MySQL or run an async runtime, and never decide stock: it only
+//! carries the engine's events.
 //!
 //! The events of one group commit are packed into one record per activity
 //! (keyed by it), so one sale's events land on one partition in order.
@@ -49,9 +57,10 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::codec::{decode_event, encode_event};
-use crate::error::{DecodeError, LogError};
-use crate::OrderLog;
+use flashd_log::{decode_event, encode_event, DecodeError, LogError, OrderLog};
+
+mod error;
+pub use error::KafkaLogError;
 
 /// Version byte at the start of every record value.
 pub const RECORD_FORMAT: u8 = 1;
@@ -591,14 +600,19 @@ impl KafkaLog {
                 .0;
         }
         let outcome = if b.failed > 0 {
-            Err(LogError::Broker(b.first_error.clone().unwrap_or_default()))
+            Err(KafkaLogError::Delivery {
+                failed: b.failed,
+                sent: b.sent,
+                first: b.first_error.clone(),
+            }
+            .into())
         } else if b.reported < b.sent {
-            Err(LogError::Broker(format!(
-                "{} of {} records not reported within {:?}",
-                b.sent - b.reported,
-                b.sent,
-                self.cfg.timeout
-            )))
+            Err(KafkaLogError::DeliveryTimeout {
+                missing: b.sent - b.reported,
+                sent: b.sent,
+                timeout: self.cfg.timeout,
+            }
+            .into())
         } else {
             Ok(())
         };
@@ -618,7 +632,7 @@ impl Drop for KafkaLog {
 }
 
 fn kafka_err(e: KafkaError) -> LogError {
-    LogError::Broker(e.to_string())
+    KafkaLogError::Client(e).into()
 }
 
 impl OrderLog for KafkaLog {
@@ -772,18 +786,15 @@ pub fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<bool, LogError
     {
         return Ok(false);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| LogError::Broker(e.to_string()))?;
     let topic = NewTopic::new(&cfg.topic, partitions, TopicReplication::Fixed(1));
-    let res = rt
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+    // The admin client's futures are completed by librdkafka's own
+    // thread: a plain blocking executor is enough (no async runtime here).
+    let res = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
         .map_err(kafka_err)?;
     for r in res {
         if let Err((name, code)) = r {
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(LogError::Broker(format!("creating topic {name}: {code}")));
+                return Err(KafkaLogError::CreateTopic { topic: name, code }.into());
             }
         }
     }
@@ -947,10 +958,14 @@ impl PartStream {
             match self.consumer.poll(Duration::from_millis(200)) {
                 None => {
                     if last_progress.elapsed() > RECOVERY_STALL {
-                        return Err(LogError::Broker(format!(
-                            "replaying {topic}: partition {} gave nothing for {RECOVERY_STALL:?} at offset {} of {}",
-                            self.id, self.next_offset, self.end
-                        )));
+                        return Err(KafkaLogError::RecoveryStalled {
+                            topic: topic.to_string(),
+                            partition: self.id,
+                            offset: self.next_offset,
+                            end: self.end,
+                            stalled: RECOVERY_STALL,
+                        }
+                        .into());
                     }
                 }
                 Some(Err(e)) => return Err(kafka_err(e)),
@@ -990,10 +1005,17 @@ pub fn recover_topic(
         .fetch_metadata(Some(&cfg.topic), cfg.timeout.max(Duration::from_secs(10)))
         .map_err(kafka_err)?;
     let Some(t) = md.topics().iter().find(|t| t.name() == cfg.topic) else {
-        return Err(LogError::Broker(format!("topic {} not found", cfg.topic)));
+        return Err(KafkaLogError::NoTopic {
+            topic: cfg.topic.clone(),
+        }
+        .into());
     };
     if let Some(e) = t.error() {
-        return Err(LogError::Broker(format!("topic {}: {e:?}", cfg.topic)));
+        return Err(KafkaLogError::Topic {
+            topic: cfg.topic.clone(),
+            code: e,
+        }
+        .into());
     }
     let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     let mut out = KafkaRecovered {

@@ -3,7 +3,7 @@
 //! complete snapshot is still the one found.
 
 use flashd_engine::*;
-use flashd_storage::*;
+use flashd_log::*;
 
 #[test]
 fn stale_snapshot_temps_are_removed_at_start_and_nothing_else() {

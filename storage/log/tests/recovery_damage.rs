@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use flashd_engine::*;
-use flashd_storage::*;
+use flashd_log::*;
 
 const T0: Millis = 1_800_000_000_000;
 

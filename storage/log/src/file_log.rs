@@ -11,9 +11,9 @@ use flashd_engine::Event;
 use crate::codec::encode_event;
 use crate::error::LogError;
 use crate::failpoint;
+use crate::order_log::OrderLog;
 use crate::record::encode_record;
 use crate::segment::{header, segment_name, sync_dir, FORMAT_VERSION, HEADER_BYTES, SEGMENT_MAGIC};
-use crate::OrderLog;
 
 #[derive(Debug, Clone)]
 pub struct FileLogConfig {

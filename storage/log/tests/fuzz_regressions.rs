@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use flashd_engine::{ActivitySpec, Engine, EngineConfig, PlaceOrder};
-use flashd_storage::{
+use flashd_log::{
     decode_record, encode_record, read_snapshot, verify_snapshot, write_snapshot, Decoded,
     HEADER_BYTES,
 };

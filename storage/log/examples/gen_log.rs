@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use flashd_engine::{ActivitySpec, Engine, EngineConfig, Event, PlaceOrder, Placed};
-use flashd_storage::{write_engine_snapshot, FileLog, FileLogConfig, OrderLog};
+use flashd_log::{write_engine_snapshot, FileLog, FileLogConfig, OrderLog};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 

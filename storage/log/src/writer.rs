@@ -36,7 +36,7 @@ use crossbeam_utils::CachePadded;
 use flashd_engine::{Engine, Event, Millis};
 use std::sync::Mutex;
 
-use crate::OrderLog;
+use crate::order_log::OrderLog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {

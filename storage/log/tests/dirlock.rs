@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use flashd_storage::{DirLock, LogError};
+use flashd_log::{DirLock, LogError};
 
 /// Set in the child: the directory it locks.
 const CHILD_DIR: &str = "FLASHD_DIRLOCK_CHILD_DIR";
@@ -22,7 +22,7 @@ fn holder_pid(r: Result<DirLock, LogError>) -> Option<u32> {
     match r {
         Err(LogError::Locked { pid, path }) => {
             assert!(
-                path.ends_with(flashd_storage::dirlock::LOCK_FILE),
+                path.ends_with(flashd_log::dirlock::LOCK_FILE),
                 "{path:?}"
             );
             pid
