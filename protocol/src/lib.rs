@@ -3,7 +3,9 @@
 //! This crate owns request framing (incremental, pipelined, keep-alive,
 //! `Content-Length` and chunked bodies, `Expect: 100-continue`), response
 //! encoding (pre-encoded status lines, a per-thread cached `Date`), the JSON
-//! error shape every endpoint shares, and the routing table.
+//! error shape every endpoint shares, the routing table, and the other
+//! text format flashd serves: Prometheus exposition, with the one
+//! [`histogram::Histogram`] type every metric uses.
 //!
 //! What it must never do: touch a socket, spawn a thread, block, or panic on
 //! client bytes. Every malformed input is a typed [`HttpError`] that maps to
@@ -29,6 +31,7 @@
 
 mod chunked;
 mod error;
+pub mod histogram;
 mod limits;
 mod parse_response;
 mod request;
