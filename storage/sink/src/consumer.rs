@@ -1,0 +1,519 @@
+//! The consumer-group member: [`Sink::start`] / [`Sink::stop`], and the
+//! sink's thread, which polls a batch of records, has the [`Writer`] write
+//! it (parking what cannot be written), then commits the batch's offsets;
+//! beside that it keeps the lag gauge and rejoins a group that is stuck.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flashd_kafka::{decode_message, KafkaConfig};
+use mysql_async::{Opts, Pool};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::poison::{poisoned, record_bytes, unparkable, Parked, Undecodable};
+use crate::retry::{retry_transient, Job, Outcome};
+use crate::stats::SinkStats;
+use crate::writer::{Rec, Writer};
+use crate::SinkError;
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub kafka: KafkaConfig,
+    pub group: String,
+    pub shards: Vec<String>,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+}
+
+/// A member that has had no partition for this long, while the group's
+/// committed offsets have not moved and the topic holds records past them,
+/// leaves and rejoins its group. Seen on tansu (the chaos soak): after a
+/// broker restart and a member's kill -9, the restarted member stayed
+/// unassigned for minutes with nothing consumed, and a fresh join ended
+/// it. Where another member of the group is working, its commits move the
+/// offsets and nobody rejoins.
+pub const UNASSIGNED_REJOIN: Duration = Duration::from_secs(10);
+
+/// How long the group checks may wait for the broker.
+const GROUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the lag gauge (and the group watch) is brought up to date.
+const LAG_EVERY: Duration = Duration::from_millis(500);
+
+/// A running sink: its thread and its figures.
+pub struct Sink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<SinkStats>,
+}
+
+impl Sink {
+    pub fn start(cfg: SinkConfig) -> Result<Sink, SinkError> {
+        if cfg.shards.is_empty() {
+            return Err(SinkError::NoShards);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("flashd-sink-db")
+            .enable_all()
+            .build()
+            .map_err(SinkError::Runtime)?;
+        let pools: Vec<Pool> = cfg
+            .shards
+            .iter()
+            .map(|u| {
+                Opts::from_url(u)
+                    .map(Pool::new)
+                    .map_err(|e| SinkError::Url {
+                        url: u.clone(),
+                        source: e,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let consumer = consumer(&cfg)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(SinkStats::new(cfg.shards.len()));
+        let writer = Writer::new(
+            cfg.shards.clone(),
+            pools,
+            stats.clone(),
+            cfg.kafka.topic.clone(),
+        );
+        let body = SinkThread {
+            cfg,
+            consumer,
+            rt,
+            writer,
+            stop: stop.clone(),
+            stats: stats.clone(),
+            lag: LagGauge::new(),
+            watch: GroupWatch::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("flashd-sink".into())
+            .spawn(move || body.run())
+            .map_err(SinkError::Thread)?;
+        Ok(Sink {
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Finish the batch in hand (if MySQL takes it), then stop.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The group member, subscribed to the topic.
+fn consumer(cfg: &SinkConfig) -> Result<BaseConsumer, SinkError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        // A member killed -9 holds its partitions until its session
+        // times out (librdkafka's default is 45 s): a restarted sink
+        // should not wait that long.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("auto.offset.reset", "earliest")
+        // A fetch that finds nothing new waits this long at the broker
+        // (librdkafka's default is 500 ms).
+        .set("fetch.wait.max.ms", "20")
+        // Also the group's rebalance timeout: how long a join waits for
+        // the members. At 24 h one rebalance after a broker restart and
+        // a sink kill -9 stalled the sink for minutes on tansu (the
+        // chaos soak). A MySQL outage longer than this makes the sink
+        // leave the group and rejoin on its next poll; its uncommitted
+        // batch is then replayed, which changes nothing (idempotent
+        // rows, offsets committed after them).
+        .set("max.poll.interval.ms", "30000");
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c.set("group.id", &cfg.group)
+        // Offsets are committed by hand, after the rows.
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create()?;
+    consumer.subscribe(&[&cfg.kafka.topic])?;
+    Ok(consumer)
+}
+
+/// What one poll round gathered.
+struct Polled {
+    batch: Vec<Rec>,
+    bad: Vec<Undecodable>,
+    /// Next offset to commit, per partition.
+    offsets: BTreeMap<i32, i64>,
+    started: Instant,
+}
+
+impl Polled {
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.bad.is_empty()
+    }
+}
+
+/// The sink's thread.
+struct SinkThread {
+    cfg: SinkConfig,
+    consumer: BaseConsumer,
+    rt: tokio::runtime::Runtime,
+    writer: Writer,
+    stop: Arc<AtomicBool>,
+    stats: Arc<SinkStats>,
+    lag: LagGauge,
+    watch: GroupWatch,
+}
+
+impl SinkThread {
+    fn run(mut self) {
+        self.consume();
+        let SinkThread { rt, writer, .. } = self;
+        rt.block_on(writer.close());
+    }
+
+    /// Poll, write, commit, until stopped.
+    fn consume(&mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let polled = self.poll();
+            if self.lag.due() {
+                self.lag.update(&self.cfg, &self.consumer, &self.stats);
+                self.watch.check(&self.cfg, &self.consumer, &self.stats);
+                self.lag.last = Instant::now();
+            }
+            if polled.offsets.is_empty() {
+                continue;
+            }
+            let t0 = Instant::now();
+            if !self.write(&polled) {
+                return;
+            }
+            if !self.stats.mysql_up.swap(true, Ordering::Relaxed) {
+                tracing::info!("sink: MySQL writes succeed again");
+            }
+            let n = polled.batch.len() as u64;
+            self.stats.events.fetch_add(n, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .write_ns_sum
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.batch_hist.observe(n);
+            self.commit(&polled);
+        }
+    }
+
+    /// Up to `batch_max` records, waiting at most `batch_wait` once the
+    /// first arrived (100 ms for the first).
+    fn poll(&mut self) -> Polled {
+        let mut p = Polled {
+            batch: Vec::new(),
+            bad: Vec::new(),
+            offsets: BTreeMap::new(),
+            started: Instant::now(),
+        };
+        while p.batch.len() < self.cfg.batch_max {
+            let wait = if p.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                self.cfg.batch_wait.saturating_sub(p.started.elapsed())
+            };
+            if !p.is_empty() && wait.is_zero() {
+                break;
+            }
+            match self.consumer.poll(wait) {
+                None => {
+                    if p.is_empty() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "sink: kafka consumer error");
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let v = m.payload().unwrap_or(&[]);
+                    let (partition, offset) = (m.partition(), m.offset());
+                    match decode_message(v) {
+                        Ok((group, r)) => p.batch.extend(r.into_iter().map(|(lsn, rec)| Rec {
+                            partition,
+                            offset,
+                            group,
+                            lsn,
+                            rec,
+                        })),
+                        // Not ours to judge: park it rather than stall
+                        // every order behind it.
+                        Err(e) => p.bad.push(Undecodable {
+                            partition,
+                            offset,
+                            payload: v.to_vec(),
+                            error: format!("undecodable record: {e}"),
+                        }),
+                    }
+                    p.offsets.insert(partition, offset + 1);
+                }
+            }
+        }
+        p
+    }
+
+    /// Write what was polled: undecodable messages parked first, whatever
+    /// the rest does; then the batch, or, when it fails in a way that will
+    /// recur, one record at a time, parking each that fails so. `false`:
+    /// the sink was stopped first.
+    fn write(&mut self, p: &Polled) -> bool {
+        for u in &p.bad {
+            let parked = Parked {
+                partition: u.partition,
+                offset: u.offset,
+                lsn: 0,
+                payload: &u.payload,
+                error: &u.error,
+            };
+            if !self.park(&parked) {
+                return false;
+            }
+        }
+        let e = match self.retry(&Job::Write(&p.batch)) {
+            Outcome::Done => return true,
+            Outcome::Stopped => return false,
+            Outcome::Failed(e) => e,
+        };
+        tracing::error!(error = %e.msg, records = p.batch.len(), "sink: a write error that will recur; writing the batch one record at a time to park what fails");
+        for r in &p.batch {
+            let e = match self.retry(&Job::Write(std::slice::from_ref(r))) {
+                Outcome::Done => continue,
+                Outcome::Stopped => return false,
+                Outcome::Failed(e) => e,
+            };
+            let payload = record_bytes(r);
+            let parked = Parked {
+                partition: r.partition,
+                offset: r.offset,
+                lsn: r.lsn,
+                payload: &payload,
+                error: &e.msg,
+            };
+            if !self.park(&parked) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Park a record (or skip it, loudly, if even that fails). `false`:
+    /// the sink was stopped first.
+    fn park(&mut self, p: &Parked<'_>) -> bool {
+        match self.retry(&Job::Park(p)) {
+            Outcome::Done => poisoned(&self.stats, p),
+            Outcome::Stopped => return false,
+            Outcome::Failed(why) => unparkable(&self.stats, p, &why),
+        }
+        true
+    }
+
+    fn retry(&mut self, job: &Job<'_>) -> Outcome {
+        let SinkThread {
+            cfg,
+            consumer,
+            rt,
+            writer,
+            stop,
+            stats,
+            lag,
+            ..
+        } = self;
+        // While MySQL is down, the lag gauge keeps moving.
+        let mut waiting = || {
+            if lag.due() {
+                lag.update(cfg, consumer, stats);
+            }
+        };
+        retry_transient(rt, writer, stop, stats, job, &mut waiting)
+    }
+
+    /// The rows are in: commit the batch's offsets.
+    fn commit(&mut self, p: &Polled) {
+        let mut tpl = TopicPartitionList::new();
+        for (part, o) in &p.offsets {
+            self.lag.next.insert(*part, *o);
+            let _ = tpl.add_partition_offset(&self.cfg.kafka.topic, *part, Offset::Offset(*o));
+        }
+        let tc = Instant::now();
+        let committed = self.consumer.commit(&tpl, CommitMode::Sync);
+        tracing::debug!(
+            records = p.batch.len(),
+            fill_ms = p.started.elapsed().as_millis() as u64,
+            commit_ms = tc.elapsed().as_millis() as u64,
+            "sink batch"
+        );
+        if let Err(e) = committed {
+            // The rows are in; a replay of this batch changes nothing.
+            tracing::warn!(error = %e, "sink: offset commit failed; the batch may be replayed");
+        }
+    }
+}
+
+/// A partition's low and high watermarks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Watermarks {
+    low: i64,
+    high: i64,
+}
+
+/// `flashd_sink_lag_records`: records in the assigned partitions not yet
+/// written.
+struct LagGauge {
+    /// Next offset to read, per partition, as far as this member knows.
+    next: BTreeMap<i32, i64>,
+    /// The last watermarks each partition reported.
+    known: BTreeMap<i32, Watermarks>,
+    last: Instant,
+}
+
+impl LagGauge {
+    fn new() -> LagGauge {
+        LagGauge {
+            next: BTreeMap::new(),
+            known: BTreeMap::new(),
+            last: Instant::now() - Duration::from_secs(10),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= LAG_EVERY
+    }
+
+    fn update(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer, stats: &SinkStats) {
+        if let Some(lag) = self.measure(cfg, consumer) {
+            stats.lag.store(lag, Ordering::Relaxed);
+        }
+        self.last = Instant::now();
+    }
+
+    fn measure(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer) -> Option<i64> {
+        let assigned = consumer.assignment().ok()?;
+        let mut lag = 0i64;
+        for e in assigned.elements() {
+            let p = e.partition();
+            // A partition whose watermarks do not come back counts with
+            // the last ones it reported (tansu has been seen not to answer
+            // for an empty partition after a restart; that must not freeze
+            // the gauge).
+            let w = match consumer.fetch_watermarks(&cfg.kafka.topic, p, LAG_EVERY) {
+                Ok((low, high)) => {
+                    let w = Watermarks { low, high };
+                    self.known.insert(p, w);
+                    w
+                }
+                Err(_) => self.known.get(&p).copied().unwrap_or_default(),
+            };
+            // Records fetched but not yet written still count as lag.
+            let done = self.next.get(&p).copied().unwrap_or(w.low).max(w.low);
+            lag += (w.high - done).max(0);
+        }
+        Some(lag)
+    }
+}
+
+/// Since when a member has had no partition, and the group's committed
+/// offsets then.
+struct Unassigned {
+    since: Instant,
+    committed: Vec<i64>,
+}
+
+/// The group's committed offset per partition of the topic, and how many
+/// records lie past them in all.
+struct GroupOffsets {
+    committed: Vec<i64>,
+    behind: i64,
+}
+
+/// Watches for a group that has stopped consuming (see
+/// [`UNASSIGNED_REJOIN`]).
+#[derive(Default)]
+struct GroupWatch {
+    unassigned: Option<Unassigned>,
+}
+
+impl GroupWatch {
+    fn check(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer, stats: &SinkStats) {
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        stats.assigned.store(assigned as u64, Ordering::Relaxed);
+        if assigned > 0 {
+            self.unassigned = None;
+            return;
+        }
+        let Some(u) = &self.unassigned else {
+            self.unassigned = group_offsets(cfg, consumer).map(|g| Unassigned {
+                since: Instant::now(),
+                committed: g.committed,
+            });
+            return;
+        };
+        if u.since.elapsed() < UNASSIGNED_REJOIN {
+            return;
+        }
+        let Some(g) = group_offsets(cfg, consumer) else {
+            return;
+        };
+        if g.committed == u.committed && g.behind > 0 {
+            tracing::warn!(
+                unassigned_s = u.since.elapsed().as_secs(),
+                records_behind = g.behind,
+                "sink: no partition assigned and the group is not consuming; leaving and rejoining the group"
+            );
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&[&cfg.kafka.topic]) {
+                tracing::error!(error = %e, "sink: cannot subscribe again");
+            }
+            stats.rejoins.fetch_add(1, Ordering::Relaxed);
+            self.unassigned = None;
+        } else {
+            self.unassigned = Some(Unassigned {
+                since: Instant::now(),
+                committed: g.committed,
+            });
+        }
+    }
+}
+
+/// The group's offsets; `None` when the broker does not answer.
+fn group_offsets(cfg: &SinkConfig, consumer: &BaseConsumer) -> Option<GroupOffsets> {
+    let md = consumer
+        .fetch_metadata(Some(&cfg.kafka.topic), GROUP_CHECK_TIMEOUT)
+        .ok()?;
+    let topic = md.topics().iter().find(|t| t.name() == cfg.kafka.topic)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in topic.partitions() {
+        tpl.add_partition(&cfg.kafka.topic, p.id());
+    }
+    let committed = consumer.committed_offsets(tpl, GROUP_CHECK_TIMEOUT).ok()?;
+    let mut g = GroupOffsets {
+        committed: Vec::new(),
+        behind: 0,
+    };
+    for e in committed.elements() {
+        let c = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        let (_, high) = consumer
+            .fetch_watermarks(&cfg.kafka.topic, e.partition(), GROUP_CHECK_TIMEOUT)
+            .ok()?;
+        g.behind += (high - c).max(0);
+        g.committed.push(c);
+    }
+    Some(g)
+}

@@ -1,0 +1,412 @@
+//! Folding events into the sales' counters, and undoing an aborted group:
+//! pure functions over rows read from MySQL, so the writer only reads,
+//! calls these and writes back.
+//!
+//! The counters move as the engine moves them: each event's effect, and
+//! each undo given the order's status before the abort (an event arriving
+//! before its abort is applied, then undone by it; see the crate doc).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use flashd_engine::{ActivityId, Event, OrderId, OrderStatus};
+
+use crate::rows::{ActivityRow, LsnEvent, OrderRef, RowStatus};
+
+/// A change of a sale's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub remaining: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+impl Counters {
+    fn add(&mut self, d: Counters) {
+        self.remaining += d.remaining;
+        self.reserved += d.reserved;
+        self.sold += d.sold;
+    }
+}
+
+/// An order event's effect on its sale's counters (none for a sale's
+/// creation: it sets the stock).
+fn effect(ev: &Event) -> Counters {
+    let q = |quantity: &u32| *quantity as i64;
+    match ev {
+        Event::ActivityCreated { .. } => Counters::default(),
+        Event::OrderCreated { quantity, .. } => Counters {
+            remaining: -q(quantity),
+            reserved: q(quantity),
+            sold: 0,
+        },
+        Event::OrderPaid { quantity, .. } => Counters {
+            remaining: 0,
+            reserved: -q(quantity),
+            sold: q(quantity),
+        },
+        Event::OrderCancelled { quantity, .. } => Counters {
+            remaining: q(quantity),
+            reserved: -q(quantity),
+            sold: 0,
+        },
+    }
+}
+
+/// What an abort does to one sale: its counters move back, and a sale
+/// whose creation is undone becomes void.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SaleUndo {
+    pub counters: Counters,
+    pub void: bool,
+}
+
+/// An order row as found before an abort.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowState {
+    pub status: RowStatus,
+    /// LSN of the last event applied to it.
+    pub version: u64,
+}
+
+/// An order row an abort moves to another status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusChange {
+    pub order: OrderRef,
+    pub to: RowStatus,
+}
+
+/// Everything an abort does: per sale named by its events (every one of
+/// them, changed or not: its version is raised to the abort's LSN, so a
+/// late event of it finds it older), and per order row still to move.
+#[derive(Debug, Default)]
+pub(crate) struct GroupUndo {
+    pub sales: HashMap<ActivityId, SaleUndo>,
+    pub changes: Vec<StatusChange>,
+}
+
+/// Undo `evs` (an aborted group, newest last) at abort `lsn`, as the
+/// engine reverts a replayed group, over the rows `found` before it (an
+/// order without a row was never applied: nothing to undo).
+pub(crate) fn undo_group(evs: &[&Event], lsn: u64, found: HashMap<OrderId, RowState>) -> GroupUndo {
+    let mut status = found;
+    let mut undo = GroupUndo::default();
+    for ev in evs {
+        undo.sales.entry(flashd_kafka::activity_of(ev)).or_default();
+    }
+    for ev in evs.iter().rev().copied() {
+        let Some(o) = OrderRef::of(ev) else {
+            if let Event::ActivityCreated { id, .. } = ev {
+                undo.sales.entry(*id).or_default().void = true;
+            }
+            continue;
+        };
+        let Some(row) = status.get_mut(&o.order_id) else {
+            continue;
+        };
+        let q = o.quantity as i64;
+        let d = &mut undo.sales.entry(o.activity_id).or_default().counters;
+        match ev {
+            Event::OrderCreated { .. } => {
+                // The order goes; its units go back on sale from wherever
+                // they are (a cancelled order's already are).
+                match row.status {
+                    RowStatus::Is(OrderStatus::Created) => d.add(Counters {
+                        remaining: q,
+                        reserved: -q,
+                        sold: 0,
+                    }),
+                    RowStatus::Is(OrderStatus::Paid) => d.add(Counters {
+                        remaining: q,
+                        reserved: 0,
+                        sold: -q,
+                    }),
+                    RowStatus::Is(OrderStatus::Cancelled) | RowStatus::Void => {}
+                }
+                if row.status != RowStatus::Void {
+                    row.status = RowStatus::Void;
+                    undo.changes.push(StatusChange {
+                        order: o,
+                        to: RowStatus::Void,
+                    });
+                }
+            }
+            Event::OrderPaid { .. } | Event::OrderCancelled { .. } => {
+                // Undo a pay or a cancel: the order is CREATED again, its
+                // units move back from sold / remaining to reserved.
+                let from = match ev {
+                    Event::OrderPaid { .. } => OrderStatus::Paid,
+                    _ => OrderStatus::Cancelled,
+                };
+                if row.status == RowStatus::Is(from) {
+                    row.status = RowStatus::Is(OrderStatus::Created);
+                    let mut back = effect(ev);
+                    back.remaining = -back.remaining;
+                    back.reserved = -back.reserved;
+                    back.sold = -back.sold;
+                    d.add(back);
+                    undo.changes.push(StatusChange {
+                        order: o,
+                        to: RowStatus::Is(OrderStatus::Created),
+                    });
+                }
+            }
+            Event::ActivityCreated { .. } => {}
+        }
+    }
+    // Orders already at this LSN were reverted by an earlier attempt of
+    // this abort (the activity row, written first, too, and its version
+    // guards it); the others still hold their statuses from before it, so
+    // what is left to do is computed right.
+    undo.changes
+        .retain(|c| !matches!(status.get(&c.order.order_id), Some(r) if r.version >= lsn));
+    undo
+}
+
+/// Fold `sales`' events (LSN order) and then an abort's `undo` at
+/// `undo_lsn` into `rows` (read from MySQL; missing ones are created
+/// fresh), skipping what a row already has (LSN <= its version). Returns
+/// the sales whose rows changed.
+pub(crate) fn fold_into(
+    rows: &mut BTreeMap<ActivityId, ActivityRow>,
+    sales: &BTreeMap<ActivityId, Vec<LsnEvent<'_>>>,
+    undo: Option<(u64, &HashMap<ActivityId, SaleUndo>)>,
+) -> BTreeSet<ActivityId> {
+    let mut changed = BTreeSet::new();
+    for (id, evs) in sales {
+        for le in evs {
+            let row = rows.entry(*id).or_insert_with(|| ActivityRow::fresh(*id));
+            if le.lsn <= row.version && !row.fresh {
+                continue;
+            }
+            row.fresh = false;
+            fold_event(row, le.event);
+            row.version = le.lsn;
+            changed.insert(*id);
+        }
+    }
+    let Some((lsn, undo)) = undo else {
+        return changed;
+    };
+    for (id, u) in undo {
+        let row = rows.entry(*id).or_insert_with(|| ActivityRow::fresh(*id));
+        if lsn <= row.version && !row.fresh {
+            continue;
+        }
+        row.fresh = false;
+        row.remaining += u.counters.remaining;
+        row.reserved += u.counters.reserved;
+        row.sold += u.counters.sold;
+        row.void |= u.void;
+        row.version = lsn;
+        changed.insert(*id);
+    }
+    changed
+}
+
+/// One event's change of its sale's row.
+fn fold_event(row: &mut ActivityRow, ev: &Event) {
+    match ev {
+        Event::ActivityCreated {
+            sku_id,
+            name,
+            price_cents,
+            stock,
+            start_at,
+            end_at,
+            per_user_limit,
+            created_at,
+            ..
+        } => {
+            row.sku_id = sku_id.clone();
+            row.name = name.clone();
+            row.price_cents = *price_cents;
+            row.stock = *stock as i64;
+            // Orders folded before the creation (a log from before issue
+            // 14's point 3 was fixed) keep their units: remaining follows
+            // from the other counters, never overwrites them.
+            row.remaining = *stock as i64 - row.reserved - row.sold;
+            row.start_at = *start_at;
+            row.end_at = *end_at;
+            row.per_user_limit = *per_user_limit;
+            row.created_at = *created_at;
+        }
+        _ => {
+            let d = effect(ev);
+            row.remaining += d.remaining;
+            row.reserved += d.reserved;
+            row.sold += d.sold;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashd_engine::CancelReason;
+
+    fn sale(id: ActivityId, stock: u64) -> Event {
+        Event::ActivityCreated {
+            id,
+            sku_id: format!("SKU-{id}"),
+            name: "Phone".into(),
+            price_cents: 100,
+            stock,
+            start_at: 0,
+            end_at: 1_000,
+            per_user_limit: 5,
+            created_at: 1,
+        }
+    }
+
+    fn created(o: OrderId, q: u32) -> Event {
+        Event::OrderCreated {
+            order_id: o,
+            activity_id: 1,
+            user_id: 7,
+            quantity: q,
+            amount_cents: 100,
+            request_id: "r".into(),
+            created_at: 2,
+            expires_at: 3,
+        }
+    }
+
+    fn paid(o: OrderId, q: u32) -> Event {
+        Event::OrderPaid {
+            order_id: o,
+            activity_id: 1,
+            user_id: 7,
+            quantity: q,
+            at: 4,
+        }
+    }
+
+    fn cancelled(o: OrderId, q: u32) -> Event {
+        Event::OrderCancelled {
+            order_id: o,
+            activity_id: 1,
+            user_id: 7,
+            quantity: q,
+            reason: CancelReason::User,
+            at: 4,
+        }
+    }
+
+    fn row(status: OrderStatus, version: u64) -> RowState {
+        RowState {
+            status: RowStatus::Is(status),
+            version,
+        }
+    }
+
+    fn fold(evs: &[Event]) -> ActivityRow {
+        let mut sales: BTreeMap<ActivityId, Vec<LsnEvent<'_>>> = BTreeMap::new();
+        for (lsn, ev) in evs.iter().enumerate() {
+            sales.entry(1).or_default().push(LsnEvent {
+                lsn: lsn as u64,
+                event: ev,
+            });
+        }
+        let mut rows = BTreeMap::new();
+        assert_eq!(fold_into(&mut rows, &sales, None).len(), 1);
+        rows.remove(&1).unwrap()
+    }
+
+    #[test]
+    fn events_move_the_counters_and_a_late_creation_keeps_earlier_units() {
+        let r = fold(&[
+            sale(1, 10),
+            created(5, 2),
+            paid(5, 2),
+            created(6, 3),
+            cancelled(6, 3),
+        ]);
+        assert_eq!((r.stock, r.remaining, r.reserved, r.sold), (10, 8, 0, 2));
+        assert_eq!(r.version, 4);
+        // An order logged before its sale's creation keeps its units.
+        let r = fold(&[created(5, 2), sale(1, 10)]);
+        assert_eq!((r.remaining, r.reserved, r.sold), (8, 2, 0));
+    }
+
+    #[test]
+    fn events_a_row_already_has_are_skipped() {
+        let evs = [created(5, 2)];
+        let mut sales = BTreeMap::new();
+        sales.insert(
+            1,
+            vec![LsnEvent {
+                lsn: 9,
+                event: &evs[0],
+            }],
+        );
+        let mut rows = BTreeMap::new();
+        rows.insert(
+            1,
+            ActivityRow {
+                id: 1,
+                version: 9,
+                remaining: 10,
+                ..Default::default()
+            },
+        );
+        assert!(fold_into(&mut rows, &sales, None).is_empty());
+        assert_eq!(rows[&1].remaining, 10);
+    }
+
+    #[test]
+    fn undoing_a_group_reverses_each_move_from_the_orders_status() {
+        // A paid order whose creation and pay are both undone: its sold
+        // units go back on sale, the row becomes VOID.
+        let (c, p) = (created(5, 2), paid(5, 2));
+        let found = HashMap::from([(5, row(OrderStatus::Paid, 3))]);
+        let u = undo_group(&[&c, &p], 10, found);
+        assert_eq!(
+            u.sales[&1].counters,
+            Counters {
+                remaining: 2,
+                reserved: 0,
+                sold: -2
+            }
+        );
+        let moves: Vec<_> = u.changes.iter().map(|c| c.to).collect();
+        assert_eq!(
+            moves,
+            [RowStatus::Is(OrderStatus::Created), RowStatus::Void]
+        );
+        // A cancel undone: the order holds its units again.
+        let x = cancelled(6, 3);
+        let u = undo_group(
+            &[&x],
+            10,
+            HashMap::from([(6, row(OrderStatus::Cancelled, 3))]),
+        );
+        assert_eq!(
+            u.sales[&1].counters,
+            Counters {
+                remaining: -3,
+                reserved: 3,
+                sold: 0
+            }
+        );
+        // A sale's creation undone: void.
+        let s = sale(2, 5);
+        assert!(undo_group(&[&s], 10, HashMap::new()).sales[&2].void);
+    }
+
+    #[test]
+    fn an_order_never_applied_or_already_reverted_moves_no_row() {
+        let c = created(5, 2);
+        // No row: nothing to undo, but the sale is named (its version
+        // rises to the abort's LSN).
+        let u = undo_group(&[&c], 10, HashMap::new());
+        assert_eq!(u.sales[&1], SaleUndo::default());
+        assert!(u.changes.is_empty());
+        // Reverted by an earlier attempt of this abort: the row is left.
+        let u = undo_group(
+            &[&c],
+            10,
+            HashMap::from([(5, row(OrderStatus::Created, 10))]),
+        );
+        assert!(u.changes.is_empty());
+    }
+}
