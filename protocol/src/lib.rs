@@ -39,6 +39,7 @@ mod response;
 mod router;
 
 pub mod date;
+pub mod rfc3339;
 
 pub use chunked::ChunkedDecoder;
 pub use error::HttpError;
