@@ -8,10 +8,13 @@
 //! * pay: subtract from `reserved` first, then add to `sold`;
 //! * cancel: subtract from `reserved`, park in `releasing`; once the cancel
 //!   is durable, move from `releasing` to `remaining`.
+//!
+//! How much each event moves is in [`crate::fold`]; the moves themselves
+//! are made in `transition.rs`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::engine::ActivitySpec;
+use crate::spec::ActivitySpec;
 use crate::types::*;
 
 #[derive(Debug)]
@@ -80,8 +83,9 @@ impl Activity {
 
     /// Take `q` units if that many remain: the CAS at the heart of the
     /// ledger.
-    pub(crate) fn try_take(&self, q: u32) -> bool {
-        let q = q as i64;
+    #[inline]
+    pub(crate) fn try_take(&self, q: i64) -> bool {
+        debug_assert!(q > 0, "an order takes at least one unit");
         self.remaining
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
                 (r >= q).then_some(r - q)
@@ -105,6 +109,19 @@ impl Activity {
         }
     }
 
+    /// What the sale was opened with.
+    pub fn spec(&self) -> ActivitySpec {
+        ActivitySpec {
+            sku_id: self.sku_id.clone(),
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            stock: self.stock,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            per_user_limit: self.per_user_limit,
+        }
+    }
+
     pub fn view(&self, now: Millis) -> ActivityView {
         ActivityView {
             id: self.id,
@@ -122,13 +139,25 @@ impl Activity {
         }
     }
 
-    /// `(remaining, sold, reserved)` as signed counters, for invariant checks.
+    /// `(remaining, sold, reserved)` as signed counters, for invariant checks
+    /// and responses (see [`Activity::ledger`] for them by name).
     pub fn counters(&self) -> (i64, i64, i64) {
         (
             self.remaining.load(Ordering::Acquire),
             self.sold.load(Ordering::Acquire),
             self.reserved.load(Ordering::Acquire),
         )
+    }
+
+    /// The three counters by name (each read on its own, as
+    /// [`Activity::counters`] does).
+    pub fn ledger(&self) -> crate::fold::Counters {
+        let (remaining, sold, reserved) = self.counters();
+        crate::fold::Counters {
+            remaining,
+            reserved,
+            sold,
+        }
     }
 
     /// Units cancelled but not yet back on sale.

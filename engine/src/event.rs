@@ -1,11 +1,13 @@
 //! Events: the only way engine state changes. Replaying them in log order
 //! from empty rebuilds the state exactly (see `Engine::apply`).
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::types::*;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A change to the engine's state, as the log keeps it. How each moves its
+/// sale's counters is in [`crate::fold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     ActivityCreated {
         id: ActivityId,
@@ -45,6 +47,87 @@ pub enum Event {
     },
 }
 
+/// Which of the [`Event`]s an event is (for messages, metrics and rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    ActivityCreated,
+    OrderCreated,
+    OrderPaid,
+    OrderCancelled,
+}
+
+impl EventKind {
+    /// `"activity_created"`, `"created"`, `"paid"`, `"cancelled"`: an
+    /// order event by the move it makes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ActivityCreated => "activity_created",
+            EventKind::OrderCreated => "created",
+            EventKind::OrderPaid => "paid",
+            EventKind::OrderCancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Event {
+    pub const fn kind(&self) -> EventKind {
+        match self {
+            Event::ActivityCreated { .. } => EventKind::ActivityCreated,
+            Event::OrderCreated { .. } => EventKind::OrderCreated,
+            Event::OrderPaid { .. } => EventKind::OrderPaid,
+            Event::OrderCancelled { .. } => EventKind::OrderCancelled,
+        }
+    }
+
+    /// The sale the event concerns.
+    pub const fn activity_id(&self) -> ActivityId {
+        match self {
+            Event::ActivityCreated { id, .. } => *id,
+            Event::OrderCreated { activity_id, .. }
+            | Event::OrderPaid { activity_id, .. }
+            | Event::OrderCancelled { activity_id, .. } => *activity_id,
+        }
+    }
+
+    /// The order the event concerns (`None` for a sale's creation).
+    pub const fn order_id(&self) -> Option<OrderId> {
+        match self {
+            Event::ActivityCreated { .. } => None,
+            Event::OrderCreated { order_id, .. }
+            | Event::OrderPaid { order_id, .. }
+            | Event::OrderCancelled { order_id, .. } => Some(*order_id),
+        }
+    }
+
+    /// The buyer the event concerns (`None` for a sale's creation): whose
+    /// stripe it is applied under, and whose events keep their order.
+    pub const fn user_id(&self) -> Option<UserId> {
+        match self {
+            Event::ActivityCreated { .. } => None,
+            Event::OrderCreated { user_id, .. }
+            | Event::OrderPaid { user_id, .. }
+            | Event::OrderCancelled { user_id, .. } => Some(*user_id),
+        }
+    }
+
+    /// Units of the order the event concerns (`None` for a sale's
+    /// creation).
+    pub const fn quantity(&self) -> Option<u32> {
+        match self {
+            Event::ActivityCreated { .. } => None,
+            Event::OrderCreated { quantity, .. }
+            | Event::OrderPaid { quantity, .. }
+            | Event::OrderCancelled { quantity, .. } => Some(*quantity),
+        }
+    }
+}
+
 /// Where executed commands put their events. The engine calls it while it
 /// still holds the lock of the user the event concerns, so one user's
 /// events reach the sink in the order they were applied.
@@ -58,7 +141,8 @@ impl EventSink for Vec<Event> {
     }
 }
 
-/// A sink that drops events (for callers that keep no log).
+/// A sink that drops events: for a command known to emit none (a read),
+/// or a caller that keeps no log.
 pub struct Discard;
 
 impl EventSink for Discard {

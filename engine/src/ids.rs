@@ -1,4 +1,7 @@
 //! Order ids: 64-bit, unique per node, ordered by time (snowflake layout).
+//! The one place that knows the bit layout: build ids with [`OrderIdGen`],
+//! read one's creation time with [`order_created_ms`], bound a time range
+//! of ids with [`order_id_floor`].
 //!
 //! `| 41 bits ms since EPOCH | 10 bits node | 12 bits sequence |`
 //! 41 bits of milliseconds last 69 years from 2024; 4096 ids per ms per
@@ -12,9 +15,40 @@ use crate::types::{Millis, OrderId};
 
 /// 2024-01-01T00:00:00Z.
 pub const EPOCH_MS: Millis = 1_704_067_200_000;
+/// Bits of the node id.
 pub const NODE_BITS: u32 = 10;
+/// Bits of the per-millisecond sequence.
 pub const SEQ_BITS: u32 = 12;
-pub const MAX_NODE_ID: u16 = (1 << NODE_BITS) - 1;
+/// Where the milliseconds start: an id's time is `id >> ID_TIME_SHIFT`
+/// milliseconds after [`EPOCH_MS`].
+pub const ID_TIME_SHIFT: u32 = NODE_BITS + SEQ_BITS;
+/// Largest node id (`engine.node_id`).
+pub const NODE_ID_MAX: u16 = (1 << NODE_BITS) - 1;
+/// Old name of [`NODE_ID_MAX`], kept for callers outside the engine.
+pub const MAX_NODE_ID: u16 = NODE_ID_MAX;
+
+const _: () = assert!(ID_TIME_SHIFT == 22, "the sink's stored ids use this layout");
+
+/// When the order with id `id` was created (ms since the Unix epoch), to
+/// the millisecond (an id borrowed from the next millisecond under a burst
+/// reads as that one).
+#[inline]
+pub const fn order_created_ms(id: OrderId) -> Millis {
+    (id >> ID_TIME_SHIFT) + EPOCH_MS
+}
+
+/// The smallest id an order created at `ms` or later can have (a time
+/// before [`EPOCH_MS`] counts as the epoch).
+#[inline]
+pub const fn order_id_floor(ms: Millis) -> OrderId {
+    ms.saturating_sub(EPOCH_MS) << ID_TIME_SHIFT
+}
+
+/// The node that created the order with id `id`.
+#[cfg(test)]
+const fn order_node(id: OrderId) -> u16 {
+    ((id >> SEQ_BITS) & NODE_ID_MAX as u64) as u16
+}
 
 pub struct OrderIdGen {
     node: u64,
@@ -24,7 +58,7 @@ pub struct OrderIdGen {
 
 impl OrderIdGen {
     pub fn new(node: u16) -> Self {
-        assert!(node <= MAX_NODE_ID, "node id out of range");
+        assert!(node <= NODE_ID_MAX, "node id out of range");
         OrderIdGen {
             node: node as u64,
             last: AtomicU64::new(0),
@@ -32,8 +66,7 @@ impl OrderIdGen {
     }
 
     pub fn next(&self, now: Millis) -> OrderId {
-        let ms = now.saturating_sub(EPOCH_MS);
-        let floor = (ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS);
+        let floor = order_id_floor(now) | (self.node << SEQ_BITS);
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
             // Same node: keep its node bits, bump the sequence (carrying into
@@ -55,8 +88,8 @@ impl OrderIdGen {
         let seq_mask = (1u64 << SEQ_BITS) - 1;
         if id & seq_mask == seq_mask {
             // Next millisecond, sequence 0, same node.
-            let ms = (id >> (NODE_BITS + SEQ_BITS)) + 1;
-            (ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS)
+            let ms = (id >> ID_TIME_SHIFT) + 1;
+            (ms << ID_TIME_SHIFT) | (self.node << SEQ_BITS)
         } else {
             id + 1
         }
@@ -70,14 +103,6 @@ impl OrderIdGen {
     /// The last id handed out or observed.
     pub fn last(&self) -> OrderId {
         self.last.load(Ordering::Relaxed)
-    }
-
-    pub fn node_of(id: OrderId) -> u16 {
-        ((id >> SEQ_BITS) & MAX_NODE_ID as u64) as u16
-    }
-
-    pub fn millis_of(id: OrderId) -> Millis {
-        (id >> (NODE_BITS + SEQ_BITS)) + EPOCH_MS
     }
 }
 
@@ -93,16 +118,32 @@ mod tests {
         for _ in 0..10_000 {
             let id = g.next(now);
             assert!(id > prev);
-            assert_eq!(OrderIdGen::node_of(id), 7);
+            assert_eq!(order_node(id), 7);
             prev = id;
         }
         // 10,000 ids in one ms borrowed two more milliseconds.
-        assert_eq!(OrderIdGen::millis_of(prev), now + 2);
+        assert_eq!(order_created_ms(prev), now + 2);
         // The clock moving on gives an id at the new time.
         let later = g.next(now + 10);
-        assert_eq!(OrderIdGen::millis_of(later), now + 10);
+        assert_eq!(order_created_ms(later), now + 10);
         // A clock going backwards never repeats an id.
         assert!(g.next(now) > later);
+    }
+
+    #[test]
+    fn the_layout_reads_back() {
+        let ms = EPOCH_MS + 123_456_789;
+        let id = order_id_floor(ms) | (5 << SEQ_BITS) | 77;
+        assert_eq!(order_created_ms(id), ms);
+        assert_eq!(order_node(id), 5);
+        assert_eq!(order_id_floor(ms), (ms - EPOCH_MS) << 22);
+        assert_eq!(order_id_floor(0), 0, "before the epoch is the epoch");
+        assert_eq!(order_created_ms(0), EPOCH_MS);
+        // A generated id is at or above the floor of its time.
+        let g = OrderIdGen::new(NODE_ID_MAX);
+        let id = g.next(ms);
+        assert!(id >= order_id_floor(ms) && id < order_id_floor(ms + 1));
+        assert_eq!(order_node(id), NODE_ID_MAX);
     }
 
     #[test]

@@ -8,6 +8,9 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 
 use crate::engine::Engine;
+use crate::fold::Counters;
+use crate::limits::{CHECK_PARALLEL_USERS_MIN, STARTUP_THREADS_MAX};
+use crate::spec::ActivitySpec;
 use crate::types::*;
 use crate::users::{Order, SaleKey, USER_STRIPES};
 
@@ -23,8 +26,8 @@ impl Engine {
             .iter()
             .map(|s| s.lock().users.len())
             .sum();
-        let threads = if users >= 100_000 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+        let threads = if users >= CHECK_PARALLEL_USERS_MIN {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(STARTUP_THREADS_MAX))
         } else {
             1
         };
@@ -180,21 +183,10 @@ impl Engine {
     pub fn dump(&self) -> EngineDump {
         let activities = self
             .activities()
-            .map(|a| {
-                let (r, s, v) = a.counters();
-                (
-                    a.id,
-                    a.sku_id.clone(),
-                    a.name.clone(),
-                    a.price_cents,
-                    a.stock,
-                    a.start_at,
-                    a.end_at,
-                    a.per_user_limit,
-                    r,
-                    s,
-                    v,
-                )
+            .map(|a| ActivityRow {
+                id: a.id,
+                spec: a.spec(),
+                counters: a.ledger(),
             })
             .collect();
         let mut orders = Vec::new();
@@ -268,20 +260,17 @@ fn first_duplicate(lists: &[Vec<OrderId>]) -> Option<OrderId> {
     None
 }
 
-type ActivityRow = (
-    ActivityId,
-    String,
-    String,
-    u64,
-    u64,
-    Millis,
-    Millis,
-    u32,
-    i64,
-    i64,
-    i64,
-);
+/// One sale in an [`EngineDump`]: what it was opened with and its
+/// counters (units parked until a cancel is durable are not in them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRow {
+    pub id: ActivityId,
+    pub spec: ActivitySpec,
+    pub counters: Counters,
+}
 
+/// The whole state in a canonical order ([`Engine::dump`]): sales by id
+/// (void ones left out), orders by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineDump {
     pub activities: Vec<ActivityRow>,

@@ -13,31 +13,59 @@
 //! 1. `0 <= sold + reserved <= stock` for every sale (no oversell).
 //! 2. A user never holds more than `per_user_limit` units of one sale, and
 //!    creates at most `per_user_limit + 16` orders in it
-//!    ([`max_orders_per_user_per_sale`]).
+//!    ([`sale_user_orders_max`]).
 //! 3. One `(user, request_id)` yields at most one order.
 //! 4. Orders move only `CREATED → PAID` or `CREATED → CANCELLED`, and every
 //!    move is an [`Event`].
 //! 5. [`Engine::apply`] over the logged events rebuilds the same state
 //!    ([`Engine::dump`] compares equal).
+//!
+//! Where things are, one concept per file:
+//! * `engine.rs`: the [`Engine`] and its live commands (create a sale,
+//!   buy, pay, cancel, expire, read an order);
+//! * `transition.rs`: the one function that changes order state, undoing
+//!   an event, finishing one once durable; debug checks of every move;
+//! * [`fold`]: how each event moves a sale's counters, and undoing it:
+//!   pure arithmetic shared with whoever projects the log;
+//! * `replay.rs`: rebuilding state from the log (one event, or a batch on
+//!   every core); `snapshot.rs`: exporting and loading the whole state;
+//! * `invariants.rs`: checking the invariants above; [`Engine::dump`];
+//! * `activity.rs`: a sale and its atomic counters; `users.rs`: per-user
+//!   state in locked stripes (orders, indexes, holdings);
+//! * [`limits`]: every bound, with its reason; `spec.rs`: the engine's
+//!   configuration and a sale's spec; `view.rs`: what commands take and
+//!   answer; `error.rs`: why an event or snapshot does not apply;
+//! * `event.rs`: the events; `ids.rs`: the order id layout; `types.rs`:
+//!   ids, statuses and refusals; [`ratelimit`]: token buckets.
 
 mod activity;
-mod clock;
 mod engine;
+mod error;
 mod event;
+pub mod fold;
 mod hash;
 mod ids;
 mod invariants;
+pub mod limits;
 pub mod ratelimit;
+mod replay;
 mod snapshot;
+mod spec;
+mod transition;
 mod types;
 mod users;
+mod view;
 
 pub use activity::{Activity, ActivityView};
-pub use clock::{format_rfc3339, rfc3339};
-pub use engine::*;
-pub use event::{Discard, Event, EventSink};
-pub use ids::{OrderIdGen, EPOCH_MS, MAX_NODE_ID};
-pub use invariants::EngineDump;
+pub use engine::Engine;
+pub use error::ReplayError;
+pub use event::{Discard, Event, EventKind, EventSink};
+pub use fold::Counters;
+pub use ids::{order_created_ms, order_id_floor, EPOCH_MS, MAX_NODE_ID, NODE_ID_MAX};
+pub use invariants::{ActivityRow, EngineDump};
+pub use limits::*;
 pub use snapshot::{ActivitySnapshot, EngineSnapshot};
+pub use spec::{ActivitySpec, EngineConfig};
 pub use types::*;
 pub use users::{Order, RequestKey, USER_STRIPES};
+pub use view::{OrderView, PlaceOrder, Placed};

@@ -127,7 +127,7 @@ impl Bucket {
 type Slot = [u64; 2];
 
 /// A bucket per key (user, client IP), in a fixed table: each key hashes
-/// to one set of [`KEYED_WAYS`] slots. A key not in its set takes a free
+/// to one set of `KEYED_WAYS` slots. A key not in its set takes a free
 /// slot, else a bucket whose arrival time has passed (full again: the same
 /// as having none, so forgetting it changes no decision), else the bucket
 /// that will be full again soonest, whose owner then starts afresh a

@@ -6,7 +6,10 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 
 use crate::activity::Activity;
-use crate::engine::{ActivitySpec, Engine, ReplayError};
+use crate::engine::Engine;
+use crate::error::ReplayError;
+use crate::limits::{LOAD_PARALLEL_ORDERS_MIN, STARTUP_THREADS_MAX, STRIPE_ORDERS_MAX};
+use crate::spec::ActivitySpec;
 use crate::types::*;
 use crate::users::{Order, Users, USER_STRIPES};
 
@@ -64,15 +67,7 @@ impl Engine {
                 let (remaining, sold, reserved) = a.counters();
                 ActivitySnapshot {
                     id: a.id,
-                    spec: ActivitySpec {
-                        sku_id: a.sku_id.clone(),
-                        name: a.name.clone(),
-                        price_cents: a.price_cents,
-                        stock: a.stock,
-                        start_at: a.start_at,
-                        end_at: a.end_at,
-                        per_user_limit: a.per_user_limit,
-                    },
+                    spec: a.spec(),
                     created_at: a.created_at,
                     // A follower applies cancels whole: nothing is parked.
                     remaining: remaining + a.releasing(),
@@ -141,8 +136,8 @@ impl Engine {
         // in another order (an older writer) loads on one thread.
         let orders = &snap.orders[..];
         let grouped = orders.is_sorted_by_key(|o| Users::stripe_of(o.user_id));
-        let threads = if grouped && orders.len() >= 100_000 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+        let threads = if grouped && orders.len() >= LOAD_PARALLEL_ORDERS_MIN {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(STARTUP_THREADS_MAX))
         } else {
             1
         };
@@ -178,42 +173,32 @@ impl Engine {
         meta: &EngineSnapshot,
         stripe_orders: Option<&[u32]>,
     ) -> Result<(), ReplayError> {
-        // A stripe indexes at most MAX_ORDERS_PER_STRIPE orders: a snapshot
+        // A stripe indexes at most STRIPE_ORDERS_MAX orders: a snapshot
         // claiming more is refused here, before anything is installed,
         // rather than reaching the index's assertion mid-load.
-        if let Some(&n) = stripe_orders
+        if let Some(&orders) = stripe_orders
             .unwrap_or_default()
             .iter()
-            .find(|&&n| n as usize > crate::users::MAX_ORDERS_PER_STRIPE)
+            .find(|&&n| n as usize > STRIPE_ORDERS_MAX)
         {
-            return Err(ReplayError(format!(
-                "snapshot stripe holds {n} orders, more than {}",
-                crate::users::MAX_ORDERS_PER_STRIPE
-            )));
+            return Err(ReplayError::SnapshotStripeOverfull { orders });
         }
         let mut next = self.next_activity.lock();
         if *next != 1 || self.activities().next().is_some() {
-            return Err(ReplayError(
-                "snapshot loaded into a non-empty engine".into(),
-            ));
+            return Err(ReplayError::SnapshotIntoNonEmpty);
         }
         for a in &meta.activities {
             let slot = self
                 .activities
                 .get((a.id as usize).wrapping_sub(1))
-                .ok_or_else(|| {
-                    ReplayError(format!(
-                        "snapshot activity {} beyond engine.max_activities",
-                        a.id
-                    ))
-                })?;
+                .ok_or(ReplayError::SnapshotActivityBeyondCapacity { id: a.id })?;
             let act = Activity::new(a.id, a.spec.clone(), a.created_at);
             act.remaining.store(a.remaining, Ordering::Release);
             act.sold.store(a.sold, Ordering::Release);
             act.reserved.store(a.reserved, Ordering::Release);
             act.void.store(a.void, Ordering::Release);
             slot.set(act)
-                .map_err(|_| ReplayError(format!("snapshot activity {} twice", a.id)))?;
+                .map_err(|_| ReplayError::SnapshotActivityTwice { id: a.id })?;
         }
         *next = meta.next_activity.max(1);
         drop(next);

@@ -1,7 +1,5 @@
 //! Identifiers, time and the small enums the engine speaks in.
 
-use serde::{Deserialize, Serialize};
-
 /// Wall-clock milliseconds since the Unix epoch. The engine never reads a
 /// clock: every command carries the `now` its caller took once per batch.
 pub type Millis = u64;
@@ -9,7 +7,10 @@ pub type UserId = u64;
 pub type ActivityId = u32;
 pub type OrderId = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an order is in its life. It starts `Created` and makes at most
+/// one move, to `Paid` or to `Cancelled` ([`OrderStatus::moves_to`]); only
+/// undoing an event the log could not keep takes it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum OrderStatus {
     Created = 0,
@@ -18,22 +19,61 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub fn as_str(&self) -> &'static str {
+    pub const ALL: [OrderStatus; 3] = [
+        OrderStatus::Created,
+        OrderStatus::Paid,
+        OrderStatus::Cancelled,
+    ];
+
+    /// `"CREATED"`, `"PAID"` or `"CANCELLED"`: the API's and the order
+    /// tables' spelling.
+    pub const fn as_str(&self) -> &'static str {
         match self {
             OrderStatus::Created => "CREATED",
             OrderStatus::Paid => "PAID",
             OrderStatus::Cancelled => "CANCELLED",
         }
     }
+
+    /// The status [`OrderStatus::as_str`] spells `s` (exactly, case
+    /// included), if any.
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        match s {
+            "CREATED" => Some(OrderStatus::Created),
+            "PAID" => Some(OrderStatus::Paid),
+            "CANCELLED" => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether an order may move from `self` to `to`: only `CREATED → PAID`
+    /// and `CREATED → CANCELLED` (invariant 4).
+    pub const fn moves_to(self, to: OrderStatus) -> bool {
+        matches!(
+            (self, to),
+            (OrderStatus::Created, OrderStatus::Paid)
+                | (OrderStatus::Created, OrderStatus::Cancelled)
+        )
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum CancelReason {
     /// The buyer cancelled.
     User = 0,
     /// Not paid within `engine.order_ttl_ms`.
     Timeout = 1,
+}
+
+impl CancelReason {
+    /// `"user"` or `"timeout"`: the API's and the order tables' spelling.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            CancelReason::User => "user",
+            CancelReason::Timeout => "timeout",
+        }
+    }
 }
 
 /// A sale's state as buyers see it at a given instant.
@@ -76,7 +116,7 @@ pub enum Reject {
     /// the API validates first, so this is defence in depth.
     Invalid,
     /// The buyer already created as many orders in this sale as anyone may
-    /// ([`crate::max_orders_per_user_per_sale`]), counting cancelled and
+    /// ([`crate::sale_user_orders_max`]), counting cancelled and
     /// timed-out ones: a bound on what one buyer's churn costs.
     TooManyOrders,
 }
@@ -151,6 +191,30 @@ impl Reject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_spell_and_parse_back() {
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(OrderStatus::parse("VOID"), None);
+        assert_eq!(OrderStatus::parse("paid"), None, "exact spelling only");
+        assert_eq!(OrderStatus::parse(""), None);
+        let moves: Vec<(OrderStatus, OrderStatus)> = OrderStatus::ALL
+            .iter()
+            .flat_map(|&a| OrderStatus::ALL.map(|b| (a, b)))
+            .filter(|&(a, b)| a.moves_to(b))
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                (OrderStatus::Created, OrderStatus::Paid),
+                (OrderStatus::Created, OrderStatus::Cancelled)
+            ]
+        );
+        assert_eq!(CancelReason::User.as_str(), "user");
+        assert_eq!(CancelReason::Timeout.as_str(), "timeout");
+    }
 
     #[test]
     fn every_refusal_is_listed_once_with_its_own_code() {

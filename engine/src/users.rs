@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use crate::hash::mix;
+use crate::limits::{PER_USER_LIMIT_MAX, SALE_USER_ORDERS_MAX, STRIPE_ORDERS_MAX};
 use crate::types::*;
 
 /// Stripes of user state. A power of two comfortably above the number of
@@ -79,11 +80,9 @@ const POS_MASK: u32 = (1 << POS_BITS) - 1;
 /// ever has).
 const EMPTY: u32 = u32::MAX;
 
-/// Orders one stripe can hold: positions fit an index slot's 24 bits.
-/// 16.7M per stripe is 17 billion orders over all stripes, some 2.5 TB of
-/// state; a stripe that fills anyway refuses new orders (`503`) instead of
-/// wrapping.
-pub const MAX_ORDERS_PER_STRIPE: usize = POS_MASK as usize;
+// Orders one stripe can hold ([`STRIPE_ORDERS_MAX`]): every position fits
+// an index slot, and `POS_MASK` itself is never one (it marks `EMPTY`).
+const _: () = assert!(STRIPE_ORDERS_MAX == POS_MASK as usize);
 
 /// An index grows past 3/4 full: with linear probing a miss (every new
 /// purchase's request-id lookup) then reads ~8 slots, 32 contiguous bytes,
@@ -158,7 +157,7 @@ impl Index {
     /// Add `pos` under hash `h`. `rehash(p)` gives the hash of the entry
     /// at position `p` (to move entries when the table grows).
     pub fn insert(&mut self, h: u64, pos: usize, rehash: impl Fn(usize) -> u64) {
-        debug_assert!(pos < MAX_ORDERS_PER_STRIPE);
+        debug_assert!(pos < STRIPE_ORDERS_MAX);
         if (self.len + 1) * INDEX_LOAD_DEN > self.slots.len() * INDEX_LOAD_NUM {
             self.resize(self.slots.len().max(INDEX_MIN_SLOTS / 2) * 2, &rehash);
         }
@@ -318,8 +317,8 @@ impl SaleKey {
 /// purchase checks it in one lookup. Both are sums over the user's orders
 /// in the sale, which [`crate::Engine::check_invariants`] recomputes.
 ///
-/// 16 bits each: live, `held` is at most `MAX_PER_USER_LIMIT` (1,000) and
-/// `orders` at most `MAX_ORDERS_PER_USER_PER_SALE` (1,016). A log written
+/// 16 bits each: live, `held` is at most [`PER_USER_LIMIT_MAX`] (1,000)
+/// and `orders` at most [`SALE_USER_ORDERS_MAX`] (1,016). A log written
 /// before the cap existed may hold more orders: the count then stays at
 /// `u16::MAX`, which is past the cap all the same, and is never counted
 /// down again. Every update saturates, so damaged input is left for the
@@ -329,12 +328,12 @@ pub(crate) struct UserSale {
     /// Units in created or paid orders: what `per_user_limit` bounds.
     pub held: u16,
     /// Orders created, whatever became of them: what
-    /// [`crate::MAX_ORDERS_PER_USER_PER_SALE`] bounds.
+    /// [`SALE_USER_ORDERS_MAX`] bounds.
     pub orders: u16,
 }
 
-const _: () = assert!(crate::MAX_PER_USER_LIMIT <= u16::MAX as u32);
-const _: () = assert!(crate::MAX_ORDERS_PER_USER_PER_SALE < u16::MAX as u32);
+const _: () = assert!(PER_USER_LIMIT_MAX <= u16::MAX as u32);
+const _: () = assert!(SALE_USER_ORDERS_MAX < u16::MAX as u32);
 
 impl UserSale {
     #[inline]
@@ -396,10 +395,10 @@ impl Stripe {
         });
     }
 
-    /// Whether another order fits (see [`MAX_ORDERS_PER_STRIPE`]).
+    /// Whether another order fits (see [`STRIPE_ORDERS_MAX`]).
     #[inline]
     pub fn has_room(&self) -> bool {
-        self.orders.len() < MAX_ORDERS_PER_STRIPE
+        self.orders.len() < STRIPE_ORDERS_MAX
     }
 
     /// The arena position of `user`'s order `id`.
@@ -448,13 +447,13 @@ impl Stripe {
     }
 
     /// Add an order to the arena, its indexes and its (user, sale) record.
-    /// Panics past [`MAX_ORDERS_PER_STRIPE`]: live purchases check
+    /// Panics past [`STRIPE_ORDERS_MAX`]: live purchases check
     /// [`Stripe::has_room`] first, and no snapshot the engine wrote holds
     /// more.
     pub fn push_order(&mut self, order: Order) {
         assert!(
             self.has_room(),
-            "at most {MAX_ORDERS_PER_STRIPE} orders per stripe"
+            "at most {STRIPE_ORDERS_MAX} orders per stripe"
         );
         let pos = self.orders.len();
         let rec = self
@@ -479,7 +478,7 @@ impl Stripe {
     /// buyer's holding.
     pub fn cancel_at(&mut self, i: usize, at: Millis, reason: CancelReason) {
         let o = &mut self.orders[i];
-        debug_assert_eq!(o.status, OrderStatus::Created);
+        debug_assert!(o.status.moves_to(OrderStatus::Cancelled));
         o.status = OrderStatus::Cancelled;
         o.updated_at = at;
         o.cancel_reason = Some(reason);

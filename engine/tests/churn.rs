@@ -1,4 +1,4 @@
-//! Proves one buyer's churn is bounded: past `max_orders_per_user_per_sale`
+//! Proves one buyer's churn is bounded: past `sale_user_orders_max`
 //! a purchase is `409 too_many_orders` and changes nothing (state, events),
 //! the cap survives replay, snapshots and reverts, a log from before the
 //! cap still replays, and the invariant check still finds a request id on
@@ -76,7 +76,7 @@ fn churn(e: &Engine, a: ActivityId, limit: u32, log: &mut Vec<Event>) -> u32 {
 
 #[test]
 fn a_create_cancel_loop_stops_at_the_cap_and_changes_nothing_there() {
-    for limit in [1, 3, MAX_PER_USER_LIMIT] {
+    for limit in [1, 3, PER_USER_LIMIT_MAX] {
         let e = engine();
         let mut log = Vec::new();
         let a = e
@@ -84,8 +84,8 @@ fn a_create_cancel_loop_stops_at_the_cap_and_changes_nothing_there() {
             .unwrap()
             .id;
         let n = churn(&e, a, limit, &mut log);
-        assert_eq!(n, max_orders_per_user_per_sale(limit));
-        assert_eq!(n, limit + EXTRA_ORDERS_PER_USER_PER_SALE);
+        assert_eq!(n, sale_user_orders_max(limit));
+        assert_eq!(n, limit + SALE_USER_EXTRA_ORDERS);
 
         // Refused past the cap: 409 with its own code, no event, no change.
         let before = (e.dump(), log.len());
@@ -158,7 +158,7 @@ fn the_cap_counts_orders_that_time_out_and_those_paid() {
         now += 60_000;
         assert_eq!(e.expire_due(now, usize::MAX, &mut log), 1);
     }
-    assert_eq!(n, max_orders_per_user_per_sale(2));
+    assert_eq!(n, sale_user_orders_max(2));
     e.check_invariants().unwrap();
 }
 
@@ -198,7 +198,7 @@ fn a_reverted_creation_does_not_count() {
         buy(&e, a, 7, 1, "and-again", &mut log),
         Err(Reject::TooManyOrders)
     );
-    assert_eq!(n, max_orders_per_user_per_sale(1));
+    assert_eq!(n, sale_user_orders_max(1));
     e.check_invariants().unwrap();
 }
 
@@ -420,7 +420,7 @@ proptest! {
         for u in 1..=2u64 {
             for a in 1..=2u32 {
                 let n = dump.orders.iter().filter(|o| o.user_id == u && o.activity_id == a).count() as u32;
-                prop_assert!(n <= max_orders_per_user_per_sale(a), "user {} sale {}: {} orders", u, a, n);
+                prop_assert!(n <= sale_user_orders_max(a), "user {} sale {}: {} orders", u, a, n);
             }
         }
         let r = engine();

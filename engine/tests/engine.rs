@@ -230,7 +230,7 @@ fn windows_and_bad_input_change_nothing() {
         Err(Reject::Invalid)
     );
     assert_eq!(
-        buy(&e, a, 1, MAX_QUANTITY + 1, "r", T0 + 1, &mut log),
+        buy(&e, a, 1, QUANTITY_MAX + 1, "r", T0 + 1, &mut log),
         Err(Reject::Invalid)
     );
     assert_eq!(buy(&e, a, 1, 1, "", T0 + 1, &mut log), Err(Reject::Invalid));

@@ -32,7 +32,12 @@ fn a_stripe_count_beyond_the_index_is_refused_and_nothing_is_installed() {
     let mut counts = vec![0u32; USER_STRIPES];
     counts[7] = u32::MAX;
     let err = e.begin_load(&meta, Some(&counts)).unwrap_err();
-    assert!(err.0.contains("stripe holds"), "{err}");
+    assert_eq!(
+        err,
+        ReplayError::SnapshotStripeOverfull { orders: u32::MAX },
+        "{err}"
+    );
+    assert!(err.to_string().contains("stripe holds"), "{err}");
     assert!(e.activity(1).is_none(), "nothing installed");
     // The same snapshot with honest counts loads.
     counts[7] = 0;
