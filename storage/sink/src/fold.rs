@@ -1,56 +1,19 @@
-//! Folding events into the sales' counters, and undoing an aborted group:
-//! pure functions over rows read from MySQL, so the writer only reads,
-//! calls these and writes back.
+//! Folding events into the sales' `activities` rows, and undoing an
+//! aborted group: pure functions over rows read from MySQL, so the writer
+//! only reads, calls these and writes back.
 //!
-//! The counters move as the engine moves them: each event's effect, and
-//! each undo given the order's status before the abort (an event arriving
-//! before its abort is applied, then undone by it; see the crate doc).
+//! The arithmetic is the engine's ([`flashd_engine::fold`]): an event's
+//! effect on its sale's counters, and an undo given the order's status
+//! before the abort. What is the sink's own is only the projection: the
+//! LSN guards (a row skips what it already has), the sale's other columns,
+//! and the `VOID` status an order row keeps once its creation is undone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use flashd_engine::{ActivityId, Event, OrderId, OrderStatus};
+use flashd_engine::fold::{effect, undo, Undo};
+use flashd_engine::{ActivityId, Counters, Event, OrderId};
 
 use crate::rows::{ActivityRow, LsnEvent, OrderRef, RowStatus};
-
-/// A change of a sale's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
-    pub remaining: i64,
-    pub reserved: i64,
-    pub sold: i64,
-}
-
-impl Counters {
-    fn add(&mut self, d: Counters) {
-        self.remaining += d.remaining;
-        self.reserved += d.reserved;
-        self.sold += d.sold;
-    }
-}
-
-/// An order event's effect on its sale's counters (none for a sale's
-/// creation: it sets the stock).
-fn effect(ev: &Event) -> Counters {
-    let q = |quantity: &u32| *quantity as i64;
-    match ev {
-        Event::ActivityCreated { .. } => Counters::default(),
-        Event::OrderCreated { quantity, .. } => Counters {
-            remaining: -q(quantity),
-            reserved: q(quantity),
-            sold: 0,
-        },
-        Event::OrderPaid { quantity, .. } => Counters {
-            remaining: 0,
-            reserved: -q(quantity),
-            sold: q(quantity),
-        },
-        Event::OrderCancelled { quantity, .. } => Counters {
-            remaining: q(quantity),
-            reserved: -q(quantity),
-            sold: 0,
-        },
-    }
-}
 
 /// What an abort does to one sale: its counters move back, and a sale
 /// whose creation is undone becomes void.
@@ -86,80 +49,40 @@ pub(crate) struct GroupUndo {
 
 /// Undo `evs` (an aborted group, newest last) at abort `lsn`, as the
 /// engine reverts a replayed group, over the rows `found` before it (an
-/// order without a row was never applied: nothing to undo).
+/// order without a row, or whose row is `VOID`, is gone: nothing to undo).
 pub(crate) fn undo_group(evs: &[&Event], lsn: u64, found: HashMap<OrderId, RowState>) -> GroupUndo {
     let mut status = found;
-    let mut undo = GroupUndo::default();
+    let mut out = GroupUndo::default();
     for ev in evs {
-        undo.sales.entry(flashd_kafka::activity_of(ev)).or_default();
+        out.sales.entry(ev.activity_id()).or_default();
     }
     for ev in evs.iter().rev().copied() {
-        let Some(o) = OrderRef::of(ev) else {
-            if let Event::ActivityCreated { id, .. } = ev {
-                undo.sales.entry(*id).or_default().void = true;
-            }
-            continue;
-        };
-        let Some(row) = status.get_mut(&o.order_id) else {
-            continue;
-        };
-        let q = o.quantity as i64;
-        let d = &mut undo.sales.entry(o.activity_id).or_default().counters;
-        match ev {
-            Event::OrderCreated { .. } => {
-                // The order goes; its units go back on sale from wherever
-                // they are (a cancelled order's already are).
-                match row.status {
-                    RowStatus::Is(OrderStatus::Created) => d.add(Counters {
-                        remaining: q,
-                        reserved: -q,
-                        sold: 0,
-                    }),
-                    RowStatus::Is(OrderStatus::Paid) => d.add(Counters {
-                        remaining: q,
-                        reserved: 0,
-                        sold: -q,
-                    }),
-                    RowStatus::Is(OrderStatus::Cancelled) | RowStatus::Void => {}
-                }
-                if row.status != RowStatus::Void {
-                    row.status = RowStatus::Void;
-                    undo.changes.push(StatusChange {
-                        order: o,
-                        to: RowStatus::Void,
-                    });
+        let row = ev.order_id().and_then(|o| status.get_mut(&o));
+        let now = row.as_ref().and_then(|r| r.status.engine());
+        match undo(ev, now) {
+            Undo::Nothing => {}
+            Undo::VoidSale(id) => out.sales.entry(id).or_default().void = true,
+            Undo::Order {
+                activity,
+                delta,
+                status: to,
+            } => {
+                out.sales.entry(activity).or_default().counters += delta;
+                let to = to.map_or(RowStatus::Void, RowStatus::Is);
+                if let (Some(row), Some(order)) = (row, OrderRef::of(ev)) {
+                    row.status = to;
+                    out.changes.push(StatusChange { order, to });
                 }
             }
-            Event::OrderPaid { .. } | Event::OrderCancelled { .. } => {
-                // Undo a pay or a cancel: the order is CREATED again, its
-                // units move back from sold / remaining to reserved.
-                let from = match ev {
-                    Event::OrderPaid { .. } => OrderStatus::Paid,
-                    _ => OrderStatus::Cancelled,
-                };
-                if row.status == RowStatus::Is(from) {
-                    row.status = RowStatus::Is(OrderStatus::Created);
-                    let mut back = effect(ev);
-                    back.remaining = -back.remaining;
-                    back.reserved = -back.reserved;
-                    back.sold = -back.sold;
-                    d.add(back);
-                    undo.changes.push(StatusChange {
-                        order: o,
-                        to: RowStatus::Is(OrderStatus::Created),
-                    });
-                }
-            }
-            Event::ActivityCreated { .. } => {}
         }
     }
     // Orders already at this LSN were reverted by an earlier attempt of
     // this abort (the activity row, written first, too, and its version
     // guards it); the others still hold their statuses from before it, so
     // what is left to do is computed right.
-    undo.changes
+    out.changes
         .retain(|c| !matches!(status.get(&c.order.order_id), Some(r) if r.version >= lsn));
-    undo
+    out
 }
 
 /// Fold `sales`' events (LSN order) and then an abort's `undo` at
@@ -193,9 +116,7 @@ pub(crate) fn fold_into(
             continue;
         }
         row.fresh = false;
-        row.remaining += u.counters.remaining;
-        row.reserved += u.counters.reserved;
-        row.sold += u.counters.sold;
+        row.counters += u.counters;
         row.void |= u.void;
         row.version = lsn;
         changed.insert(*id);
@@ -203,46 +124,45 @@ pub(crate) fn fold_into(
     changed
 }
 
-/// One event's change of its sale's row.
+/// One event's change of its sale's row: the engine's effect on the
+/// counters, and for a sale's creation its columns.
 fn fold_event(row: &mut ActivityRow, ev: &Event) {
-    match ev {
-        Event::ActivityCreated {
-            sku_id,
-            name,
-            price_cents,
-            stock,
-            start_at,
-            end_at,
-            per_user_limit,
-            created_at,
-            ..
-        } => {
-            row.sku_id = sku_id.clone();
-            row.name = name.clone();
-            row.price_cents = *price_cents;
-            row.stock = *stock as i64;
-            // Orders folded before the creation (a log from before issue
-            // 14's point 3 was fixed) keep their units: remaining follows
-            // from the other counters, never overwrites them.
-            row.remaining = *stock as i64 - row.reserved - row.sold;
-            row.start_at = *start_at;
-            row.end_at = *end_at;
-            row.per_user_limit = *per_user_limit;
-            row.created_at = *created_at;
-        }
-        _ => {
-            let d = effect(ev);
-            row.remaining += d.remaining;
-            row.reserved += d.reserved;
-            row.sold += d.sold;
-        }
+    if let Event::ActivityCreated {
+        sku_id,
+        name,
+        price_cents,
+        stock,
+        start_at,
+        end_at,
+        per_user_limit,
+        created_at,
+        ..
+    } = ev
+    {
+        row.sku_id = sku_id.clone();
+        row.name = name.clone();
+        row.price_cents = *price_cents;
+        row.stock = *stock as i64;
+        row.start_at = *start_at;
+        row.end_at = *end_at;
+        row.per_user_limit = *per_user_limit;
+        row.created_at = *created_at;
+        // Orders folded before the creation (a log from before issue 14's
+        // point 3 was fixed) keep their units: the creation sets the
+        // total to `stock`. That is the engine's `opened(stock)` added to
+        // counters whose total was 0 (order events and undos keep it), and
+        // unlike adding it stays right should a creation reach a row twice.
+        let c = &mut row.counters;
+        c.remaining = row.stock - c.reserved - c.sold;
+        return;
     }
+    row.counters += effect(ev).1;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashd_engine::CancelReason;
+    use flashd_engine::{CancelReason, OrderStatus};
 
     fn sale(id: ActivityId, stock: u64) -> Event {
         Event::ActivityCreated {
@@ -321,11 +241,18 @@ mod tests {
             created(6, 3),
             cancelled(6, 3),
         ]);
-        assert_eq!((r.stock, r.remaining, r.reserved, r.sold), (10, 8, 0, 2));
+        assert_eq!(r.stock, 10);
+        assert_eq!(
+            (r.counters.remaining, r.counters.reserved, r.counters.sold),
+            (8, 0, 2)
+        );
         assert_eq!(r.version, 4);
         // An order logged before its sale's creation keeps its units.
         let r = fold(&[created(5, 2), sale(1, 10)]);
-        assert_eq!((r.remaining, r.reserved, r.sold), (8, 2, 0));
+        assert_eq!(
+            (r.counters.remaining, r.counters.reserved, r.counters.sold),
+            (8, 2, 0)
+        );
     }
 
     #[test]
@@ -345,12 +272,15 @@ mod tests {
             ActivityRow {
                 id: 1,
                 version: 9,
-                remaining: 10,
+                counters: Counters {
+                    remaining: 10,
+                    ..Counters::ZERO
+                },
                 ..Default::default()
             },
         );
         assert!(fold_into(&mut rows, &sales, None).is_empty());
-        assert_eq!(rows[&1].remaining, 10);
+        assert_eq!(rows[&1].counters.remaining, 10);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! user's orders stay on one shard and adding a shard moves only 1/n of
 //! users) and the month table of an order.
 
-use flashd_engine::{OrderId, UserId, EPOCH_MS};
+use flashd_engine::{order_created_ms, OrderId, UserId};
 
 /// Shard of a user: Lamping & Veach's jump consistent hash.
 pub fn shard_of(user: UserId, shards: usize) -> usize {
@@ -16,15 +16,10 @@ pub fn shard_of(user: UserId, shards: usize) -> usize {
     b.max(0) as usize
 }
 
-/// When an order was created (Unix ms), from its snowflake id: a status
-/// change finds its month table without a lookup.
-pub(crate) fn created_ms(id: OrderId) -> u64 {
-    (id >> 22) + EPOCH_MS
-}
-
-/// `orders_YYYYMM` of the month the order was created in (UTC).
+/// `orders_YYYYMM` of the month the order was created in (UTC), from its
+/// snowflake id: a status change finds its table without a lookup.
 pub fn order_table(id: OrderId) -> String {
-    month_table(created_ms(id))
+    month_table(order_created_ms(id))
 }
 
 /// `orders_YYYYMM` of the month (UTC) that holds Unix millisecond `ms`.
@@ -37,6 +32,7 @@ pub(crate) fn month_table(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashd_engine::order_id_floor;
 
     #[test]
     fn jump_hash_is_stable_and_moves_few_users() {
@@ -60,7 +56,7 @@ mod tests {
     fn order_tables_are_per_month_of_the_id() {
         // 2026-11-22T00:00:00Z
         let ms = 1_795_305_600_000u64;
-        assert_eq!(order_table((ms - EPOCH_MS) << 22), "orders_202611");
+        assert_eq!(order_table(order_id_floor(ms)), "orders_202611");
         assert_eq!(order_table(0), "orders_202401");
         assert_eq!(month_table(ms), "orders_202611");
     }

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use flashd_engine::{ActivityId, CancelReason, Event, OrderId, OrderStatus, UserId};
+use flashd_engine::fold::status_after;
+use flashd_engine::{order_created_ms, ActivityId, Counters, Event, OrderId, OrderStatus, UserId};
 
-use crate::placement::{created_ms, order_table, shard_of};
+use crate::placement::{order_table, shard_of};
 
 /// An event with the LSN the log gave it.
 #[derive(Debug, Clone, Copy)]
@@ -33,17 +34,19 @@ impl RowStatus {
     }
 
     pub fn parse(s: &str) -> Option<RowStatus> {
-        if s == "VOID" {
-            return Some(RowStatus::Void);
+        match s {
+            "VOID" => Some(RowStatus::Void),
+            _ => OrderStatus::parse(s).map(RowStatus::Is),
         }
-        [
-            OrderStatus::Created,
-            OrderStatus::Paid,
-            OrderStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
-        .map(RowStatus::Is)
+    }
+
+    /// The engine's status (`None`: the order is gone, as the engine
+    /// forgets it).
+    pub fn engine(self) -> Option<OrderStatus> {
+        match self {
+            RowStatus::Is(s) => Some(s),
+            RowStatus::Void => None,
+        }
     }
 }
 
@@ -59,35 +62,12 @@ pub(crate) struct OrderRef {
 
 impl OrderRef {
     pub fn of(ev: &Event) -> Option<OrderRef> {
-        match ev {
-            Event::ActivityCreated { .. } => None,
-            Event::OrderCreated {
-                order_id,
-                activity_id,
-                user_id,
-                quantity,
-                ..
-            }
-            | Event::OrderPaid {
-                order_id,
-                activity_id,
-                user_id,
-                quantity,
-                ..
-            }
-            | Event::OrderCancelled {
-                order_id,
-                activity_id,
-                user_id,
-                quantity,
-                ..
-            } => Some(OrderRef {
-                order_id: *order_id,
-                activity_id: *activity_id,
-                user_id: *user_id,
-                quantity: *quantity,
-            }),
-        }
+        Some(OrderRef {
+            order_id: ev.order_id()?,
+            activity_id: ev.activity_id(),
+            user_id: ev.user_id()?,
+            quantity: ev.quantity()?,
+        })
     }
 }
 
@@ -122,19 +102,13 @@ pub(crate) struct EventRow {
 impl EventRow {
     /// The row of an order event (`created`, `paid`, `cancelled`).
     fn of(lsn: u64, o: OrderRef, ev: &Event) -> EventRow {
-        let (kind, reason, at) = match ev {
-            Event::OrderCreated { created_at, .. } => ("created", "", *created_at),
-            Event::OrderPaid { at, .. } => ("paid", "", *at),
-            Event::OrderCancelled { reason, at, .. } => (
-                "cancelled",
-                match reason {
-                    CancelReason::User => "user",
-                    CancelReason::Timeout => "timeout",
-                },
-                *at,
-            ),
-            Event::ActivityCreated { .. } => ("", "", 0),
+        let (reason, at) = match ev {
+            Event::OrderCreated { created_at, .. } => ("", *created_at),
+            Event::OrderPaid { at, .. } => ("", *at),
+            Event::OrderCancelled { reason, at, .. } => (reason.as_str(), *at),
+            Event::ActivityCreated { created_at, .. } => ("", *created_at),
         };
+        let kind = ev.kind().as_str();
         EventRow {
             lsn,
             seq: 0,
@@ -177,8 +151,8 @@ impl OrderRow {
             quantity: o.quantity,
             amount_cents: 0,
             request_id: String::new(),
-            status: RowStatus::Is(OrderStatus::Created),
-            created_at: created_ms(o.order_id),
+            status: RowStatus::Is(status_after(ev).unwrap_or(OrderStatus::Created)),
+            created_at: order_created_ms(o.order_id),
             expires_at: 0,
             updated_at: 0,
             version: lsn,
@@ -197,14 +171,7 @@ impl OrderRow {
                 row.expires_at = *expires_at;
                 row.updated_at = *created_at;
             }
-            Event::OrderPaid { at, .. } => {
-                row.status = RowStatus::Is(OrderStatus::Paid);
-                row.updated_at = *at;
-            }
-            Event::OrderCancelled { at, .. } => {
-                row.status = RowStatus::Is(OrderStatus::Cancelled);
-                row.updated_at = *at;
-            }
+            Event::OrderPaid { at, .. } | Event::OrderCancelled { at, .. } => row.updated_at = *at,
             Event::ActivityCreated { .. } => {}
         }
         row
@@ -219,9 +186,8 @@ pub(crate) struct ActivityRow {
     pub name: String,
     pub price_cents: u64,
     pub stock: i64,
-    pub remaining: i64,
-    pub reserved: i64,
-    pub sold: i64,
+    /// `remaining`, `reserved`, `sold`.
+    pub counters: Counters,
     pub start_at: u64,
     pub end_at: u64,
     pub per_user_limit: u32,
@@ -255,9 +221,11 @@ impl ActivityRow {
             name: r.get(2).unwrap_or_default(),
             price_cents: r.get(3).unwrap_or(0),
             stock: r.get(4).unwrap_or(0),
-            remaining: r.get(5).unwrap_or(0),
-            reserved: r.get(6).unwrap_or(0),
-            sold: r.get(7).unwrap_or(0),
+            counters: Counters {
+                remaining: r.get(5).unwrap_or(0),
+                reserved: r.get(6).unwrap_or(0),
+                sold: r.get(7).unwrap_or(0),
+            },
             start_at: r.get(8).unwrap_or(0),
             end_at: r.get(9).unwrap_or(0),
             per_user_limit: r.get(10).unwrap_or(0),
@@ -277,9 +245,9 @@ impl ActivityRow {
             Value::from(self.name.as_str()),
             Value::from(self.price_cents),
             Value::from(self.stock),
-            Value::from(self.remaining),
-            Value::from(self.reserved),
-            Value::from(self.sold),
+            Value::from(self.counters.remaining),
+            Value::from(self.counters.reserved),
+            Value::from(self.counters.sold),
             Value::from(self.start_at),
             Value::from(self.end_at),
             Value::from(self.per_user_limit),
@@ -307,7 +275,7 @@ impl<'a> BatchRows<'a> {
         };
         for &le in run {
             rows.sales
-                .entry(flashd_kafka::activity_of(le.event))
+                .entry(le.event.activity_id())
                 .or_default()
                 .push(le);
             let Some(o) = OrderRef::of(le.event) else {

@@ -4,11 +4,10 @@
 
 use std::sync::atomic::AtomicU64;
 
-use flashd_engine::{ActivityId, CancelReason, UserId, EPOCH_MS};
+use flashd_engine::{order_created_ms, order_id_floor, ActivityId, CancelReason, UserId};
 use mysql_async::prelude::*;
 
 use super::*;
-use crate::placement::created_ms;
 use crate::schema::migrate;
 
 /// Test fixtures on the machine's MariaDB (127.0.0.1:3306, root).
@@ -95,7 +94,7 @@ pub(crate) mod maria {
 }
 
 fn oid(n: u64) -> OrderId {
-    ((now_ms() - EPOCH_MS) << 22) | n
+    order_id_floor(now_ms()) | n
 }
 
 fn sale(id: ActivityId, stock: u64, name: &str) -> Event {
@@ -120,8 +119,8 @@ fn created(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
         quantity: q,
         amount_cents: 100 * q as u64,
         request_id: format!("req-{user}").into(),
-        created_at: created_ms(o),
-        expires_at: created_ms(o) + 60_000,
+        created_at: order_created_ms(o),
+        expires_at: order_created_ms(o) + 60_000,
     }
 }
 
@@ -131,7 +130,7 @@ fn paid(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
         activity_id: a,
         user_id: user,
         quantity: q,
-        at: created_ms(o) + 5,
+        at: order_created_ms(o) + 5,
     }
 }
 
@@ -159,7 +158,7 @@ fn streams() -> (Vec<Rec>, Vec<Rec>, [OrderId; 7]) {
         user_id: 15,
         quantity: 1,
         reason: CancelReason::User,
-        at: created_ms(o[4]) + 9,
+        at: order_created_ms(o[4]) + 9,
     };
     // Groups (commits): 0..2, 2..4, 4..6; 6..8 failed, its retry
     // (two aborts and o3) committed 6..11; then 11..12.
