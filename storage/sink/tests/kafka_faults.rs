@@ -1,30 +1,21 @@
 //! The Kafka log's failure path against librdkafka's mock cluster (and the sink against the machine's MariaDB): failed groups, late records, rollback, streaming recovery.
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashd_engine::{Event, OrderId, EPOCH_MS};
+use flashd_engine::{order_created_ms, Event, OrderId};
 use flashd_kafka::{
     encode_group_events, recover_topic, KafkaConfig, KafkaLog, KafkaRecovered, LogRecord,
 };
-use flashd_sink::{Sink, SinkConfig};
 use flashd_log::OrderLog;
-use mysql_async::prelude::*;
+use flashd_sink::{Sink, SinkConfig};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn oid(n: u64) -> OrderId {
-    ((now_ms() - EPOCH_MS) << 22) | n
-}
 
 fn sale(id: u32, stock: u64) -> Event {
     Event::ActivityCreated {
@@ -48,8 +39,8 @@ fn created(o: OrderId, a: u32, user: u64) -> Event {
         quantity: 1,
         amount_cents: 100,
         request_id: format!("r{o}").into(),
-        created_at: (o >> 22) + EPOCH_MS,
-        expires_at: (o >> 22) + EPOCH_MS + 60_000,
+        created_at: order_created_ms(o),
+        expires_at: order_created_ms(o) + 60_000,
     }
 }
 
@@ -59,7 +50,7 @@ fn paid(o: OrderId, a: u32, user: u64) -> Event {
         activity_id: a,
         user_id: user,
         quantity: 1,
-        at: (o >> 22) + EPOCH_MS + 1,
+        at: order_created_ms(o) + 1,
     }
 }
 
@@ -108,50 +99,6 @@ fn events_of(seen: &[(u64, LogRecord)]) -> Vec<(u64, Event)> {
             LogRecord::Abort(_) => None,
         })
         .collect()
-}
-
-fn mysql_url(db: &str) -> String {
-    let port = std::env::var("FLASHD_MYSQL_PORT").unwrap_or_else(|_| "3306".into());
-    format!("mysql://root@127.0.0.1:{port}/{db}")
-}
-
-fn unique(tag: &str) -> String {
-    format!(
-        "flashd_t_{tag}_{}_{}",
-        std::process::id(),
-        now_ms() % 1_000_000_000
-    )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn query<T: FromRow + Send + 'static>(url: &str, sql: &str) -> Vec<T> {
-    rt().block_on(async {
-        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(url).unwrap())
-            .await
-            .unwrap();
-        let r = c.query(sql).await.unwrap();
-        let _ = c.disconnect().await;
-        r
-    })
-}
-
-fn drop_db(url: &str) {
-    let db = url.rsplit('/').next().unwrap().to_string();
-    let _: Vec<u8> = query(&mysql_url(""), &format!("DROP DATABASE IF EXISTS `{db}`"));
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A record of a failed group that the broker appends after the abort
@@ -216,8 +163,7 @@ fn a_late_record_of_a_failed_group_is_applied_by_neither_recovery_nor_the_sink()
 
     // The sink, reading the same partition in offset order.
     let shards = vec![mysql_url(&unique("late0")), mysql_url(&unique("late1"))];
-    rt().block_on(flashd_sink::migrate(&shards))
-        .unwrap();
+    rt().block_on(flashd_sink::migrate(&shards)).unwrap();
     let sink = Sink::start(SinkConfig {
         kafka: cfg.clone(),
         group: "sink-late".into(),

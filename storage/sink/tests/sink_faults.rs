@@ -1,25 +1,16 @@
 //! The sink against write errors that would recur forever (librdkafka's mock cluster, the machine's MariaDB): a poison record is parked with where it came from and the sink moves on; 4-byte UTF-8 is no poison.
 
+mod common;
+use common::*;
+
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flashd_engine::{Event, OrderId, EPOCH_MS};
+use flashd_engine::{order_created_ms, Event, OrderId};
 use flashd_kafka::{decode_records, KafkaConfig, KafkaLog, TopicRecord};
-use flashd_sink::{migrate, Sink, SinkConfig};
 use flashd_log::OrderLog;
-use mysql_async::prelude::*;
+use flashd_sink::{migrate, Sink, SinkConfig};
 use rdkafka::mocking::MockCluster;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn oid(n: u64) -> OrderId {
-    ((now_ms() - EPOCH_MS) << 22) | n
-}
 
 fn sale(id: u32, name: &str) -> Event {
     Event::ActivityCreated {
@@ -43,51 +34,8 @@ fn created(o: OrderId, a: u32, user: u64, request_id: &str) -> Event {
         quantity: 1,
         amount_cents: 100,
         request_id: request_id.into(),
-        created_at: (o >> 22) + EPOCH_MS,
-        expires_at: (o >> 22) + EPOCH_MS + 60_000,
-    }
-}
-
-fn db_url(db: &str) -> String {
-    let port = std::env::var("FLASHD_MYSQL_PORT").unwrap_or_else(|_| "3306".into());
-    format!("mysql://root@127.0.0.1:{port}/{db}")
-}
-
-fn unique(tag: &str) -> String {
-    format!(
-        "flashd_t_{tag}_{}_{}",
-        std::process::id(),
-        now_ms() % 1_000_000_000
-    )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn query<T: FromRow + Send + 'static>(url: &str, sql: &str) -> Vec<T> {
-    rt().block_on(async {
-        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(url).unwrap())
-            .await
-            .unwrap();
-        let r = c.query(sql).await.unwrap();
-        let _ = c.disconnect().await;
-        r
-    })
-}
-
-fn exec(url: &str, sql: &str) {
-    let _: Vec<u8> = query(url, sql);
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        created_at: order_created_ms(o),
+        expires_at: order_created_ms(o) + 60_000,
     }
 }
 
@@ -133,7 +81,7 @@ fn order_status(url: &str, o: OrderId) -> Option<String> {
 /// offset, LSN, bytes and error, counted, and the orders behind it land.
 #[test]
 fn a_record_that_always_fails_is_parked_and_the_sink_moves_on() {
-    let shard = db_url(&unique("poison"));
+    let shard = mysql_url(&unique("poison"));
     rt().block_on(migrate(std::slice::from_ref(&shard)))
         .unwrap();
     exec(
@@ -183,9 +131,9 @@ fn a_record_that_always_fails_is_parked_and_the_sink_moves_on() {
 #[test]
 fn four_byte_utf8_reaches_a_database_made_in_utf8() {
     let name = unique("utf8");
-    let shard = db_url(&name);
+    let shard = mysql_url(&name);
     exec(
-        &db_url(""),
+        &mysql_url(""),
         &format!("CREATE DATABASE `{name}` CHARACTER SET utf8"),
     );
     rt().block_on(migrate(std::slice::from_ref(&shard)))
