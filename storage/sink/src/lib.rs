@@ -5,7 +5,9 @@
 //! It owns the MySQL schema and its migration, the consumer group member,
 //! the projection of events into rows and the placement of users on
 //! shards. It must never change the order log nor decide anything about
-//! stock: every counter it writes is folded from the engine's events.
+//! stock: every counter it writes is folded from the engine's events, with
+//! the engine's own arithmetic (`flashd_engine::fold`: an event's effect,
+//! and its undo given the order's status).
 //!
 //! One consumer-group member reads batches of records, writes them to the
 //! shards with multi-row `INSERT ... ON DUPLICATE KEY UPDATE`, and commits
