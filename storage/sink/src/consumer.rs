@@ -46,6 +46,9 @@ const GROUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the lag gauge (and the group watch) is brought up to date.
 const LAG_EVERY: Duration = Duration::from_millis(500);
 
+/// How long the lag gauge waits for a partition's watermarks.
+const WATERMARKS_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A running sink: its thread and its figures.
 pub struct Sink {
     stop: Arc<AtomicBool>,
@@ -410,7 +413,7 @@ impl LagGauge {
             // the last ones it reported (tansu has been seen not to answer
             // for an empty partition after a restart; that must not freeze
             // the gauge).
-            let w = match consumer.fetch_watermarks(&cfg.kafka.topic, p, LAG_EVERY) {
+            let w = match consumer.fetch_watermarks(&cfg.kafka.topic, p, WATERMARKS_TIMEOUT) {
                 Ok((low, high)) => {
                     let w = Watermarks { low, high };
                     self.known.insert(p, w);
