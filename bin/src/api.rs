@@ -9,10 +9,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use flashd_engine::{
-    format_rfc3339, Activity, ActivitySpec, CancelReason, Millis, OrderView, MAX_QUANTITY,
-    MAX_REQUEST_ID_BYTES,
+    Activity, ActivitySpec, CancelReason, Millis, OrderView, MAX_QUANTITY, MAX_REQUEST_ID_BYTES,
 };
 use flashd_protocol::json_escape_into;
+use flashd_protocol::rfc3339::format_rfc3339;
 
 /// A validation failure: the field at fault and why.
 #[derive(Debug, PartialEq, Eq)]

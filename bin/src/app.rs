@@ -14,6 +14,7 @@ use flashd_reactor::{Context, Dispatcher, Handler, ServerStats};
 
 use crate::api;
 use crate::auth::{Auth, AuthError};
+use crate::clock::Clock;
 use crate::config::RateLimitSection;
 use crate::exec::{self, Command, Job, Outcome};
 use crate::metrics;
@@ -98,8 +99,7 @@ pub struct LogView {
     pub recovery_ms: u64,
     pub recovered_events: u64,
     pub depth: flashd_log::WriterHandle<exec::Pending>,
-    /// "file" or "kafka".
-    pub backend: &'static str,
+    pub backend: crate::config::LogBackend,
     /// The embedded sink's figures (`sink.embedded`).
     pub sink: Option<Arc<flashd_sink::SinkStats>>,
 }
@@ -118,6 +118,16 @@ pub struct Shared {
     pub events: Arc<AtomicU64>,
     /// For metrics: the worker rings (None when running inline).
     pub workers: Option<Dispatcher<Job>>,
+    /// The wall clock, read once per request (or per worker batch).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    /// Wall-clock ms from the service's clock.
+    #[inline]
+    pub fn now_ms(&self) -> flashd_engine::Millis {
+        self.clock.now_ms()
+    }
 }
 
 pub struct App {
@@ -192,7 +202,7 @@ impl App {
             );
         };
         match self.dispatcher.as_mut() {
-            None => match self.shared.core.run(&cmd, exec::now_ms(), ticket) {
+            None => match self.shared.core.run(&cmd, self.shared.now_ms(), ticket) {
                 exec::Step::Now(out) => {
                     cx.undefer(ticket);
                     self.respond(out, cx);
@@ -233,7 +243,7 @@ impl App {
             }
             Outcome::ActivityCreated(id) => match self.shared.engine.activity(id) {
                 Some(a) => {
-                    api::write_activity(&mut self.body, a, exec::now_ms());
+                    api::write_activity(&mut self.body, a, self.shared.now_ms());
                     cx.respond_json(201, &self.body);
                 }
                 None => cx.respond_error(500, "internal", "created activity not found", &[]),
@@ -302,13 +312,13 @@ impl App {
             {
                 Some(a) => {
                     self.body.clear();
-                    api::write_activity(&mut self.body, a, exec::now_ms());
+                    api::write_activity(&mut self.body, a, self.shared.now_ms());
                     cx.respond_json(200, &self.body);
                 }
                 None => Self::not_found(cx),
             },
             Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
-                let user = match self.shared.auth.user(auth) {
+                let user = match self.shared.auth.user(auth, self.shared.now_ms() / 1000) {
                     Ok(u) => u,
                     Err(e) => return self.unauthorized(cx, e),
                 };
@@ -385,7 +395,7 @@ impl Handler for App {
                     .core
                     .writer
                     .get()
-                    .filter(|w| w.gate.is_open(exec::now_ms()) || w.gate.is_failing())
+                    .filter(|w| w.gate.is_open(self.shared.now_ms()) || w.gate.is_failing())
                 {
                     let why = format!("order log unavailable: {}", w.gate.reason());
                     cx.respond_error(503, "not_ready", &why, &[])

@@ -124,13 +124,11 @@ impl Auth {
         }
     }
 
-    /// The user a `Bearer` header value speaks for.
-    pub fn user(&self, authorization: Option<&[u8]>) -> Result<UserId, AuthError> {
+    /// The user a `Bearer` header value speaks for, at `now_s` (Unix
+    /// seconds, from the caller's clock).
+    pub fn user(&self, authorization: Option<&[u8]>, now_s: u64) -> Result<UserId, AuthError> {
         let token = bearer(authorization)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.verify(token, now)
+        self.verify(token, now_s)
     }
 
     /// Check an HS256 JWT: `header.payload.signature`, the signature over
@@ -242,25 +240,22 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_fail_closed() {
         let a = Auth::new("0123456789abcdef0123", "admin-token-0123456789");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now: u64 = 1_900_000_000;
         let t = a.issue(42, now, 60);
-        assert_eq!(a.user(Some(format!("Bearer {t}").as_bytes())), Ok(42));
+        assert_eq!(a.user(Some(format!("Bearer {t}").as_bytes()), now), Ok(42));
         let expired = a.issue(42, now - 3600, 60);
         assert_eq!(
-            a.user(Some(format!("Bearer {expired}").as_bytes())),
+            a.user(Some(format!("Bearer {expired}").as_bytes()), now),
             Err(AuthError::Invalid)
         );
         let other = Auth::new("another-secret-of-16+", "x");
         let forged = other.issue(42, now, 60);
         assert_eq!(
-            a.user(Some(format!("Bearer {forged}").as_bytes())),
+            a.user(Some(format!("Bearer {forged}").as_bytes()), now),
             Err(AuthError::Invalid)
         );
-        assert_eq!(a.user(None), Err(AuthError::Missing));
-        assert_eq!(a.user(Some(b"Basic abc")), Err(AuthError::Invalid));
+        assert_eq!(a.user(None, now), Err(AuthError::Missing));
+        assert_eq!(a.user(Some(b"Basic abc"), now), Err(AuthError::Invalid));
         assert!(a.admin(Some(b"Bearer admin-token-0123456789")).is_ok());
         assert!(a.admin(Some(b"Bearer admin-token-0123456788")).is_err());
         assert!(a.admin(Some(b"Bearer admin")).is_err());
@@ -423,18 +418,18 @@ mod tests {
         for odd in ["null", "\"1\"", "-1", "1.5", "{}", "18446744073709551616"] {
             assert_eq!(check(odd), Err(AuthError::Invalid), "nbf {odd}");
         }
-        // Through the public entry point too (real clock, nbf an hour on).
+        // Through the public entry point too (nbf an hour on).
         let t = sign(
             secret,
             r#"{"alg":"HS256"}"#,
             &format!(
                 r#"{{"sub":"7","exp":{},"nbf":{}}}"#,
                 u64::MAX / 2,
-                crate::exec::now_ms() / 1000 + 3600
+                now + 3600
             ),
         );
         assert_eq!(
-            a.user(Some(format!("Bearer {t}").as_bytes())),
+            a.user(Some(format!("Bearer {t}").as_bytes()), now),
             Err(AuthError::Invalid)
         );
     }

@@ -64,7 +64,7 @@ pub mod limits {
     /// Entries per group commit: a larger batch only lengthens the commit.
     pub const LOG_BATCH_MAX: usize = 1 << 20;
     /// A segment holds at least one record of the largest size
-    /// (`flashd_log::record::MAX_PAYLOAD_BYTES`, 1 MiB).
+    /// (`flashd_log::record::PAYLOAD_BYTES_MAX`, 1 MiB).
     pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
     /// Recovery reads one segment whole into memory: 1 GiB bounds it.
     pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;

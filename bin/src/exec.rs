@@ -19,8 +19,8 @@ use flashd_engine::{
     ActivityId, ActivitySpec, Engine, Event, EventSink, Millis, OrderId, OrderView, PlaceOrder,
     Placed, Reject, UserId,
 };
-use flashd_reactor::{Completer, Ticket};
 use flashd_log::{Ack, Admission, Refused, Replies, WriterHandle};
+use flashd_reactor::{Completer, Ticket};
 
 use crate::api::RequestId;
 
@@ -254,12 +254,4 @@ impl Replies<Pending> for Completions {
             }
         }
     }
-}
-
-/// Wall-clock milliseconds, read once per batch (or per inline request).
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }

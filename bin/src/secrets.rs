@@ -18,7 +18,31 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+/// Why a secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: secret for {key} is shorter than {MIN_SECRET_BYTES} bytes", path.display())]
+    TooShort { path: PathBuf, key: &'static str },
+    #[error("no randomness for {key}: {reason}")]
+    NoRandomness {
+        key: &'static str,
+        reason: getrandom::Error,
+    },
+    #[error("{}: could not read or create the secret for {key}", path.display())]
+    Unavailable { path: PathBuf, key: &'static str },
+}
+
+/// `map_err` for an I/O error on `path`.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SecretsError {
+    let path = path.to_path_buf();
+    move |source| SecretsError::Io { what, path, source }
+}
 
 use crate::config::Config;
 
@@ -36,7 +60,7 @@ pub struct Secrets {
     pub admin_token: String,
 }
 
-pub fn resolve(cfg: &Config) -> anyhow::Result<Secrets> {
+pub fn resolve(cfg: &Config) -> Result<Secrets, SecretsError> {
     let dir = PathBuf::from(&cfg.server.data_dir);
     Ok(Secrets {
         jwt_secret: one(&cfg.auth.jwt_secret, &dir, "jwt_secret", "auth.jwt_secret")?,
@@ -49,7 +73,12 @@ pub fn resolve(cfg: &Config) -> anyhow::Result<Secrets> {
     })
 }
 
-fn one(configured: &str, dir: &Path, file: &str, key: &str) -> anyhow::Result<String> {
+fn one(
+    configured: &str,
+    dir: &Path,
+    file: &str,
+    key: &'static str,
+) -> Result<String, SecretsError> {
     if !configured.is_empty() {
         return Ok(configured.to_string());
     }
@@ -66,46 +95,47 @@ fn one(configured: &str, dir: &Path, file: &str, key: &str) -> anyhow::Result<St
             }
         }
     }
-    bail!(
-        "{}: could not read or create the secret for {key}",
-        path.display()
-    )
+    Err(SecretsError::Unavailable { path, key })
 }
 
 /// The stored secret, `None` if there is none yet.
-fn read(path: &Path, key: &str) -> anyhow::Result<Option<String>> {
+fn read(path: &Path, key: &'static str) -> Result<Option<String>, SecretsError> {
     match fs::read_to_string(path) {
         Ok(s) => {
             let s = s.trim().to_string();
             if s.len() < MIN_SECRET_BYTES {
-                bail!(
-                    "{}: secret for {key} is shorter than {MIN_SECRET_BYTES} bytes",
-                    path.display()
-                );
+                return Err(SecretsError::TooShort {
+                    path: path.to_path_buf(),
+                    key,
+                });
             }
-            let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+            let mode = fs::metadata(path)
+                .map_err(io("reading", path))?
+                .permissions()
+                .mode()
+                & 0o777;
             if mode & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "secret file is readable by others; chmod 600 it");
             }
             Ok(Some(s))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(io("reading", path)(e)),
     }
 }
 
 /// Generate and publish a secret; `None` if another process published one
 /// first (the caller reads theirs).
-fn generate(dir: &Path, file: &str, key: &str) -> anyhow::Result<Option<String>> {
+fn generate(dir: &Path, file: &str, key: &'static str) -> Result<Option<String>, SecretsError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+        .map_err(io("creating", dir))?;
     remove_stale_temps(dir, file);
     let mut bytes = [0u8; GENERATED_SECRET_BYTES];
     getrandom::getrandom(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for {key}: {e}"))?;
+        .map_err(|reason| SecretsError::NoRandomness { key, reason })?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = stage(dir, file, &secret)?;
     let path = dir.join(file);
@@ -129,7 +159,7 @@ fn temp_path(dir: &Path, file: &str, pid: u32) -> PathBuf {
 /// Write `secret` whole to this process's temp file (mode 0600) and fsync
 /// it. A leftover of the same name (a crashed process that had our pid)
 /// is truncated first.
-pub(crate) fn stage(dir: &Path, file: &str, secret: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn stage(dir: &Path, file: &str, secret: &str) -> Result<PathBuf, SecretsError> {
     let tmp = temp_path(dir, file, std::process::id());
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -137,30 +167,30 @@ pub(crate) fn stage(dir: &Path, file: &str, secret: &str) -> anyhow::Result<Path
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+        .map_err(io("creating", &tmp))?;
     // `mode` applies only to a file this call created; a leftover keeps
     // its own, so set it.
     f.set_permissions(fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", tmp.display()))?;
+        .map_err(io("chmod", &tmp))?;
     f.write_all(secret.as_bytes())
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
+        .map_err(io("writing", &tmp))?;
     Ok(tmp)
 }
 
 /// Give the staged file its name unless the name exists (`link(2)` is
 /// rename without replace), then fsync the directory so the name survives
 /// a crash. `Ok(false)`: another process's secret is already there.
-pub(crate) fn publish(tmp: &Path, path: &Path, dir: &Path) -> anyhow::Result<bool> {
+pub(crate) fn publish(tmp: &Path, path: &Path, dir: &Path) -> Result<bool, SecretsError> {
     match fs::hard_link(tmp, path) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        Err(e) => return Err(io("creating", path)(e)),
     }
     let _ = fs::remove_file(tmp);
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("fsync {}", dir.display()))?;
+        .map_err(io("fsync", dir))?;
     Ok(true)
 }
 

@@ -1,4 +1,5 @@
-//! The few platform calls the binary makes directly.
+//! The few platform calls flashd makes directly: the open-file limit and
+//! systemd notification.
 
 /// Raise the soft open-file limit to the hard limit, so
 /// `server.max_connections` is not silently capped by a default of 1024.
@@ -20,4 +21,12 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Tell systemd (`NOTIFY_SOCKET`) about a state change; a failure is
+/// logged, never fatal.
+pub fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
 }

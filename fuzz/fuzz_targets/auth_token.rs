@@ -158,7 +158,7 @@ fuzz_target!(init: {
     let now = now_s();
     match mode % 2 {
         0 => {
-            let got = auth.user(Some(rest));
+            let got = auth.user(Some(rest), now);
             if let Ok(user) = got {
                 let token = rest
                     .strip_prefix(b"Bearer ")
@@ -183,7 +183,7 @@ fuzz_target!(init: {
                 None => (&b"{\"alg\":\"HS256\"}"[..], rest),
             };
             let token = sign(h, c);
-            let got = auth.user(Some(format!("Bearer {token}").as_bytes()));
+            let got = auth.user(Some(format!("Bearer {token}").as_bytes()), now);
             match oracle(h, c, now) {
                 Some(Ok(user)) => assert_eq!(got, Ok(user), "refused a valid token"),
                 Some(Err(())) => assert!(got.is_err(), "accepted {got:?} for an invalid token"),
