@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use flashd_protocol::histogram::{write_histogram_header, Totals};
 use flashd_reactor::{ServerStats, LATENCY_BUCKETS_US, STATUS_CODES};
 
 use crate::routes::ROUTE_NAMES;
@@ -88,35 +89,28 @@ pub fn render(stats: &ServerStats, out: &mut String) {
         }
     }
 
-    out.push_str("# HELP flashd_request_duration_seconds Time from the event-loop turn that read a request to its response being queued.\n");
-    out.push_str("# TYPE flashd_request_duration_seconds histogram\n");
+    write_histogram_header(
+        out,
+        "flashd_request_duration_seconds",
+        "Time from the event-loop turn that read a request to its response being queued.",
+    );
+    // The reactor counts in µs buckets and sums in seconds; exposed in
+    // seconds through the one histogram writer (bounds in ns, scale 1e-9).
+    let bounds_ns = LATENCY_BUCKETS_US.map(|us| us * 1_000);
+    let mut labels = String::new();
     for (route, name) in ROUTE_NAMES.iter().enumerate() {
         let (buckets, total_s) = stats.latency(route);
-        let count: u64 = buckets.iter().sum();
-        if count == 0 {
+        let mut t = Totals::new(bounds_ns);
+        t.buckets
+            .copy_from_slice(&buckets[..LATENCY_BUCKETS_US.len()]);
+        t.above = buckets[LATENCY_BUCKETS_US.len()];
+        if t.buckets.iter().sum::<u64>() + t.above == 0 {
             continue;
         }
-        let mut cum = 0u64;
-        for (i, le_us) in LATENCY_BUCKETS_US.iter().enumerate() {
-            cum += buckets[i];
-            let _ = writeln!(
-                out,
-                "flashd_request_duration_seconds_bucket{{route=\"{name}\",le=\"{}\"}} {cum}",
-                *le_us as f64 / 1e6
-            );
-        }
-        let _ = writeln!(
-            out,
-            "flashd_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "flashd_request_duration_seconds_sum{{route=\"{name}\"}} {total_s}"
-        );
-        let _ = writeln!(
-            out,
-            "flashd_request_duration_seconds_count{{route=\"{name}\"}} {count}"
-        );
+        t.sum = seconds_to_ns(total_s);
+        labels.clear();
+        let _ = write!(labels, "route=\"{name}\"");
+        t.write_series(out, "flashd_request_duration_seconds", &labels, 1e-9);
     }
 
     out.push_str("# HELP flashd_reactor_turns_total Event-loop turns per sub-reactor (the watchdog's liveness signal).\n");
@@ -145,6 +139,12 @@ pub fn render(stats: &ServerStats, out: &mut String) {
         "flashd_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
+}
+
+/// Whole nanoseconds in `s` seconds (a sum the reactor keeps as a float).
+fn seconds_to_ns(s: f64) -> u64 {
+    // Saturating float-to-int conversion; a latency sum is never negative.
+    (s * 1e9).round() as u64
 }
 
 pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {
@@ -220,7 +220,7 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
         shared.events.load(Relaxed),
     );
 
-    let now = crate::exec::now_ms();
+    let now = shared.clock.now_ms();
     out.push_str("# HELP flashd_activity_remaining Units still on sale, per sale.\n# TYPE flashd_activity_remaining gauge\n");
     let acts: Vec<_> = shared.engine.activities().collect();
     for a in &acts {
@@ -296,7 +296,6 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
 /// The order log: group commits, their sizes and latency, the breaker,
 /// snapshots and recovery.
 pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
-    use flashd_log::{BATCH_BOUNDS, COMMIT_BOUNDS_US};
     use std::sync::atomic::Ordering::Relaxed;
     let Some(l) = shared.log.get() else { return };
     let s = &l.stats;
@@ -324,38 +323,16 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         "Events undone because the log could not make them durable.",
         s.reverted.load(Relaxed),
     );
-    out.push_str("# HELP flashd_log_batch_events Events per group commit.\n# TYPE flashd_log_batch_events histogram\n");
-    let mut cum = 0;
-    for (i, b) in BATCH_BOUNDS.iter().enumerate() {
-        cum += s.batch_hist[i].load(Relaxed);
-        let _ = writeln!(out, "flashd_log_batch_events_bucket{{le=\"{b}\"}} {cum}");
-    }
-    cum += s.batch_hist[BATCH_BOUNDS.len()].load(Relaxed);
-    let _ = writeln!(out, "flashd_log_batch_events_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(
+    write_histogram_header(out, "flashd_log_batch_events", "Events per group commit.");
+    s.batch_events
+        .write_series(out, "flashd_log_batch_events", "", 1.0);
+    write_histogram_header(
         out,
-        "flashd_log_batch_events_sum {}",
-        s.events.load(Relaxed)
+        "flashd_log_commit_seconds",
+        "Time of a group commit (write + fdatasync).",
     );
-    let _ = writeln!(out, "flashd_log_batch_events_count {cum}");
-    out.push_str("# HELP flashd_log_commit_seconds Time of a group commit (write + fdatasync).\n# TYPE flashd_log_commit_seconds histogram\n");
-    let mut cum = 0;
-    for (i, b) in COMMIT_BOUNDS_US.iter().enumerate() {
-        cum += s.commit_hist[i].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "flashd_log_commit_seconds_bucket{{le=\"{}\"}} {cum}",
-            *b as f64 / 1e6
-        );
-    }
-    cum += s.commit_hist[COMMIT_BOUNDS_US.len()].load(Relaxed);
-    let _ = writeln!(out, "flashd_log_commit_seconds_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(
-        out,
-        "flashd_log_commit_seconds_sum {}",
-        s.commit_ns_sum.load(Relaxed) as f64 / 1e9
-    );
-    let _ = writeln!(out, "flashd_log_commit_seconds_count {cum}");
+    s.commit_ns
+        .write_series(out, "flashd_log_commit_seconds", "", 1e-9);
     gauge(
         out,
         "flashd_log_committed_lsn",
@@ -392,7 +369,7 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         "Entries waiting for the log writer.",
         l.depth.depth() as u64,
     );
-    let open = l.depth.gate.is_open(crate::exec::now_ms()) || l.depth.gate.is_failing();
+    let open = l.depth.gate.is_open(shared.clock.now_ms()) || l.depth.gate.is_failing();
     gauge(
         out,
         "flashd_log_breaker_open",
@@ -428,7 +405,6 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
 
 /// The sink's figures (embedded in serve, or `flashd sink`'s own /metrics).
 pub fn render_sink(s: &flashd_sink::SinkStats, out: &mut String) {
-    use flashd_sink::SINK_BATCH_BOUNDS;
     use std::sync::atomic::Ordering::Relaxed;
     counter(
         out,
@@ -486,20 +462,9 @@ pub fn render_sink(s: &flashd_sink::SinkStats, out: &mut String) {
             r.load(Relaxed)
         );
     }
-    out.push_str("# HELP flashd_sink_batch_records Records per sink batch.\n# TYPE flashd_sink_batch_records histogram\n");
-    let mut cum = 0;
-    for (i, b) in SINK_BATCH_BOUNDS.iter().enumerate() {
-        cum += s.batch_hist[i].load(Relaxed);
-        let _ = writeln!(out, "flashd_sink_batch_records_bucket{{le=\"{b}\"}} {cum}");
-    }
-    cum += s.batch_hist[SINK_BATCH_BOUNDS.len()].load(Relaxed);
-    let _ = writeln!(out, "flashd_sink_batch_records_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(
-        out,
-        "flashd_sink_batch_records_sum {}",
-        s.events.load(Relaxed)
-    );
-    let _ = writeln!(out, "flashd_sink_batch_records_count {cum}");
+    write_histogram_header(out, "flashd_sink_batch_records", "Records per sink batch.");
+    s.batch_hist
+        .write_series(out, "flashd_sink_batch_records", "", 1.0);
     let _ = write!(
         out,
         "# HELP flashd_sink_write_seconds_total Time spent writing batches to MySQL.\n# TYPE flashd_sink_write_seconds_total counter\nflashd_sink_write_seconds_total {}\n",
@@ -509,10 +474,7 @@ pub fn render_sink(s: &flashd_sink::SinkStats, out: &mut String) {
 
 /// `flashd sink`'s `/metrics`: a plain blocking server (one scrape at a
 /// time is all Prometheus needs; no reactor here).
-pub fn serve_sink_metrics(
-    l: std::net::TcpListener,
-    stats: std::sync::Arc<flashd_sink::SinkStats>,
-) {
+pub fn serve_sink_metrics(l: std::net::TcpListener, stats: std::sync::Arc<flashd_sink::SinkStats>) {
     use std::io::{Read, Write};
     for conn in l.incoming() {
         let Ok(mut c) = conn else { continue };
