@@ -498,30 +498,36 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// One integer key's allowed range and its value, in decimal (the keys
-/// have different integer types; text compares none of them).
+/// One integer key's allowed range and its value. The keys have
+/// different integer types (none wider than 64 bits); `i128` holds every
+/// one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bound {
     pub path: &'static str,
-    pub lo: String,
-    pub hi: String,
-    pub got: String,
+    pub lo: i128,
+    pub hi: i128,
+    pub got: i128,
     pub ok: bool,
 }
 
+/// A key's value as an `i128` (every key type fits; saturates otherwise).
+fn wide<T: TryInto<i128>>(v: T) -> i128 {
+    v.try_into().unwrap_or(i128::MAX)
+}
+
 impl Bound {
-    fn new<T: PartialOrd + fmt::Display>(path: &'static str, v: T, lo: T, hi: T) -> Bound {
+    fn new<T: PartialOrd + Copy + TryInto<i128>>(path: &'static str, v: T, lo: T, hi: T) -> Bound {
         Bound {
             path,
             ok: lo <= v && v <= hi,
-            lo: lo.to_string(),
-            hi: hi.to_string(),
-            got: v.to_string(),
+            lo: wide(lo),
+            hi: wide(hi),
+            got: wide(v),
         }
     }
 
-    fn message(lo: &str, hi: &str, got: &str) -> String {
-        if lo == "1" && got == "0" {
+    fn message(lo: i128, hi: i128, got: i128) -> String {
+        if lo == 1 && got == 0 {
             "must be > 0".into()
         } else {
             format!("must be between {lo} and {hi}, got {got}")
@@ -531,7 +537,7 @@ impl Bound {
     fn error(&self) -> ConfigError {
         ConfigError {
             path: self.path.into(),
-            message: Bound::message(&self.lo, &self.hi, &self.got),
+            message: Bound::message(self.lo, self.hi, self.got),
         }
     }
 }
@@ -592,13 +598,13 @@ impl Config {
             // An integer outside its key's type (node_id = 70000, a
             // negative size) gets the key's range, like one inside it.
             if let Some(rest) = message.strip_prefix("invalid value: integer `") {
-                if let Some(got) = rest.split('`').next() {
+                if let Some(got) = rest.split('`').next().and_then(|g| g.parse().ok()) {
                     if let Some(b) = Config::default()
                         .bounds()
                         .into_iter()
                         .find(|b| b.path == path)
                     {
-                        let message = Bound::message(&b.lo, &b.hi, got);
+                        let message = Bound::message(b.lo, b.hi, got);
                         return vec![ConfigError { path, message }];
                     }
                 }

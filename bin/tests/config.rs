@@ -371,8 +371,7 @@ fn every_integer_key_has_a_range_enforced_at_both_ends() {
         }
     };
     for b in &bounds {
-        let lo: i128 = b.lo.parse().unwrap();
-        let hi: i128 = b.hi.parse().unwrap();
+        let (lo, hi) = (b.lo, b.hi);
         for v in [lo, hi] {
             let e = range_errors(&snippet(b.path, v), b.path);
             assert!(e.is_empty(), "{} = {v} is in range: {e:?}", b.path);
