@@ -112,7 +112,7 @@ fn open_file(
             poll: Duration::from_millis(200),
         },
         cfg.engine_config(),
-        rec.snapshot,
+        rec.snapshot.map(|s| (s.lsn, s.path)),
         writer.committed_lsn.clone(),
     )
     .map_err(DurableError::Snapshotter)?;

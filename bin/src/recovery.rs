@@ -38,11 +38,18 @@ pub enum RecoveryError {
     Invariant(String),
 }
 
+/// The snapshot recovery started from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSnapshot {
+    /// Events it covers: replay went on from this LSN.
+    pub lsn: u64,
+    pub path: PathBuf,
+}
+
 /// What file recovery found and did.
 #[derive(Debug)]
 pub struct FileRecovered {
-    /// The snapshot loaded, and the LSN it covers up to.
-    pub snapshot: Option<(u64, PathBuf)>,
+    pub snapshot: Option<LoadedSnapshot>,
     /// The log's state for appending (see [`flashd_log::FileLog::open`]).
     pub log: flashd_log::Recovered,
     /// Milliseconds spent reading the snapshot, loading it, replaying the
@@ -80,7 +87,7 @@ pub fn recover_file(
                 source,
             })?;
         tracing::info!(path = %path.display(), lsn = from, orders, "loaded snapshot");
-        loaded = Some((from, path));
+        loaded = Some(LoadedSnapshot { lsn: from, path });
     }
     let loaded_ms = ms_since(t0);
     let mut chunk: Vec<(u64, Event)> = Vec::with_capacity(CHUNK);

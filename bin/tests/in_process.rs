@@ -193,7 +193,7 @@ fn file_recovery_rebuilds_the_engine_that_wrote_the_log() {
             recovery::recover_file(dir.path(), OnCorruption::Refuse, &fresh).expect("recovery");
         assert_eq!(fresh.dump(), written.dump(), "snapshot: {snapshot}");
         assert_eq!(rec.snapshot.is_some(), snapshot);
-        let from = rec.snapshot.as_ref().map_or(0, |s| s.0);
+        let from = rec.snapshot.as_ref().map_or(0, |s| s.lsn);
         assert_eq!(rec.log.replayed, rec.log.next_lsn - from);
         assert!(rec.log.truncated.is_empty());
     }
