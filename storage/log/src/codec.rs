@@ -358,25 +358,38 @@ pub fn decode_order_row(b: &[u8; ORDER_BYTES]) -> Result<Order, DecodeError> {
     })
 }
 
-pub fn encode_snap_header(
-    lsn: u64,
-    next_activity: u32,
-    last_order_id: u64,
-    activities: u64,
-    orders: u64,
-    out: &mut Vec<u8>,
-) {
-    let mut w = W(out);
-    w.u64(lsn);
-    w.u32(next_activity);
-    w.u64(last_order_id);
-    w.u64(activities);
-    w.u64(orders);
+/// The first record of a snapshot: where it stands in the log and how
+/// many sale and order records follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapHeader {
+    /// The LSN the snapshot is taken at (the first event it does not hold).
+    pub lsn: u64,
+    pub next_activity: u32,
+    pub last_order_id: u64,
+    /// Sale records that follow.
+    pub activities: u64,
+    /// Orders that follow (in blocks, or one record each in format 1).
+    pub orders: u64,
 }
 
-pub fn decode_snap_header(payload: &[u8]) -> Result<(u64, u32, u64, u64, u64), DecodeError> {
+pub fn encode_snap_header(h: &SnapHeader, out: &mut Vec<u8>) {
+    let mut w = W(out);
+    w.u64(h.lsn);
+    w.u32(h.next_activity);
+    w.u64(h.last_order_id);
+    w.u64(h.activities);
+    w.u64(h.orders);
+}
+
+pub fn decode_snap_header(payload: &[u8]) -> Result<SnapHeader, DecodeError> {
     let mut r = R::new(payload);
-    let h = (r.u64()?, r.u32()?, r.u64()?, r.u64()?, r.u64()?);
+    let h = SnapHeader {
+        lsn: r.u64()?,
+        next_activity: r.u32()?,
+        last_order_id: r.u64()?,
+        activities: r.u64()?,
+        orders: r.u64()?,
+    };
     r.done()?;
     Ok(h)
 }
