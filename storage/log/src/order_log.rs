@@ -5,7 +5,7 @@ use crate::error::LogError;
 use flashd_engine::Event;
 
 /// An ordered, durable log of engine events. One writer appends; durability
-/// is learnt from `commit`; readers go through [`recover`] / [`Tail`] for
+/// is learnt from `commit`; readers go through [`crate::recover`] / [`crate::Tail`] for
 /// the file backend.
 pub trait OrderLog: Send {
     /// Queue a batch for writing (it may reach the OS now).

@@ -4,11 +4,11 @@
 
 /// A record's length field beyond this is corruption, not data: no event or
 /// snapshot item comes near it.
-pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 pub const RECORD_OVERHEAD: usize = 4 + 1 + 4;
 
 pub fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    debug_assert!(payload.len() <= MAX_PAYLOAD_BYTES);
+    debug_assert!(payload.len() <= PAYLOAD_BYTES_MAX);
     let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.push(kind);
@@ -52,7 +52,7 @@ pub fn decode_record(buf: &[u8]) -> Decoded<'_> {
     {
         return Decoded::Zeroes;
     }
-    if n as usize > MAX_PAYLOAD_BYTES {
+    if n as usize > PAYLOAD_BYTES_MAX {
         return Decoded::BadLength(n);
     }
     let total = n as usize + RECORD_OVERHEAD;

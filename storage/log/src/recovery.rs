@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use flashd_engine::Event;
 
 use crate::codec::decode_event;
-use crate::error::LogError;
-use crate::record::{decode_record, Decoded, MAX_PAYLOAD_BYTES, RECORD_OVERHEAD};
+use crate::error::{Corruption, LogError};
+use crate::record::{decode_record, Decoded, PAYLOAD_BYTES_MAX, RECORD_OVERHEAD};
 use crate::segment::{
     check_header, list_segments, sync_dir, FORMAT_VERSION, HEADER_BYTES, SEGMENT_MAGIC,
 };
@@ -40,7 +40,7 @@ use crate::segment::{
 /// which costs next to nothing to search; 256 MiB is about a tenth of a
 /// second of CRC32C, and only bytes crafted to look like a string of large
 /// records could need more. Failing closed then is the safe answer.
-pub const TAIL_SCAN_CRC_BYTES_MAX: usize = 256 << 20;
+const TAIL_SCAN_CRC_BYTES_MAX: usize = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnCorruption {
@@ -136,7 +136,7 @@ fn valid_record_after(data: &[u8], from: usize) -> After {
             break;
         }
         let n = u32::from_le_bytes(data[s..s + 4].try_into().expect("4 bytes")) as usize;
-        if n <= MAX_PAYLOAD_BYTES && s + n + RECORD_OVERHEAD <= data.len() {
+        if n <= PAYLOAD_BYTES_MAX && s + n + RECORD_OVERHEAD <= data.len() {
             let covered = n + 5;
             if covered > budget {
                 return After::TooCostly;
@@ -156,21 +156,34 @@ fn classify(path: &Path, data: &[u8], off: usize, is_last: bool, err: LogError) 
     if !is_last {
         return Damage::Corrupt(off as u64, err);
     }
-    let note = match valid_record_after(data, off + 1) {
+    let after = match valid_record_after(data, off + 1) {
         After::Nothing => return Damage::Torn(off as u64),
-        After::Valid(at) => {
-            format!("a valid record follows at offset {at}, so this is damage, not a torn write")
-        }
-        After::TooCostly => "the bytes after it cannot be cheaply shown to hold no valid record, so it is not taken for a torn write".to_string(),
+        After::Valid(at) => Some(at as u64),
+        After::TooCostly => None,
     };
-    tracing::error!(path = %path.display(), offset = off, "{note}");
-    // Say why in the error where it has room for words; a checksum
-    // mismatch keeps its own type (and its offset).
+    match after {
+        Some(at) => {
+            tracing::error!(path = %path.display(), offset = off, valid_record_at = at, "a valid record follows, so this is damage, not a torn write")
+        }
+        None => {
+            tracing::error!(path = %path.display(), offset = off, "the bytes after it cannot be cheaply shown to hold no valid record, so it is not taken for a torn write")
+        }
+    }
+    // Say why in the error where it has room for it; a checksum mismatch
+    // keeps its own type (and its offset).
     let err = match err {
         LogError::Corrupt { path, offset, why } => LogError::Corrupt {
             path,
             offset,
-            why: format!("{why}; {note}"),
+            why: match after {
+                Some(at) => Corruption::ValidAfter {
+                    reason: Box::new(why),
+                    at,
+                },
+                None => Corruption::Unscanned {
+                    reason: Box::new(why),
+                },
+            },
         },
         other => other,
     };
@@ -178,11 +191,14 @@ fn classify(path: &Path, data: &[u8], off: usize, is_last: bool, err: LogError) 
 }
 
 /// Replay every event with LSN >= `from_lsn` into `apply`, in order.
+/// `apply` stops recovery by returning an error, which is passed through
+/// as it is: [`LogError::Replay`] for an event that does not apply (a
+/// caller that applies events in batches names the LSN that failed).
 pub fn recover(
     dir: &Path,
     from_lsn: u64,
     policy: OnCorruption,
-    apply: &mut dyn FnMut(u64, Event) -> Result<(), String>,
+    apply: &mut dyn FnMut(u64, Event) -> Result<(), LogError>,
 ) -> Result<Recovered, LogError> {
     let segments = list_segments(dir)?;
     let mut out = Recovered {
@@ -228,7 +244,7 @@ fn scan(
     from_lsn: u64,
     policy: OnCorruption,
     out: &mut Recovered,
-    apply: &mut dyn FnMut(u64, Event) -> Result<(), String>,
+    apply: &mut dyn FnMut(u64, Event) -> Result<(), LogError>,
 ) -> Result<Scanned, LogError> {
     let last_idx = segments.len() - 1;
     let mut expected_base: Option<u64> = None;
@@ -246,9 +262,10 @@ fn scan(
                 return Err(LogError::Corrupt {
                     path: path.clone(),
                     offset: 0,
-                    why: format!(
-                        "segment overlaps the previous one (starts at {base}, expected {exp})"
-                    ),
+                    why: Corruption::Overlap {
+                        base: *base,
+                        expected: exp,
+                    },
                 });
             }
         }
@@ -284,7 +301,10 @@ fn scan(
             return Err(LogError::Corrupt {
                 path: path.clone(),
                 offset: 12,
-                why: format!("header says base {hdr_base}, name says {base}"),
+                why: Corruption::BaseMismatch {
+                    header: hdr_base,
+                    name: *base,
+                },
             });
         }
         let mut off = HEADER_BYTES;
@@ -300,22 +320,22 @@ fn scan(
                         let ev = decode_event(kind, payload).map_err(|e| LogError::Corrupt {
                             path: path.clone(),
                             offset: off as u64,
-                            why: e.to_string(),
+                            why: e.into(),
                         })?;
-                        apply(lsn, ev).map_err(|why| LogError::Replay { lsn, why })?;
+                        apply(lsn, ev)?;
                         out.replayed += 1;
                     }
                     lsn += 1;
                     off += len;
                     continue;
                 }
-                Decoded::Incomplete | Decoded::Zeroes => LogError::Corrupt {
+                d @ (Decoded::Incomplete | Decoded::Zeroes) => LogError::Corrupt {
                     path: path.clone(),
                     offset: off as u64,
                     why: if is_last {
-                        "incomplete or zeroed record".into()
+                        Corruption::of_record(&d)
                     } else {
-                        "incomplete record before the end of the log".into()
+                        Corruption::Fixed("incomplete record before the end of the log")
                     },
                 },
                 Decoded::Checksum { expected, got, .. } => LogError::ChecksumMismatch {
@@ -327,7 +347,7 @@ fn scan(
                 Decoded::BadLength(n) => LogError::Corrupt {
                     path: path.clone(),
                     offset: off as u64,
-                    why: format!("record length {n} is impossible"),
+                    why: Corruption::BadLength(n),
                 },
             };
             damage = Some(classify(path, &data, off, is_last, bad));
@@ -417,7 +437,11 @@ fn execute(dir: &Path, plan: &Plan) -> Result<(), LogError> {
     }
     Ok(())
 }
-/// Read the committed events in `[from, to)` (for followers of the log).
+
+/// Read the committed events in `[from, to)`, from the segments alone;
+/// returns the LSN after the last one read. No server path calls it (the
+/// snapshotter reads through [`crate::Tail`]): the fuzz target
+/// `log_segment` and tests check it against recovery and the tail.
 pub fn read_range(
     dir: &Path,
     from: u64,
@@ -442,7 +466,7 @@ pub fn read_range(
                         let ev = decode_event(kind, payload).map_err(|e| LogError::Corrupt {
                             path: path.clone(),
                             offset: off as u64,
-                            why: e.to_string(),
+                            why: e.into(),
                         })?;
                         f(lsn, ev);
                         lsn_out = lsn + 1;
@@ -495,12 +519,12 @@ mod tests {
     fn a_costly_search_fails_closed() {
         // Every fourth offset claims a full-size record that fits: each
         // costs a megabyte of checksum, so the budget runs out.
-        let n = (MAX_PAYLOAD_BYTES as u32).to_le_bytes();
+        let n = (PAYLOAD_BYTES_MAX as u32).to_le_bytes();
         let data: Vec<u8> = n
             .iter()
             .copied()
             .cycle()
-            .take(MAX_PAYLOAD_BYTES * 3)
+            .take(PAYLOAD_BYTES_MAX * 3)
             .collect();
         assert_eq!(valid_record_after(&data, 0), After::TooCostly);
     }

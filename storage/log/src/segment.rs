@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::LogError;
+use crate::error::{Corruption, LogError};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"FLSHDLOG";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"FLSHDSNP";
@@ -44,7 +44,7 @@ pub fn check_header(
         return Err(LogError::Corrupt {
             path: path.into(),
             offset: 0,
-            why: format!("{} bytes, shorter than a header", buf.len()),
+            why: Corruption::ShortFile { len: buf.len() },
         });
     }
     if &buf[..8] != magic {
@@ -96,7 +96,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
             let base = stem.parse::<u64>().map_err(|_| LogError::Corrupt {
                 path: path.clone(),
                 offset: 0,
-                why: "segment name is not an LSN".into(),
+                why: Corruption::Fixed("segment name is not an LSN"),
             })?;
             out.push((base, path));
         }

@@ -21,10 +21,7 @@ fn tmpdir(tag: &str) -> PathBuf {
 fn holder_pid(r: Result<DirLock, LogError>) -> Option<u32> {
     match r {
         Err(LogError::Locked { pid, path }) => {
-            assert!(
-                path.ends_with(flashd_log::dirlock::LOCK_FILE),
-                "{path:?}"
-            );
+            assert!(path.ends_with(flashd_log::dirlock::LOCK_FILE), "{path:?}");
             pid
         }
         other => panic!("expected the lock to be held: {other:?}"),

@@ -124,13 +124,14 @@ fn an_event_that_does_not_apply_stalls_loudly_and_keeps_the_last_good_snapshot()
     // Nothing past the bad event; the last good snapshot and the log after
     // it are all there, so a restart loses nothing.
     assert_eq!(snapshot_lsns(&dir), vec![good_end]);
-    let (lsn, state) = latest_snapshot(&dir)
-        .unwrap()
-        .map(|(_, l, s)| (l, s))
-        .unwrap();
-    assert_eq!((lsn, state.orders.len()), (good_end, 10));
+    let (_, newest) = list_snapshots(&dir).unwrap().pop().unwrap();
+    let v = verify_snapshot(&newest).unwrap();
+    assert_eq!((v.lsn, v.orders), (good_end, 10));
     let mut seen = Vec::new();
-    read_range(&dir, good_end, end, &mut |lsn, _| seen.push(lsn)).unwrap();
+    Tail::new(&dir, good_end)
+        .unwrap()
+        .advance(end, &mut |lsn, _| seen.push(lsn))
+        .unwrap();
     assert_eq!(seen, (good_end..end).collect::<Vec<_>>());
     // Stopping while stalled writes no snapshot past the bad event.
     snap.stop();

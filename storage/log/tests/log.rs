@@ -287,6 +287,18 @@ fn spec(stock: u64) -> ActivitySpec {
     }
 }
 
+/// The snapshot start-up would load (the newest that verifies; a damaged
+/// newer one is skipped): its path, LSN and the state it loads to.
+fn latest_snapshot(dir: &Path) -> Result<Option<(PathBuf, u64, EngineSnapshot)>, LogError> {
+    let Some(v) = latest_verified_snapshot(dir)? else {
+        return Ok(None);
+    };
+    let path = v.path.clone();
+    let e = engine(false);
+    let lsn = v.load_into(&e)?;
+    Ok(Some((path, lsn, e.export())))
+}
+
 fn engine(hold: bool) -> Engine {
     Engine::new(EngineConfig {
         node_id: 1,
@@ -607,9 +619,10 @@ fn follower_snapshots_and_recovery_from_snapshot_plus_tail() {
     r.load(&s).unwrap();
     let (_, rec) = {
         let mut n = 0;
-        let rec = recover(&d.0, lsn, OnCorruption::Refuse, &mut |_, ev| {
+        let rec = recover(&d.0, lsn, OnCorruption::Refuse, &mut |lsn, ev| {
             n += 1;
-            r.apply(&ev).map_err(|e| e.to_string())
+            r.apply(&ev)
+                .map_err(|source| LogError::Replay { lsn, source })
         })
         .unwrap();
         (n, rec)
