@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flashd_engine::{Engine, EngineConfig, Event};
 
@@ -103,7 +103,7 @@ impl Tail {
                         let ev = decode_event(kind, payload).map_err(|e| LogError::Corrupt {
                             path: path.clone(),
                             offset: self.offset + off as u64,
-                            why: e.to_string(),
+                            why: e.into(),
                         })?;
                         if !f(self.lsn, ev) {
                             self.offset += off as u64;
@@ -225,109 +225,32 @@ impl Snapshotter {
         let failures = Arc::new(AtomicU64::new(0));
         let stalled = Arc::new(AtomicU64::new(NOT_STALLED));
         let errors = Arc::new(AtomicU64::new(0));
-        let (st, la, ap) = (stop.clone(), last.clone(), applied.clone());
-        let (fa, sl, er) = (failures.clone(), stalled.clone(), errors.clone());
+        let retry_first = cfg.poll.saturating_mul(RETRY_FIRST_POLLS);
+        let follower = Follower {
+            // Its own copy of the base snapshot, read again at low priority
+            // once the server is up, rather than held in memory since start.
+            src: match base {
+                Some((_, p)) => Source::Path(p),
+                None => Source::Newest,
+            },
+            cfg,
+            engine_cfg,
+            committed,
+            stop: stop.clone(),
+            last_snapshot_lsn: last.clone(),
+            applied_lsn: applied.clone(),
+            apply_failures: failures.clone(),
+            stalled_lsn: stalled.clone(),
+            errors: errors.clone(),
+            shadow: None,
+            built_once: false,
+            retry_first,
+            backoff: retry_first,
+            retry_at: Instant::now(),
+        };
         let thread = std::thread::Builder::new()
             .name("flashd-snapshot".into())
-            .spawn(move || {
-                background_priority();
-                let retry_first = cfg.poll.saturating_mul(RETRY_FIRST_POLLS);
-                let mut backoff = retry_first;
-                let mut retry_at = std::time::Instant::now();
-                // Its own copy of the base snapshot, read again at low
-                // priority once the server is up, rather than held in
-                // memory since start.
-                let mut src = match base {
-                    Some((_, p)) => Source::Path(p),
-                    None => Source::Newest,
-                };
-                let mut shadow: Option<Shadow> = None;
-                let mut built_once = false;
-                loop {
-                    let stopping = st.load(Ordering::Acquire);
-                    // The first build runs even if a stop came at once (the
-                    // stop's final snapshot needs it); a retry does not
-                    // hold up a stop.
-                    let due = std::time::Instant::now() >= retry_at && (!stopping || !built_once);
-                    if shadow.is_none() && due {
-                        built_once = true;
-                        match build(&cfg, &engine_cfg, &src) {
-                            Ok(s) => {
-                                ap.store(s.tail.lsn(), Ordering::Release);
-                                shadow = Some(s);
-                            }
-                            Err(e) => {
-                                er.fetch_add(1, Ordering::Relaxed);
-                                tracing::error!(error = %e, retry_in_s = backoff.as_secs(), "snapshotter cannot load its engine; no new snapshots until it can");
-                                retry_at = std::time::Instant::now() + backoff;
-                                backoff = (backoff * 2).min(RETRY_MAX);
-                                src = Source::Newest;
-                            }
-                        }
-                    }
-                    if let Some(sh) = shadow.as_mut() {
-                        let to = committed.load(Ordering::Acquire);
-                        let mut bad = None;
-                        let engine = &sh.engine;
-                        let res = sh.tail.advance_while(to, &mut |lsn, ev| match engine.apply(&ev) {
-                            Ok(()) => true,
-                            Err(e) => {
-                                bad = Some((lsn, e));
-                                false
-                            }
-                        });
-                        if let Err(e) = res {
-                            er.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(error = %e, "snapshotter cannot read the log");
-                        }
-                        let at = sh.tail.lsn();
-                        ap.store(at, Ordering::Release);
-                        if let Some((lsn, e)) = bad {
-                            // No snapshot can be written past this event:
-                            // the last good one stays (with the log after
-                            // it, never pruned meanwhile), so nothing is
-                            // lost. Drop this engine (its memory too) and
-                            // rebuild from that snapshot later, in case the
-                            // failure does not recur.
-                            fa.fetch_add(1, Ordering::Relaxed);
-                            sl.store(lsn, Ordering::Release);
-                            tracing::error!(lsn, error = %e, last_snapshot_lsn = la.load(Ordering::Acquire), retry_in_s = backoff.as_secs(), "snapshotter: event does not apply; snapshots stop at the last good one until it does");
-                            shadow = None;
-                            src = Source::Newest;
-                            retry_at = std::time::Instant::now() + backoff;
-                            backoff = (backoff * 2).min(RETRY_MAX);
-                        } else {
-                            let was = sl.load(Ordering::Acquire);
-                            if was != NOT_STALLED && at > was {
-                                tracing::info!(lsn = was, "snapshotter: the event that did not apply now does; snapshots resume");
-                                sl.store(NOT_STALLED, Ordering::Release);
-                                backoff = retry_first;
-                            }
-                            let since = at.saturating_sub(la.load(Ordering::Acquire));
-                            if since > 0 && (since >= cfg.every_events || stopping) {
-                                let t0 = std::time::Instant::now();
-                                match write_engine_snapshot(&cfg.dir, at, engine, cfg.fsync) {
-                                    Ok(p) => {
-                                        la.store(at, Ordering::Release);
-                                        tracing::info!(path = %p.display(), lsn = at, ms = t0.elapsed().as_millis() as u64, "snapshot written");
-                                        if let Err(e) = prune(&cfg.dir, cfg.keep, cfg.retain_segments) {
-                                            tracing::warn!(error = %e, "pruning old snapshots and segments failed");
-                                        }
-                                    }
-                                    Err(e) => {
-                                        er.fetch_add(1, Ordering::Relaxed);
-                                        tracing::error!(error = %e, "snapshot failed");
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if stopping {
-                        break;
-                    }
-                    std::thread::park_timeout(cfg.poll);
-                }
-            })
+            .spawn(move || follower.run())
             .map_err(|e| LogError::io(PathBuf::from("flashd-snapshot"), e))?;
         Ok(Snapshotter {
             stop,
@@ -346,6 +269,149 @@ impl Snapshotter {
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             let _ = t.join();
+        }
+    }
+}
+
+/// The snapshotter thread's state: its engine and place in the log, what
+/// it shows to `/metrics`, and when it next retries after a failure.
+struct Follower {
+    cfg: SnapshotterConfig,
+    engine_cfg: EngineConfig,
+    /// The writer's committed LSN: the follower reads the log up to it.
+    committed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    last_snapshot_lsn: Arc<AtomicU64>,
+    applied_lsn: Arc<AtomicU64>,
+    apply_failures: Arc<AtomicU64>,
+    stalled_lsn: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    /// Where the next build comes from.
+    src: Source,
+    /// `None` until built, and again after an event did not apply.
+    shadow: Option<Shadow>,
+    built_once: bool,
+    retry_first: Duration,
+    backoff: Duration,
+    retry_at: Instant,
+}
+
+impl Follower {
+    fn run(mut self) {
+        background_priority();
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            // The first build runs even if a stop came at once (the stop's
+            // final snapshot needs it); a retry does not hold up a stop.
+            let due = Instant::now() >= self.retry_at && (!stopping || !self.built_once);
+            if self.shadow.is_none() && due {
+                self.build();
+            }
+            if self.shadow.is_some() {
+                self.follow(stopping);
+            }
+            if stopping {
+                break;
+            }
+            std::thread::park_timeout(self.cfg.poll);
+        }
+    }
+
+    /// Build the follower's engine from `src`; on failure, retry later.
+    fn build(&mut self) {
+        self.built_once = true;
+        match build(&self.cfg, &self.engine_cfg, &self.src) {
+            Ok(s) => {
+                self.applied_lsn.store(s.tail.lsn(), Ordering::Release);
+                self.shadow = Some(s);
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, retry_in_s = self.backoff.as_secs(), "snapshotter cannot load its engine; no new snapshots until it can");
+                self.retry_later();
+            }
+        }
+    }
+
+    /// Rebuild from the newest good snapshot after the backoff, which
+    /// doubles up to [`RETRY_MAX`].
+    fn retry_later(&mut self) {
+        self.src = Source::Newest;
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+    }
+
+    /// Apply the committed log to the follower's engine, and write a
+    /// snapshot when `every_events` have passed (or at stop).
+    fn follow(&mut self, stopping: bool) {
+        let Some(sh) = self.shadow.as_mut() else {
+            return;
+        };
+        let to = self.committed.load(Ordering::Acquire);
+        let mut bad = None;
+        let engine = &sh.engine;
+        let res = sh
+            .tail
+            .advance_while(to, &mut |lsn, ev| match engine.apply(&ev) {
+                Ok(()) => true,
+                Err(e) => {
+                    bad = Some((lsn, e));
+                    false
+                }
+            });
+        if let Err(e) = res {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "snapshotter cannot read the log");
+        }
+        let at = sh.tail.lsn();
+        self.applied_lsn.store(at, Ordering::Release);
+        if let Some((lsn, e)) = bad {
+            // No snapshot can be written past this event: the last good
+            // one stays (with the log after it, never pruned meanwhile), so
+            // nothing is lost. Drop this engine (its memory too) and
+            // rebuild from that snapshot later, in case the failure does
+            // not recur.
+            self.apply_failures.fetch_add(1, Ordering::Relaxed);
+            self.stalled_lsn.store(lsn, Ordering::Release);
+            tracing::error!(lsn, error = %e, last_snapshot_lsn = self.last_snapshot_lsn.load(Ordering::Acquire), retry_in_s = self.backoff.as_secs(), "snapshotter: event does not apply; snapshots stop at the last good one until it does");
+            self.shadow = None;
+            self.retry_later();
+            return;
+        }
+        let was = self.stalled_lsn.load(Ordering::Acquire);
+        if was != NOT_STALLED && at > was {
+            tracing::info!(
+                lsn = was,
+                "snapshotter: the event that did not apply now does; snapshots resume"
+            );
+            self.stalled_lsn.store(NOT_STALLED, Ordering::Release);
+            self.backoff = self.retry_first;
+        }
+        let since = at.saturating_sub(self.last_snapshot_lsn.load(Ordering::Acquire));
+        if since > 0 && (since >= self.cfg.every_events || stopping) {
+            self.snapshot(at);
+        }
+    }
+
+    /// Write a snapshot of the follower's engine at `at`, then prune.
+    fn snapshot(&self, at: u64) {
+        let Some(sh) = self.shadow.as_ref() else {
+            return;
+        };
+        let cfg = &self.cfg;
+        let t0 = Instant::now();
+        match write_engine_snapshot(&cfg.dir, at, &sh.engine, cfg.fsync) {
+            Ok(p) => {
+                self.last_snapshot_lsn.store(at, Ordering::Release);
+                tracing::info!(path = %p.display(), lsn = at, ms = t0.elapsed().as_millis() as u64, "snapshot written");
+                if let Err(e) = prune(&cfg.dir, cfg.keep, cfg.retain_segments) {
+                    tracing::warn!(error = %e, "pruning old snapshots and segments failed");
+                }
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "snapshot failed");
+            }
         }
     }
 }
