@@ -98,6 +98,7 @@ fn new_segment(dir: &Path, base: u64) -> Result<(File, PathBuf), LogError> {
 
 impl OrderLog for FileLog {
     fn append(&mut self, events: &[Event]) -> Result<(), LogError> {
+        debug_assert!(self.next_lsn >= self.committed_lsn && self.len >= self.committed_len);
         self.buf.clear();
         for ev in events {
             self.payload.clear();
@@ -120,6 +121,15 @@ impl OrderLog for FileLog {
                 .sync_data()
                 .map_err(|e| LogError::io(&self.path, e))?;
         }
+        // LSNs only grow: what is committed now includes all that was.
+        assert!(
+            self.next_lsn >= self.committed_lsn && self.len >= self.committed_len,
+            "commit would move the log back: LSN {} -> {}, length {} -> {}",
+            self.committed_lsn,
+            self.next_lsn,
+            self.committed_len,
+            self.len
+        );
         self.committed_len = self.len;
         self.committed_lsn = self.next_lsn;
         if self.len >= self.cfg.segment_bytes {
@@ -135,7 +145,12 @@ impl OrderLog for FileLog {
     fn rollback(&mut self) -> Result<(), LogError> {
         // After a failed write or fsync the file's contents past the last
         // commit are unknown: cut them off so that no record the callers
-        // were told failed can reappear at recovery.
+        // were told failed can reappear at recovery. Never below it: that
+        // would cut records already reported durable.
+        assert!(
+            self.len >= self.committed_len && self.next_lsn >= self.committed_lsn,
+            "rollback below the committed end"
+        );
         self.file
             .set_len(self.committed_len)
             .map_err(|e| LogError::io(&self.path, e))?;
@@ -154,5 +169,54 @@ impl OrderLog for FileLog {
 
     fn committed_lsn(&self) -> u64 {
         self.committed_lsn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: u64) -> Event {
+        Event::OrderCreated {
+            order_id: id,
+            activity_id: 1,
+            user_id: 7,
+            quantity: 1,
+            amount_cents: 100,
+            request_id: format!("r{id}").into(),
+            created_at: 1,
+            expires_at: 2,
+        }
+    }
+
+    #[test]
+    fn the_committed_lsn_only_grows_and_a_rollback_returns_to_it() {
+        let dir = std::env::temp_dir().join(format!("flashd-filelog-lsn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = FileLogConfig {
+            dir: dir.clone(),
+            segment_bytes: 1 << 20,
+            fsync: false,
+        };
+        let mut log = FileLog::open(cfg, None, 10).unwrap();
+        assert_eq!(log.committed_lsn(), 10);
+        log.append(&[order(1), order(2)]).unwrap();
+        assert_eq!(log.committed_lsn(), 10, "appending commits nothing");
+        assert_eq!(log.commit().unwrap(), 12);
+        log.append(&[order(3)]).unwrap();
+        log.rollback().unwrap();
+        assert_eq!(
+            log.committed_lsn(),
+            12,
+            "a rollback goes back to the commit, not below"
+        );
+        assert_eq!(log.commit().unwrap(), 12, "nothing left to commit after it");
+        log.append(&[order(4)]).unwrap();
+        assert_eq!(
+            log.commit().unwrap(),
+            13,
+            "the next event takes the rolled-back LSN"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,8 +22,19 @@
 //! * Recovery never silently drops a record that was followed by a valid
 //!   one: only a torn tail of the last segment is truncated without the
 //!   operator's say-so.
-//! * LSNs only grow: the writer hands out consecutive LSNs, and a backend's
-//!   committed LSN never moves backwards (asserted in both).
+//! * LSNs only grow: a backend gives each appended event the next LSN,
+//!   its committed LSN never moves back (a rollback returns to it, never
+//!   below), and in durable mode each group starts where the last one
+//!   ended and moves the committed LSN by at least its events (asserted in
+//!   [`LogWriter`], [`FileLog`] and `flashd_kafka::KafkaLog`).
+//!
+//! Where things are: `order_log` (the trait), `file_log` and `segment`
+//! (the file backend), `record` and `codec` (framing and payloads),
+//! `writer` (group commit, breaker, [`WriterStats`]), `follower` (the
+//! snapshotter and [`Tail`]), `snapshot/` (one file per concept: names,
+//! writing, the mapped file, reading either format, verifying, pruning),
+//! `recovery` (start-up replay and the damage policy), `dirlock`,
+//! `failpoint` (test-only fault injection).
 
 mod codec;
 pub mod dirlock;
@@ -40,19 +51,18 @@ mod writer;
 
 pub use codec::{decode_event, encode_event};
 pub use dirlock::DirLock;
-pub use error::{DecodeError, LogError};
+pub use error::{Corruption, DecodeError, LogError};
 pub use file_log::{FileLog, FileLogConfig};
 pub use follower::{Snapshotter, SnapshotterConfig, Tail, NOT_STALLED};
 pub use order_log::OrderLog;
 pub use record::{decode_record, encode_record, Decoded};
-pub use recovery::{read_range, recover, OnCorruption, Recovered, TAIL_SCAN_CRC_BYTES_MAX};
+pub use recovery::{read_range, recover, OnCorruption, Recovered};
 pub use segment::{list_segments, segment_name, HEADER_BYTES};
 pub use snapshot::{
-    latest_snapshot, latest_verified_snapshot, list_snapshots, prune, read_snapshot,
-    remove_stale_temps, snapshot_name, verify_snapshot, write_engine_snapshot, write_snapshot,
-    VerifiedSnapshot,
+    latest_verified_snapshot, list_snapshots, prune, read_snapshot, remove_stale_temps,
+    snapshot_name, verify_snapshot, write_engine_snapshot, write_snapshot, VerifiedSnapshot,
 };
 pub use writer::{
     Ack, Admission, Entry, Gate, LogHooks, LogWriter, Refused, Replies, WriterConfig, WriterHandle,
-    WriterStats, BATCH_BOUNDS, COMMIT_BOUNDS_US,
+    WriterStats, BATCH_EVENTS_BOUNDS, COMMIT_NS_BOUNDS,
 };

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use flashd_engine::{Engine, Event, Millis};
+use flashd_protocol::histogram::Histogram;
 use std::sync::Mutex;
 
 use crate::order_log::OrderLog;
@@ -227,26 +228,46 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-#[derive(Default)]
+/// What the writer has done, for `/metrics`. Counters are relaxed: each is
+/// exact, but two read together may be a commit apart.
 pub struct WriterStats {
     pub commits: AtomicU64,
     pub events: AtomicU64,
     pub failures: AtomicU64,
     pub reverted: AtomicU64,
-    /// Histogram of events per commit: <=1, <=4, <=16, <=64, <=256, <=1024, more.
-    pub batch_hist: [AtomicU64; 7],
-    /// Histogram of commit (write + fsync) time: <=100us, <=250us, <=500us,
-    /// <=1ms, <=2.5ms, <=5ms, <=10ms, more.
-    pub commit_hist: [AtomicU64; 8],
-    pub commit_ns_sum: AtomicU64,
+    /// Events per group commit (a count; bounds [`BATCH_EVENTS_BOUNDS`]).
+    /// Its sum is the events made durable.
+    pub batch_events: Histogram<6>,
+    /// Time of a group commit (write + fsync, or one produce round trip),
+    /// in nanoseconds (bounds [`COMMIT_NS_BOUNDS`]): expose with scale 1e-9
+    /// for seconds.
+    pub commit_ns: Histogram<7>,
     /// Wall-clock ms at which the writer started its current piece of work
     /// (a commit, or undoing a failure); 0 while it waits for work. The
     /// watchdog stops pinging when this is older than any commit may take.
     pub busy_since_ms: AtomicU64,
 }
 
-pub const BATCH_BOUNDS: [u64; 6] = [1, 4, 16, 64, 256, 1024];
-pub const COMMIT_BOUNDS_US: [u64; 7] = [100, 250, 500, 1000, 2500, 5000, 10_000];
+/// Bounds of [`WriterStats::batch_events`]: events per commit.
+pub const BATCH_EVENTS_BOUNDS: [u64; 6] = [1, 4, 16, 64, 256, 1024];
+/// Bounds of [`WriterStats::commit_ns`]: 100 µs to 10 ms, in nanoseconds.
+pub const COMMIT_NS_BOUNDS: [u64; 7] = [
+    100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+impl Default for WriterStats {
+    fn default() -> WriterStats {
+        WriterStats {
+            commits: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            reverted: AtomicU64::new(0),
+            batch_events: Histogram::new(BATCH_EVENTS_BOUNDS),
+            commit_ns: Histogram::new(COMMIT_NS_BOUNDS),
+            busy_since_ms: AtomicU64::new(0),
+        }
+    }
+}
 
 /// Idle writer: longest sleep before looking at the ring again (a missed
 /// unpark costs at most this).
@@ -649,6 +670,14 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
             Ok(())
         } else {
             let durable = self.cfg.ack == Ack::Durable;
+            // Durable mode: a group starts where the last one ended (every
+            // commit and every undo is published before the next group).
+            assert!(
+                !durable || self.log.committed_lsn() == self.committed.load(Ordering::Acquire),
+                "a group starts at LSN {} but the last one ended at {}",
+                self.log.committed_lsn(),
+                self.committed.load(Ordering::Acquire)
+            );
             self.log.append(&self.events).and_then(|()| {
                 if durable {
                     self.log.commit().map(|_| ())
@@ -680,19 +709,18 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
             let st = &self.stats;
             st.commits.fetch_add(1, Ordering::Relaxed);
             st.events.fetch_add(n as u64, Ordering::Relaxed);
-            st.commit_ns_sum.fetch_add(ns, Ordering::Relaxed);
-            let bi = BATCH_BOUNDS
-                .iter()
-                .position(|b| n as u64 <= *b)
-                .unwrap_or(BATCH_BOUNDS.len());
-            st.batch_hist[bi].fetch_add(1, Ordering::Relaxed);
-            let ci = COMMIT_BOUNDS_US
-                .iter()
-                .position(|b| ns / 1000 <= *b)
-                .unwrap_or(COMMIT_BOUNDS_US.len());
-            st.commit_hist[ci].fetch_add(1, Ordering::Relaxed);
+            st.batch_events.observe(n as u64);
+            st.commit_ns.observe(ns);
             if self.cfg.ack == Ack::Durable {
+                let before = self.committed.load(Ordering::Acquire);
                 self.publish_committed();
+                // Each event of the group has its own LSN (a backend may
+                // add records of its own: Kafka's aborts).
+                let after = self.committed.load(Ordering::Acquire);
+                assert!(
+                    after - before >= n as u64,
+                    "a group of {n} events moved the committed LSN from {before} to {after}"
+                );
             } else {
                 self.last_write = Some(Instant::now());
                 if self.dirty_since.is_none() {
@@ -785,6 +813,7 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
         }
     }
 
+    /// Publish the log's committed LSN; it never goes back.
     fn publish_committed(&self) {
         let lsn = self.log.committed_lsn();
         let before = self.committed.swap(lsn, Ordering::AcqRel);
