@@ -55,3 +55,8 @@ impl From<KafkaLogError> for flashd_log::LogError {
         }
     }
 }
+
+/// A librdkafka call that failed, as the log's error.
+pub(crate) fn kafka_err(e: rdkafka::error::KafkaError) -> flashd_log::LogError {
+    KafkaLogError::Client(e).into()
+}
