@@ -30,11 +30,12 @@
 //!
 //! Where things are: `order_log` (the trait), `file_log` and `segment`
 //! (the file backend), `record` and `codec` (framing and payloads),
-//! `writer` (group commit, breaker, [`WriterStats`]), `follower` (the
-//! snapshotter and [`Tail`]), `snapshot/` (one file per concept: names,
-//! writing, the mapped file, reading either format, verifying, pruning),
-//! `recovery` (start-up replay and the damage policy), `dirlock`,
-//! `failpoint` (test-only fault injection).
+//! `writer/` (group commit: configuration, gate, handle, stats, worker),
+//! `follower` (the snapshotter), `tail` ([`Tail`], reading the committed
+//! log), `snapshot/` (one file per concept: names, writing, the mapped
+//! file, reading either format, verifying, pruning), `recovery` (start-up
+//! replay and the damage policy), `dirlock`, `failpoint` (test-only fault
+//! injection).
 
 mod codec;
 pub mod dirlock;
@@ -47,13 +48,14 @@ mod record;
 mod recovery;
 mod segment;
 mod snapshot;
+mod tail;
 mod writer;
 
 pub use codec::{decode_event, encode_event};
 pub use dirlock::DirLock;
 pub use error::{Corruption, DecodeError, LogError};
 pub use file_log::{FileLog, FileLogConfig};
-pub use follower::{Snapshotter, SnapshotterConfig, Tail, NOT_STALLED};
+pub use follower::{Snapshotter, SnapshotterConfig, NOT_STALLED};
 pub use order_log::OrderLog;
 pub use record::{decode_record, encode_record, Decoded};
 pub use recovery::{read_range, recover, OnCorruption, Recovered};
@@ -62,6 +64,7 @@ pub use snapshot::{
     latest_verified_snapshot, list_snapshots, prune, read_snapshot, remove_stale_temps,
     snapshot_name, verify_snapshot, write_engine_snapshot, write_snapshot, VerifiedSnapshot,
 };
+pub use tail::Tail;
 pub use writer::{
     Ack, Admission, Entry, Gate, LogHooks, LogWriter, Refused, Replies, WriterConfig, WriterHandle,
     WriterStats, BATCH_EVENTS_BOUNDS, COMMIT_NS_BOUNDS,
