@@ -58,7 +58,7 @@ pub use file_log::{FileLog, FileLogConfig};
 pub use follower::{Snapshotter, SnapshotterConfig, NOT_STALLED};
 pub use order_log::OrderLog;
 pub use record::{decode_record, encode_record, Decoded};
-pub use recovery::{read_range, recover, OnCorruption, Recovered};
+pub use recovery::{recover, OnCorruption, Recovered};
 pub use segment::{list_segments, segment_name, HEADER_BYTES};
 pub use snapshot::{
     latest_verified_snapshot, list_snapshots, prune, read_snapshot, remove_stale_temps,

@@ -438,50 +438,6 @@ fn execute(dir: &Path, plan: &Plan) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Read the committed events in `[from, to)`, from the segments alone;
-/// returns the LSN after the last one read. No server path calls it (the
-/// snapshotter reads through [`crate::Tail`]): the fuzz target
-/// `log_segment` and tests check it against recovery and the tail.
-pub fn read_range(
-    dir: &Path,
-    from: u64,
-    to: u64,
-    f: &mut dyn FnMut(u64, Event),
-) -> Result<u64, LogError> {
-    let segments = list_segments(dir)?;
-    let mut lsn_out = from;
-    for (i, (base, path)) in segments.iter().enumerate() {
-        let next_base = segments.get(i + 1).map(|s| s.0).unwrap_or(u64::MAX);
-        if next_base <= from || *base >= to {
-            continue;
-        }
-        let data = std::fs::read(path).map_err(|e| LogError::io(path, e))?;
-        check_segment_header(path, &data)?;
-        let mut off = HEADER_BYTES;
-        let mut lsn = *base;
-        while off < data.len() && lsn < to {
-            match decode_record(&data[off..]) {
-                Decoded::Record { kind, payload, len } => {
-                    if lsn >= from {
-                        let ev = decode_event(kind, payload).map_err(|e| LogError::Corrupt {
-                            path: path.clone(),
-                            offset: off as u64,
-                            why: e.into(),
-                        })?;
-                        f(lsn, ev);
-                        lsn_out = lsn + 1;
-                    }
-                    lsn += 1;
-                    off += len;
-                }
-                // Past the committed end, a record may still be in flight.
-                _ => break,
-            }
-        }
-    }
-    Ok(lsn_out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
