@@ -110,7 +110,7 @@ impl Activity {
     }
 
     /// What the sale was opened with.
-    pub fn spec(&self) -> ActivitySpec {
+    pub(crate) fn spec(&self) -> ActivitySpec {
         ActivitySpec {
             sku_id: self.sku_id.clone(),
             name: self.name.clone(),

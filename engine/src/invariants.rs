@@ -183,7 +183,7 @@ impl Engine {
     pub fn dump(&self) -> EngineDump {
         let activities = self
             .activities()
-            .map(|a| ActivityRow {
+            .map(|a| ActivityDump {
                 id: a.id,
                 spec: a.spec(),
                 counters: a.ledger(),
@@ -263,7 +263,7 @@ fn first_duplicate(lists: &[Vec<OrderId>]) -> Option<OrderId> {
 /// One sale in an [`EngineDump`]: what it was opened with and its
 /// counters (units parked until a cancel is durable are not in them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActivityRow {
+pub struct ActivityDump {
     pub id: ActivityId,
     pub spec: ActivitySpec,
     pub counters: Counters,
@@ -273,7 +273,7 @@ pub struct ActivityRow {
 /// (void ones left out), orders by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineDump {
-    pub activities: Vec<ActivityRow>,
+    pub activities: Vec<ActivityDump>,
     pub orders: Vec<Order>,
 }
 

@@ -62,7 +62,7 @@ pub use error::ReplayError;
 pub use event::{Discard, Event, EventKind, EventSink};
 pub use fold::Counters;
 pub use ids::{order_created_ms, order_id_floor, EPOCH_MS, MAX_NODE_ID, NODE_ID_MAX};
-pub use invariants::{ActivityRow, EngineDump};
+pub use invariants::{ActivityDump, EngineDump};
 pub use limits::*;
 pub use snapshot::{ActivitySnapshot, EngineSnapshot};
 pub use spec::{ActivitySpec, EngineConfig};

@@ -349,3 +349,47 @@ fn shift_back(a: &Activity, d: Counters, parked: bool) {
         shift(&a.sold, d.sold, a.stock);
     }
 }
+
+#[cfg(all(test, debug_assertions))]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "leaves 0..=10")]
+    fn a_counter_taken_below_zero_is_caught() {
+        let c = AtomicI64::new(2);
+        shift(&c, -3, 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves 0..=10")]
+    fn a_counter_past_the_stock_is_caught() {
+        let c = AtomicI64::new(8);
+        shift(&c, 3, 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds the stock 10")]
+    fn remaining_past_the_stock_is_caught() {
+        let c = AtomicI64::new(8);
+        shift_remaining(&c, 3, 10);
+    }
+
+    #[test]
+    #[should_panic]
+    fn an_overflow_is_caught() {
+        let c = AtomicI64::new(i64::MAX);
+        shift_remaining(&c, 1, i64::MAX as u64);
+    }
+
+    #[test]
+    fn remaining_may_pass_below_zero_and_counters_reach_their_bounds() {
+        let c = AtomicI64::new(1);
+        shift_remaining(&c, -3, 10);
+        assert_eq!(c.load(Ordering::Relaxed), -2);
+        let c = AtomicI64::new(3);
+        shift(&c, -3, 10);
+        shift(&c, 10, 10);
+        assert_eq!(c.load(Ordering::Relaxed), 10);
+    }
+}
