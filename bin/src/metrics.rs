@@ -110,7 +110,7 @@ pub fn render(stats: &ServerStats, out: &mut String) {
         t.sum = seconds_to_ns(total_s);
         labels.clear();
         let _ = write!(labels, "route=\"{name}\"");
-        t.write_series(out, "flashd_request_duration_seconds", &labels, 1e-9);
+        t.write_series(out, "flashd_request_duration_seconds", &labels, 1e9);
     }
 
     out.push_str("# HELP flashd_reactor_turns_total Event-loop turns per sub-reactor (the watchdog's liveness signal).\n");
@@ -332,7 +332,7 @@ pub fn render_log(shared: &crate::app::Shared, out: &mut String) {
         "Time of a group commit (write + fdatasync).",
     );
     s.commit_ns
-        .write_series(out, "flashd_log_commit_seconds", "", 1e-9);
+        .write_series(out, "flashd_log_commit_seconds", "", 1e9);
     gauge(
         out,
         "flashd_log_committed_lsn",

@@ -4,8 +4,10 @@
 //! counted and written the same way.
 //!
 //! Observations and bounds share one unit (nanoseconds for times, a count
-//! for sizes); `scale` converts that unit into the exposed one when the
-//! series is written (`1e-9` for seconds). Recording is two relaxed atomic
+//! for sizes); `per_exposed` is how many of that unit make one exposed unit
+//! (`1e9` nanoseconds a second), divided out when the series is written —
+//! a division, so `987654321 ns` prints as `0.987654321`, not with the
+//! rounding noise of multiplying by `1e-9`. Recording is two relaxed atomic
 //! adds and a scan of at most [`BUCKETS_MAX`] bounds; no allocation.
 
 use std::fmt::Write as _;
@@ -88,10 +90,10 @@ impl<const B: usize> Histogram<B> {
 
     /// Write this histogram as one series; `labels` is `""` or
     /// `key="value",...` (without braces).
-    pub fn write_series(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
+    pub fn write_series(&self, out: &mut String, name: &str, labels: &str, per_exposed: f64) {
         let mut t = Totals::new(self.bounds);
         self.merge_into(&mut t);
-        t.write_series(out, name, labels, scale);
+        t.write_series(out, name, labels, per_exposed);
     }
 }
 
@@ -114,7 +116,7 @@ impl<const B: usize> Totals<B> {
     }
 
     /// The `_bucket`, `_sum` and `_count` lines of one series.
-    pub fn write_series(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
+    pub fn write_series(&self, out: &mut String, name: &str, labels: &str, per_exposed: f64) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cum = 0u64;
         for (b, c) in self.bounds.iter().zip(self.buckets) {
@@ -122,7 +124,7 @@ impl<const B: usize> Totals<B> {
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cum}",
-                *b as f64 * scale
+                *b as f64 / per_exposed
             );
         }
         cum += self.above;
@@ -135,7 +137,7 @@ impl<const B: usize> Totals<B> {
         out.push_str(name);
         out.push_str("_sum");
         braces(out);
-        let _ = writeln!(out, " {}", self.sum as f64 * scale);
+        let _ = writeln!(out, " {}", self.sum as f64 / per_exposed);
         out.push_str(name);
         out.push_str("_count");
         braces(out);
@@ -175,15 +177,20 @@ mod tests {
     }
 
     #[test]
-    fn scale_converts_units_and_no_labels_means_no_braces() {
+    fn units_are_divided_out_and_no_labels_means_no_braces() {
         let h = Histogram::new([100_000, 1_000_000]);
         h.observe(500_000);
         let mut out = String::new();
-        h.write_series(&mut out, "t_seconds", "", 1e-9);
+        h.write_series(&mut out, "t_seconds", "", 1e9);
         assert!(out.contains("t_seconds_bucket{le=\"0.0001\"} 0\n"), "{out}");
         assert!(out.contains("t_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
         assert!(out.contains("t_seconds_sum 0.0005\n"), "{out}");
         assert!(out.contains("t_seconds_count 1\n"), "{out}");
+        let h = Histogram::new([1_000_000_000]);
+        h.observe(987_654_321);
+        let mut out = String::new();
+        h.write_series(&mut out, "t_seconds", "", 1e9);
+        assert!(out.contains("t_seconds_sum 0.987654321\n"), "{out}");
     }
 
     #[test]
