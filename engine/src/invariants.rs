@@ -45,11 +45,11 @@ impl Engine {
         let mut held_per_activity = vec![0u64; self.activities.len() + 1];
         let mut sorted_ids: Vec<Vec<OrderId>> = Vec::new();
         for part in parts {
-            let (held, part_ids) = part?;
-            for (sum, h) in held_per_activity.iter_mut().zip(held) {
+            let part = part?;
+            for (sum, h) in held_per_activity.iter_mut().zip(part.held_per_activity) {
                 *sum += h;
             }
-            sorted_ids.push(part_ids);
+            sorted_ids.push(part.sorted_ids);
         }
         // Each thread sorted its own ids; one merge pass finds a duplicate
         // within or across them.
@@ -87,11 +87,7 @@ impl Engine {
     /// units held per sale, and every order id seen. Linear in the orders:
     /// each is looked up once in each index, and the (user, sale) records
     /// are recomputed in one pass and compared.
-    #[allow(clippy::type_complexity)] // (held per sale, sorted order ids)
-    fn check_stripes(
-        &self,
-        range: std::ops::Range<usize>,
-    ) -> Result<(Vec<u64>, Vec<OrderId>), String> {
+    fn check_stripes(&self, range: std::ops::Range<usize>) -> Result<StripesPart, String> {
         let mut held_per_activity = vec![0u64; self.activities.len() + 1];
         let mut ids: Vec<OrderId> = Vec::new();
         // Per (user, sale): (units held, orders created), from the orders.
@@ -175,7 +171,10 @@ impl Engine {
         // Order ids are checked for uniqueness by sorting, not hashing: a
         // radix sort of plain u64s is many times cheaper than a hash set.
         radix_sort(&mut ids);
-        Ok((held_per_activity, ids))
+        Ok(StripesPart {
+            held_per_activity,
+            sorted_ids: ids,
+        })
     }
 
     /// The whole state in a canonical order, for comparing two engines
@@ -197,6 +196,14 @@ impl Engine {
         orders.sort_by_key(|o| o.id);
         EngineDump { activities, orders }
     }
+}
+
+/// What [`Engine::check_invariants`] learns from some stripes.
+struct StripesPart {
+    /// Units held in each sale (by id), summed over the stripes' orders.
+    held_per_activity: Vec<u64>,
+    /// Every order id of the stripes, sorted.
+    sorted_ids: Vec<OrderId>,
 }
 
 /// LSD radix sort, 11-bit digits. A pass whose digit is the same in every
