@@ -169,7 +169,11 @@ pub fn write_order(out: &mut Vec<u8>, o: &OrderView) {
 }
 
 pub fn write_activity(out: &mut Vec<u8>, a: &Activity, now: Millis) {
-    let (remaining, sold, reserved) = a.counters();
+    let flashd_engine::Counters {
+        remaining,
+        sold,
+        reserved,
+    } = a.counters();
     out.extend_from_slice(b"{\"id\":");
     push_u64(out, a.id as u64);
     out.extend_from_slice(b",\"sku_id\":\"");

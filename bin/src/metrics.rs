@@ -224,7 +224,7 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
     out.push_str("# HELP flashd_activity_remaining Units still on sale, per sale.\n# TYPE flashd_activity_remaining gauge\n");
     let acts: Vec<_> = shared.engine.activities().collect();
     for a in &acts {
-        let (r, _, _) = a.counters();
+        let r = a.counters().remaining;
         let _ = writeln!(
             out,
             "flashd_activity_remaining{{activity=\"{}\"}} {}",
@@ -234,7 +234,7 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
     }
     out.push_str("# HELP flashd_activity_sold Units paid for, per sale.\n# TYPE flashd_activity_sold gauge\n");
     for a in &acts {
-        let (_, s, _) = a.counters();
+        let s = a.counters().sold;
         let _ = writeln!(
             out,
             "flashd_activity_sold{{activity=\"{}\"}} {}",
@@ -244,7 +244,7 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
     }
     out.push_str("# HELP flashd_activity_reserved Units in created, unpaid orders, per sale.\n# TYPE flashd_activity_reserved gauge\n");
     for a in &acts {
-        let (_, _, v) = a.counters();
+        let v = a.counters().reserved;
         let _ = writeln!(
             out,
             "flashd_activity_reserved{{activity=\"{}\"}} {}",

@@ -746,7 +746,7 @@ fn broker_and_mysql_outages_lose_nothing() {
 /// replayed.
 #[test]
 fn a_failed_group_and_its_late_record_are_never_replayed() {
-    use flashd_engine::{Event, EPOCH_MS};
+    use flashd_engine::{order_id_floor, Event};
     use flashd_kafka::{ensure_topic, recover_topic, KafkaConfig, KafkaLog, LogRecord};
     use flashd_log::OrderLog;
     let tmp = TempDir::new("kafka-late");
@@ -762,7 +762,7 @@ fn a_failed_group_and_its_late_record_are_never_replayed() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let oid = |n: u64| ((now - EPOCH_MS) << 22) | n;
+    let oid = |n: u64| order_id_floor(now) | n;
     let created = |o: u64, user: u64| Event::OrderCreated {
         order_id: o,
         activity_id: 1,

@@ -139,24 +139,13 @@ impl Activity {
         }
     }
 
-    /// `(remaining, sold, reserved)` as signed counters, for invariant checks
-    /// and responses (see [`Activity::ledger`] for them by name).
-    pub fn counters(&self) -> (i64, i64, i64) {
-        (
-            self.remaining.load(Ordering::Acquire),
-            self.sold.load(Ordering::Acquire),
-            self.reserved.load(Ordering::Acquire),
-        )
-    }
-
-    /// The three counters by name (each read on its own, as
-    /// [`Activity::counters`] does).
-    pub fn ledger(&self) -> crate::fold::Counters {
-        let (remaining, sold, reserved) = self.counters();
+    /// The three counters by name, each read on its own (a consistent
+    /// triple needs the engine quiescent: invariant checks, snapshots).
+    pub fn counters(&self) -> crate::fold::Counters {
         crate::fold::Counters {
-            remaining,
-            reserved,
-            sold,
+            remaining: self.remaining.load(Ordering::Acquire),
+            reserved: self.reserved.load(Ordering::Acquire),
+            sold: self.sold.load(Ordering::Acquire),
         }
     }
 

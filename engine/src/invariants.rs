@@ -57,7 +57,11 @@ impl Engine {
             return Err(format!("order id {id} twice"));
         }
         for a in self.activities() {
-            let (r, s, v) = a.counters();
+            let crate::fold::Counters {
+                remaining: r,
+                sold: s,
+                reserved: v,
+            } = a.counters();
             let l = a.releasing();
             if r < 0 || s < 0 || v < 0 || l < 0 {
                 return Err(format!(
@@ -185,7 +189,7 @@ impl Engine {
             .map(|a| ActivityDump {
                 id: a.id,
                 spec: a.spec(),
-                counters: a.ledger(),
+                counters: a.counters(),
             })
             .collect();
         let mut orders = Vec::new();

@@ -64,7 +64,11 @@ impl Engine {
             .iter()
             .filter_map(|a| a.get())
             .map(|a| {
-                let (remaining, sold, reserved) = a.counters();
+                let crate::fold::Counters {
+                    remaining,
+                    sold,
+                    reserved,
+                } = a.counters();
                 ActivitySnapshot {
                     id: a.id,
                     spec: a.spec(),

@@ -618,8 +618,11 @@ fn replayed_events_revert_to_the_state_before_them() {
     let act = replay.activity(a).unwrap();
     assert_eq!(
         act.counters(),
-        (10 - 5, 3, 2),
-        "(remaining, sold, reserved)"
+        Counters {
+            remaining: 10 - 5,
+            reserved: 2,
+            sold: 3
+        }
     );
     assert!(replay.order(7, o1.id).is_some());
     assert!(replay.order(9, o3.id).is_none());
@@ -628,7 +631,14 @@ fn replayed_events_revert_to_the_state_before_them() {
     for ev in aborted.iter().rev() {
         replay.revert_replayed(ev);
     }
-    assert_eq!(replay.activity(a).unwrap().counters(), (5, 3, 2));
+    assert_eq!(
+        replay.activity(a).unwrap().counters(),
+        Counters {
+            remaining: 5,
+            reserved: 2,
+            sold: 3
+        }
+    );
     replay.check_invariants().unwrap();
 }
 

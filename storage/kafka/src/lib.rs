@@ -66,9 +66,9 @@ pub use config::KafkaConfig;
 pub use error::KafkaLogError;
 pub use producer::KafkaLog;
 pub use record::{
-    activity_of, decode_message, decode_records, decode_value, encode_abort, encode_events,
-    encode_group_events, encode_value, Abort, LogRecord, Tombstones, TopicRecord, KIND_ABORT,
-    KIND_ABORT_RANGE, KIND_EVENTS, KIND_GROUP_EVENTS, RECORD_FORMAT,
+    decode_message, decode_records, decode_value, encode_abort, encode_events, encode_group_events,
+    encode_value, Abort, LogRecord, Tombstones, TopicRecord, KIND_ABORT, KIND_ABORT_RANGE,
+    KIND_EVENTS, KIND_GROUP_EVENTS, RECORD_FORMAT,
 };
 pub use recover::{
     recover_topic, KafkaRecovered, FETCH_BYTES, RECOVERY_PREFETCH_KBYTES,

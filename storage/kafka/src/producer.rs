@@ -16,7 +16,7 @@ use flashd_log::{LogError, OrderLog};
 
 use crate::config::{client_config, KafkaConfig};
 use crate::error::{kafka_err, KafkaLogError};
-use crate::record::{activity_of, encode_abort, encode_group_events, Abort};
+use crate::record::{encode_abort, encode_group_events, Abort};
 
 /// Delivery reports of the batch in flight.
 #[derive(Default)]
@@ -176,7 +176,7 @@ impl KafkaLog {
         let mut by_activity: BTreeMap<ActivityId, Vec<(u64, Event)>> = BTreeMap::new();
         for (lsn, ev) in &self.to_abort {
             by_activity
-                .entry(activity_of(ev))
+                .entry(ev.activity_id())
                 .or_default()
                 .push((*lsn, ev.clone()));
         }
@@ -254,7 +254,8 @@ impl OrderLog for KafkaLog {
         // in that order.
         let mut by_activity: Vec<(ActivityId, Vec<(u64, &Event)>)> = Vec::new();
         for ev in events {
-            let a = activity_of(ev);
+            // The key that keeps one sale's events on one partition.
+            let a = ev.activity_id();
             let lsn = self.next_lsn;
             // A group's records carry the committed LSN as their group; the
             // sink and recovery refuse an event below it.

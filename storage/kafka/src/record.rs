@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use flashd_engine::{ActivityId, Event};
+use flashd_engine::Event;
 use flashd_log::{decode_event, encode_event, DecodeError};
 
 /// Version byte at the start of every record value.
@@ -108,16 +108,6 @@ impl Tombstones {
 
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
-    }
-}
-
-/// The key that keeps one sale's events on one partition.
-pub fn activity_of(ev: &Event) -> ActivityId {
-    match ev {
-        Event::ActivityCreated { id, .. } => *id,
-        Event::OrderCreated { activity_id, .. }
-        | Event::OrderPaid { activity_id, .. }
-        | Event::OrderCancelled { activity_id, .. } => *activity_id,
     }
 }
 
