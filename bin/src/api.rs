@@ -68,8 +68,7 @@ pub fn parse_activity(body: &[u8]) -> Result<ActivitySpec, Invalid> {
         end_at: parse_time("end_at", &b.end_at)?,
         per_user_limit: b.per_user_limit,
     };
-    spec.validate()
-        .map_err(|(f, m)| Invalid(format!("{f}: {m}")))?;
+    spec.validate().map_err(|e| Invalid(e.to_string()))?;
     Ok(spec)
 }
 

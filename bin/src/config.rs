@@ -874,7 +874,7 @@ impl Config {
         }
         for (i, sh) in self.mysql.shards.iter().enumerate() {
             if let Err(e) = flashd_sink::check_url(&sh.url) {
-                bad(&format!("mysql.shards[{i}].url"), e);
+                bad(&format!("mysql.shards[{i}].url"), e.to_string());
             }
         }
         if self.sink.embedded && l.backend != LogBackend::Kafka {

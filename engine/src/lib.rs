@@ -65,7 +65,7 @@ pub use ids::{order_created_ms, order_id_floor, EPOCH_MS, MAX_NODE_ID, NODE_ID_M
 pub use invariants::{ActivityDump, EngineDump};
 pub use limits::*;
 pub use snapshot::{ActivitySnapshot, EngineSnapshot};
-pub use spec::{ActivitySpec, EngineConfig};
+pub use spec::{ActivitySpec, EngineConfig, InvalidSpec};
 pub use types::*;
 pub use users::{Order, RequestKey, USER_STRIPES};
 pub use view::{OrderView, PlaceOrder, Placed};

@@ -31,6 +31,14 @@ impl Default for EngineConfig {
     }
 }
 
+/// Why a sale's spec is refused: the field at fault and what it must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {why}")]
+pub struct InvalidSpec {
+    pub field: &'static str,
+    pub why: &'static str,
+}
+
 /// What an admin asks for when opening a sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivitySpec {
@@ -46,24 +54,42 @@ pub struct ActivitySpec {
 impl ActivitySpec {
     /// `Err((field, message))` for the first field out of bounds (the
     /// bounds are in [`crate::limits`]).
-    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
         if self.sku_id.is_empty() || self.sku_id.len() > SKU_BYTES_MAX {
-            return Err(("sku_id", "must be 1 to 64 bytes"));
+            return Err(InvalidSpec {
+                field: "sku_id",
+                why: "must be 1 to 64 bytes",
+            });
         }
         if self.name.is_empty() || self.name.len() > NAME_BYTES_MAX {
-            return Err(("name", "must be 1 to 200 bytes"));
+            return Err(InvalidSpec {
+                field: "name",
+                why: "must be 1 to 200 bytes",
+            });
         }
         if self.price_cents > PRICE_CENTS_MAX {
-            return Err(("price_cents", "must be at most 10^12"));
+            return Err(InvalidSpec {
+                field: "price_cents",
+                why: "must be at most 10^12",
+            });
         }
         if self.stock == 0 || self.stock > STOCK_MAX {
-            return Err(("stock", "must be between 1 and 10^9"));
+            return Err(InvalidSpec {
+                field: "stock",
+                why: "must be between 1 and 10^9",
+            });
         }
         if self.end_at <= self.start_at {
-            return Err(("end_at", "must be after start_at"));
+            return Err(InvalidSpec {
+                field: "end_at",
+                why: "must be after start_at",
+            });
         }
         if self.per_user_limit == 0 || self.per_user_limit > PER_USER_LIMIT_MAX {
-            return Err(("per_user_limit", "must be between 1 and 1000"));
+            return Err(InvalidSpec {
+                field: "per_user_limit",
+                why: "must be between 1 and 1000",
+            });
         }
         Ok(())
     }
@@ -142,7 +168,7 @@ mod tests {
             ),
         ];
         for (s, field, names) in past {
-            let (f, m) = s.validate().unwrap_err();
+            let InvalidSpec { field: f, why: m } = s.validate().unwrap_err();
             assert_eq!(f, field);
             assert!(m.ends_with(&names), "{field}: {m:?} should name {names}");
         }

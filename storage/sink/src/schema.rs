@@ -90,11 +90,16 @@ pub(crate) const META_SCHEMA: &[&str] = &[
 const TEXT_TABLES: &[&str] = &["activities", "orders_template", "order_events"];
 
 /// Is `url` a MySQL URL that names a database?
-pub fn check_url(url: &str) -> Result<(), String> {
-    let o = Opts::from_url(url).map_err(|e| e.to_string())?;
+pub fn check_url(url: &str) -> Result<(), SinkError> {
+    let o = Opts::from_url(url).map_err(|e| SinkError::Url {
+        url: url.to_string(),
+        source: e,
+    })?;
     match o.db_name() {
         Some(d) if !d.is_empty() => Ok(()),
-        _ => Err("must name a database (mysql://user@host:port/DATABASE)".into()),
+        _ => Err(SinkError::NoDatabase {
+            url: url.to_string(),
+        }),
     }
 }
 
