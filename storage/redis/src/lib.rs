@@ -1,0 +1,49 @@
+//! flashd-redis: Redis as the stock authority of a sale shared by many
+//! flashd nodes (issue 16). The design, the key layout and the measured
+//! cost are in `docs/cluster.md`.
+//!
+//! It owns the key layout of a sale in Redis ([`keys`]), the Lua scripts
+//! that decide purchases, payments, cancels and timeouts in batches
+//! ([`script`]), the typed inputs and outcomes ([`Buy`], [`Decision`],
+//! [`Settle`], [`Settled`], [`Claim`]), the client that talks to Redis on
+//! a thread of its own ([`RedisClient`]), the durability check at start
+//! ([`DurabilityReport`]), and reading a sale whole, folding engine events
+//! into the same shape, and repairing Redis from them ([`SaleState`],
+//! [`fold_events`]).
+//!
+//! What it must never do: decide anything outside Redis (the scripts are
+//! the one place stock moves; a Redis that cannot be reached is an error,
+//! never a guess), make a round trip per order (one script call decides a
+//! batch), block a reactor thread ([`Pending::wait`] blocks: call it from a
+//! worker), write the order log, or pull in an async runtime.
+//!
+//! Invariants, held by the scripts because Redis runs one script at a
+//! time (checked by [`SaleState::check`] in the tests):
+//! 1. `sold + reserved <= stock`: a unit is never sold twice.
+//! 2. A buyer never holds more than the sale's per-user limit, whatever
+//!    node their requests land on.
+//! 3. One `(user, request_id)` yields at most one claim; a retry on any
+//!    node gets that claim back.
+//! 4. Claims move only `C → P`, `C → X` (buyer) or `C → T` (timeout); a
+//!    move out of `C` gives the units back exactly once, and only a `C`
+//!    claim is in the due set.
+//! 5. Nothing is acknowledged before Redis answered (and, with
+//!    `appendfsync always`, fsynced its AOF).
+//!
+//! Not here (see `docs/cluster.md`): wiring into `bin` (the node logs what
+//! Redis decided, answers after both), the `flashd reconcile` command, the
+//! multi-node fault test.
+
+mod client;
+mod decision;
+mod durability;
+mod error;
+pub mod keys;
+mod reconcile;
+pub mod script;
+
+pub use client::{ClientConfig, Pending, RedisClient};
+pub use decision::{node_of, Buy, Claim, ClaimStatus, Decision, Settle, Settled};
+pub use durability::{AppendFsync, DurabilityReport, Guarantee};
+pub use error::RedisError;
+pub use reconcile::{fold_events, is_timeout, SaleSpec, SaleState};

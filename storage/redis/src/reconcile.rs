@@ -1,0 +1,381 @@
+//! A sale as Redis holds it, read whole ([`SaleState`]), the same state
+//! folded from engine events ([`fold_events`]), and a repair that writes
+//! the folded state over Redis's. `flashd reconcile` (not built yet)
+//! compares the first two; `repair` makes Redis say what the log says.
+//!
+//! No `SCAN` of the keyspace: a sale's claims are one hash
+//! ([`crate::keys::claims`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use flashd_engine::{ActivityId, CancelReason, Event, Millis, OrderId, UserId};
+
+use crate::client::Session;
+use crate::decision::{node_of, Claim, ClaimStatus};
+use crate::error::RedisError;
+use crate::keys;
+
+/// What a sale is, as created (the engine's `ActivitySpec`, less the
+/// names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleSpec {
+    pub stock: u64,
+    pub per_user_limit: u32,
+    pub start_at: Millis,
+    pub end_at: Millis,
+    pub price_cents: u64,
+}
+
+/// Everything Redis holds for one sale, or what the log says it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleState {
+    pub spec: SaleSpec,
+    pub sold: u64,
+    pub reserved: u64,
+    /// Every order of the sale, by id.
+    pub claims: BTreeMap<OrderId, Claim>,
+    /// `(user, request_id)` → order id.
+    pub requests: BTreeMap<(UserId, String), OrderId>,
+    /// Units each buyer holds (created or paid); buyers holding none are
+    /// left out.
+    pub held: BTreeMap<UserId, u32>,
+    /// Orders each buyer created, cancelled ones included.
+    pub made: BTreeMap<UserId, u32>,
+    /// Unpaid orders and their deadlines.
+    pub due: BTreeMap<OrderId, Millis>,
+}
+
+impl SaleState {
+    fn new(spec: SaleSpec) -> SaleState {
+        SaleState {
+            spec,
+            sold: 0,
+            reserved: 0,
+            claims: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            held: BTreeMap::new(),
+            made: BTreeMap::new(),
+            due: BTreeMap::new(),
+        }
+    }
+
+    /// Units neither sold nor reserved.
+    pub fn remaining(&self) -> u64 {
+        self.spec.stock.saturating_sub(self.sold + self.reserved)
+    }
+
+    /// Every way the counters and indexes disagree with the claims (empty
+    /// when they agree): `sold + reserved <= stock`, `sold` and `reserved`
+    /// the sums of paid and created claims, each buyer's holding the sum of
+    /// their live claims and within the limit, one request key per claim,
+    /// `due` exactly the created claims at their deadlines.
+    pub fn check(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        if self.sold + self.reserved > self.spec.stock {
+            bad.push(format!(
+                "oversold: sold {} + reserved {} > stock {}",
+                self.sold, self.reserved, self.spec.stock
+            ));
+        }
+        let (mut sold, mut reserved) = (0u64, 0u64);
+        let mut held: BTreeMap<UserId, u32> = BTreeMap::new();
+        let mut made: BTreeMap<UserId, u32> = BTreeMap::new();
+        let mut due = BTreeMap::new();
+        for c in self.claims.values() {
+            *made.entry(c.user).or_default() += 1;
+            match c.status {
+                ClaimStatus::Created => {
+                    reserved += u64::from(c.quantity);
+                    *held.entry(c.user).or_default() += c.quantity;
+                    due.insert(c.order_id, c.deadline_ms);
+                }
+                ClaimStatus::Paid => {
+                    sold += u64::from(c.quantity);
+                    *held.entry(c.user).or_default() += c.quantity;
+                }
+                ClaimStatus::Cancelled(_) => {}
+            }
+            let key = (c.user, c.request_id.clone());
+            if self.requests.get(&key) != Some(&c.order_id) {
+                bad.push(format!("order {} has no request key {key:?}", c.order_id));
+            }
+        }
+        if (sold, reserved) != (self.sold, self.reserved) {
+            bad.push(format!(
+                "counters sold {} reserved {}, claims say {sold} {reserved}",
+                self.sold, self.reserved
+            ));
+        }
+        if held != self.held {
+            bad.push(format!("holdings {:?}, claims say {held:?}", self.held));
+        }
+        if let Some((u, h)) = held.iter().find(|(_, h)| **h > self.spec.per_user_limit) {
+            bad.push(format!(
+                "user {u} holds {h} > limit {}",
+                self.spec.per_user_limit
+            ));
+        }
+        if made != self.made {
+            bad.push(format!("order counts {:?}, claims say {made:?}", self.made));
+        }
+        if due != self.due {
+            bad.push(format!("due {:?}, claims say {due:?}", self.due));
+        }
+        if self.requests.len() != self.claims.len() {
+            bad.push(format!(
+                "{} request keys for {} claims",
+                self.requests.len(),
+                self.claims.len()
+            ));
+        }
+        bad
+    }
+}
+
+/// The state of sale `sale` that `events` (the log's, in log order; other
+/// sales' events are skipped) build: what Redis must hold once every
+/// decision is logged.
+pub fn fold_events(sale: ActivityId, events: &[Event]) -> Result<SaleState, RedisError> {
+    let err = |what: String| RedisError::Repair { sale, what };
+    let mut st: Option<SaleState> = None;
+    for e in events.iter().filter(|e| e.activity_id() == sale) {
+        if let Event::ActivityCreated {
+            stock,
+            start_at,
+            end_at,
+            per_user_limit,
+            price_cents,
+            ..
+        } = e
+        {
+            if st.is_some() {
+                return Err(err("created twice".into()));
+            }
+            st = Some(SaleState::new(SaleSpec {
+                stock: *stock,
+                per_user_limit: *per_user_limit,
+                start_at: *start_at,
+                end_at: *end_at,
+                price_cents: *price_cents,
+            }));
+            continue;
+        }
+        let s = st
+            .as_mut()
+            .ok_or_else(|| err(format!("{} before the sale's creation", e.kind())))?;
+        match e {
+            Event::ActivityCreated { .. } => unreachable!("handled above"),
+            Event::OrderCreated {
+                order_id,
+                user_id,
+                quantity,
+                amount_cents,
+                request_id,
+                created_at,
+                expires_at,
+                ..
+            } => {
+                let c = Claim {
+                    order_id: *order_id,
+                    user: *user_id,
+                    quantity: *quantity,
+                    amount_cents: *amount_cents,
+                    created_at: *created_at,
+                    deadline_ms: *expires_at,
+                    node: node_of(*order_id),
+                    status: ClaimStatus::Created,
+                    request_id: request_id.to_string(),
+                };
+                if s.claims.insert(*order_id, c).is_some() {
+                    return Err(err(format!("order {order_id} created twice")));
+                }
+                s.requests
+                    .insert((*user_id, request_id.to_string()), *order_id);
+                s.reserved += u64::from(*quantity);
+                *s.held.entry(*user_id).or_default() += quantity;
+                *s.made.entry(*user_id).or_default() += 1;
+                s.due.insert(*order_id, *expires_at);
+            }
+            Event::OrderPaid { order_id, .. } | Event::OrderCancelled { order_id, .. } => {
+                let c = s
+                    .claims
+                    .get_mut(order_id)
+                    .ok_or_else(|| err(format!("{} of unknown order {order_id}", e.kind())))?;
+                if c.status != ClaimStatus::Created {
+                    return Err(err(format!(
+                        "{} of order {order_id}, which is {:?}",
+                        e.kind(),
+                        c.status
+                    )));
+                }
+                let q = c.quantity;
+                s.reserved -= u64::from(q);
+                s.due.remove(order_id);
+                if let Event::OrderCancelled { reason, .. } = e {
+                    c.status = ClaimStatus::Cancelled(*reason);
+                    let h = s.held.get_mut(&c.user).expect("a live claim is held");
+                    *h -= q;
+                    if *h == 0 {
+                        s.held.remove(&c.user);
+                    }
+                } else {
+                    c.status = ClaimStatus::Paid;
+                    s.sold += u64::from(q);
+                }
+            }
+        }
+    }
+    st.ok_or_else(|| err("no ActivityCreated for it".into()))
+}
+
+type Hash = HashMap<String, String>;
+
+/// Read `sale` whole, in one `MULTI`/`EXEC` (a consistent cut: no script
+/// runs in between). Redis is busy for the time it takes to copy the
+/// sale's hashes out: run it on a quiet sale, or accept that pause.
+pub(crate) fn read(s: &mut Session, sale: ActivityId) -> Result<Option<SaleState>, RedisError> {
+    let mut p = redis::pipe();
+    p.atomic();
+    for k in &keys::all(sale)[..5] {
+        p.cmd("HGETALL").arg(k);
+    }
+    p.cmd("ZRANGE")
+        .arg(keys::due(sale))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES");
+    let (meta, req, held, made, claims, due): (Hash, Hash, Hash, Hash, Hash, Vec<(String, f64)>) =
+        s.pipe("read_sale", &p)?;
+    if meta.is_empty() {
+        return Ok(None);
+    }
+    let bad = |what: String| RedisError::protocol("read_sale", what);
+    let num = |h: &Hash, f: &str| -> Result<u64, RedisError> {
+        h.get(f)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("meta field {f}: {:?}", h.get(f))))
+    };
+    let mut st = SaleState::new(SaleSpec {
+        stock: num(&meta, "stock")?,
+        per_user_limit: num(&meta, "limit")? as u32,
+        start_at: num(&meta, "start")?,
+        end_at: num(&meta, "end")?,
+        price_cents: num(&meta, "price")?,
+    });
+    st.sold = num(&meta, "sold")?;
+    st.reserved = num(&meta, "reserved")?;
+    for (k, v) in &claims {
+        let id: OrderId = k.parse().map_err(|_| bad(format!("claim id {k:?}")))?;
+        let c = Claim::decode_value(id, v).ok_or_else(|| bad(format!("claim {k}: {v:?}")))?;
+        st.claims.insert(id, c);
+    }
+    for (k, v) in &req {
+        let (u, r) = k
+            .split_once(':')
+            .ok_or_else(|| bad(format!("request key {k:?}")))?;
+        let u: UserId = u.parse().map_err(|_| bad(format!("request key {k:?}")))?;
+        let id = v.parse().map_err(|_| bad(format!("request {k}: {v:?}")))?;
+        st.requests.insert((u, r.to_owned()), id);
+    }
+    for (dst, src) in [(&mut st.held, &held), (&mut st.made, &made)] {
+        for (k, v) in src {
+            let u: UserId = k.parse().map_err(|_| bad(format!("user {k:?}")))?;
+            let n: u32 = v.parse().map_err(|_| bad(format!("user {k}: {v:?}")))?;
+            if n != 0 {
+                dst.insert(u, n);
+            }
+        }
+    }
+    for (k, score) in &due {
+        let id: OrderId = k.parse().map_err(|_| bad(format!("due id {k:?}")))?;
+        st.due.insert(id, *score as Millis);
+    }
+    Ok(Some(st))
+}
+
+/// Pairs per `HSET`/`ZADD` of a repair.
+const CHUNK: usize = 1000;
+
+/// Replace `sale` in Redis with what `events` fold to, in one
+/// `MULTI`/`EXEC`: the old keys go and the new ones appear at once for
+/// every node. A `MULTI` rather than a script because a whole sale's
+/// claims can be far more arguments than a script call takes.
+pub(crate) fn repair(
+    s: &mut Session,
+    sale: ActivityId,
+    events: &[Event],
+) -> Result<SaleState, RedisError> {
+    let st = fold_events(sale, events)?;
+    let mut p = redis::pipe();
+    p.atomic();
+    p.cmd("DEL").arg(&keys::all(sale)[..]).ignore();
+    let orders_max = flashd_engine::sale_user_orders_max(st.spec.per_user_limit);
+    p.cmd("HSET")
+        .arg(keys::meta(sale))
+        .arg("stock")
+        .arg(st.spec.stock)
+        .arg("sold")
+        .arg(st.sold)
+        .arg("reserved")
+        .arg(st.reserved)
+        .arg("limit")
+        .arg(st.spec.per_user_limit)
+        .arg("orders_max")
+        .arg(orders_max)
+        .arg("start")
+        .arg(st.spec.start_at)
+        .arg("end")
+        .arg(st.spec.end_at)
+        .arg("price")
+        .arg(st.spec.price_cents)
+        .ignore();
+    let req: Vec<(String, String)> = st
+        .requests
+        .iter()
+        .map(|((u, r), id)| (format!("{u}:{r}"), id.to_string()))
+        .collect();
+    let claims: Vec<(String, String)> = st
+        .claims
+        .values()
+        .map(|c| (c.order_id.to_string(), c.encode_value()))
+        .collect();
+    let held: Vec<(String, String)> = st
+        .held
+        .iter()
+        .map(|(u, n)| (u.to_string(), n.to_string()))
+        .collect();
+    let made: Vec<(String, String)> = st
+        .made
+        .iter()
+        .map(|(u, n)| (u.to_string(), n.to_string()))
+        .collect();
+    for (key, pairs) in [
+        (keys::requests(sale), &req),
+        (keys::held(sale), &held),
+        (keys::made(sale), &made),
+        (keys::claims(sale), &claims),
+    ] {
+        for chunk in pairs.chunks(CHUNK) {
+            let c = p.cmd("HSET").arg(&key);
+            for (f, v) in chunk {
+                c.arg(f).arg(v);
+            }
+            c.ignore();
+        }
+    }
+    let due: Vec<(Millis, OrderId)> = st.due.iter().map(|(id, at)| (*at, *id)).collect();
+    for chunk in due.chunks(CHUNK) {
+        let c = p.cmd("ZADD").arg(keys::due(sale));
+        for (at, id) in chunk {
+            c.arg(*at).arg(*id);
+        }
+        c.ignore();
+    }
+    let () = s.pipe("repair", &p)?;
+    Ok(st)
+}
+
+/// `true` for a timed-out cancel: for callers that count them apart.
+pub fn is_timeout(c: &Claim) -> bool {
+    c.status == ClaimStatus::Cancelled(CancelReason::Timeout)
+}
