@@ -314,3 +314,38 @@ fn scripts_flushed_from_redis_are_loaded_again() {
         .unwrap();
     assert!(matches!(out[0], Decision::Granted(_)));
 }
+
+#[test]
+fn a_retry_on_another_node_gets_the_claim_its_maker_stored() {
+    if !have_redis() {
+        return;
+    }
+    let r = PrivateRedis::start(false);
+    let (a, b) = (r.client(1), r.client(2));
+    let now = now_ms();
+    let sale = 31;
+    create(&a, sale, spec(10, 1, now));
+    // Node 1 decides, then (say) dies before logging: node 2 gets the retry.
+    let first = a
+        .buy(sale, now, vec![buy(&Ids::new(1, now), 5, "req-1", 1, now)])
+        .wait()
+        .unwrap();
+    let Decision::Granted(made) = &first[0] else {
+        panic!("{first:?}")
+    };
+    let retry = b
+        .buy(
+            sale,
+            now + 7,
+            vec![buy(&Ids::new(2, now), 5, "req-1", 1, now + 7)],
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(retry, vec![Decision::Existing(made.clone())]);
+    // Everything node 2 needs to log the order its maker never logged.
+    assert_eq!(made.node, 1);
+    assert_eq!(
+        retry[0].claim().unwrap().created_event(sale),
+        made.created_event(sale)
+    );
+}
