@@ -255,29 +255,28 @@ impl RedisClient {
             if sent.is_empty() {
                 return Ok(out);
             }
-            let keys = [
-                keys::meta(sale),
-                keys::requests(sale),
-                keys::held(sale),
-                keys::made(sale),
-                keys::claims(sale),
-                keys::due(sale),
-            ];
-            let v = s.eval("buy", 1, &keys, |c| {
-                c.arg(now).arg(node);
+            let latest = sent.iter().map(|&i| buys[i].deadline_ms).max();
+            let v = s.eval("buy", 1, &keys::all(sale), |c| {
+                c.arg(now).arg(latest);
                 for &i in &sent {
                     let b = &buys[i];
-                    c.arg(b.user)
-                        .arg(b.request_id.as_str())
-                        .arg(b.quantity)
-                        .arg(b.order_id)
-                        .arg(b.amount_cents)
-                        .arg(b.deadline_ms);
+                    let seg = Claim::granted(b, now, node).encode_segment();
+                    c.arg(b.user).arg(b.quantity).arg(seg);
                 }
             })?;
-            let answers = strings("buy", v, sent.len())?;
-            for (&i, a) in sent.iter().zip(&answers) {
-                out[i] = Decision::parse(&buys[i], now, node, a)?;
+            let mut answers: Vec<String> = redis::from_redis_value(&v)
+                .map_err(|e| RedisError::protocol("buy", e.to_string()))?;
+            let codes = answers.pop().unwrap_or_default();
+            if codes.len() != sent.len() {
+                return Err(RedisError::protocol(
+                    "buy",
+                    format!("{} codes for {} purchases", codes.len(), sent.len()),
+                ));
+            }
+            let mut segments = answers.into_iter();
+            for (&i, code) in sent.iter().zip(codes.bytes()) {
+                let seg = if code == b'E' { segments.next() } else { None };
+                out[i] = Decision::parse(&buys[i], now, node, code, seg.as_deref())?;
             }
             Ok(out)
         })
@@ -290,12 +289,7 @@ impl RedisClient {
             if ops.is_empty() {
                 return Ok(Vec::new());
             }
-            let keys = [
-                keys::meta(sale),
-                keys::held(sale),
-                keys::claims(sale),
-                keys::due(sale),
-            ];
+            let keys = [keys::meta(sale), keys::users(sale)];
             let v = s.eval("settle", 2, &keys, |c| {
                 c.arg(now);
                 for op in &ops {
@@ -317,20 +311,14 @@ impl RedisClient {
     /// the log); safe to run on every node at once.
     pub fn expire(&self, sale: ActivityId, now: Millis, limit: usize) -> Pending<Vec<Claim>> {
         self.submit("expire", false, move |s| {
-            let keys = [
-                keys::meta(sale),
-                keys::held(sale),
-                keys::claims(sale),
-                keys::due(sale),
-            ];
-            let v = s.eval("expire", 3, &keys, |c| {
+            let v = s.eval("expire", 3, &keys::all(sale), |c| {
                 c.arg(now).arg(limit.max(1));
             })?;
             let got: Vec<String> = redis::from_redis_value(&v)
                 .map_err(|e| RedisError::protocol("expire", e.to_string()))?;
             got.iter()
                 .map(|a| {
-                    Claim::decode_with_id(a)
+                    Claim::decode_with_user(a)
                         .ok_or_else(|| RedisError::protocol("expire", format!("answer {a:?}")))
                 })
                 .collect()

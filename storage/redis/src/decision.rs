@@ -24,13 +24,19 @@ pub struct Buy {
 }
 
 impl Buy {
-    /// Within the engine's bounds (quantity, request id): what the API
-    /// checked first; a purchase outside them never reaches Redis.
+    /// Within the API's bounds (quantity; request id of 1 to 64 of
+    /// `A-Z a-z 0-9 - _ . :`, so it never holds the `;#|,` a buyer's
+    /// record is cut at): what the API checked first; a purchase outside
+    /// them never reaches Redis.
     pub fn is_valid(&self) -> bool {
         self.quantity > 0
             && self.quantity <= QUANTITY_MAX
             && !self.request_id.is_empty()
             && self.request_id.len() <= REQUEST_ID_BYTES_MAX
+            && self
+                .request_id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
     }
 }
 
@@ -106,33 +112,37 @@ impl Claim {
         }
     }
 
-    /// The hash field's value: `S|user|qty|amount|created|deadline|node|
-    /// request_id` (the order id is the field).
-    pub fn encode_value(&self) -> String {
+    /// The claim as a buyer's record holds it (`crate::script`):
+    /// `;<request_id>#<order_id>|S|qty|amount|created|deadline|node`.
+    pub fn encode_segment(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}",
+            ";{}#{}|{}|{}|{}|{}|{}|{}",
+            self.request_id,
+            self.order_id,
             self.status.code(),
-            self.user,
             self.quantity,
             self.amount_cents,
             self.created_at,
             self.deadline_ms,
-            self.node,
-            self.request_id
+            self.node
         )
     }
 
-    /// Read back a value [`Claim::encode_value`] wrote for `order_id`.
-    pub fn decode_value(order_id: OrderId, v: &str) -> Option<Claim> {
-        let mut f = v.splitn(8, '|');
+    /// Read back a segment [`Claim::encode_segment`] wrote in `user`'s
+    /// record.
+    pub fn decode_segment(user: UserId, seg: &str) -> Option<Claim> {
+        let (request_id, rest) = seg.strip_prefix(';')?.split_once('#')?;
+        let mut f = rest.split('|');
+        let order_id = f.next()?.parse().ok()?;
         let status = ClaimStatus::parse(f.next()?)?;
-        let user = f.next()?.parse().ok()?;
         let quantity = f.next()?.parse().ok()?;
         let amount_cents = f.next()?.parse().ok()?;
         let created_at = f.next()?.parse().ok()?;
         let deadline_ms = f.next()?.parse().ok()?;
         let node = f.next()?.parse().ok()?;
-        let request_id = f.next()?.to_owned();
+        if f.next().is_some() {
+            return None;
+        }
         Some(Claim {
             order_id,
             user,
@@ -142,14 +152,14 @@ impl Claim {
             deadline_ms,
             node,
             status,
-            request_id,
+            request_id: request_id.to_owned(),
         })
     }
 
-    /// `<order id>|<value>`, as the buy and expire scripts return a claim.
-    pub(crate) fn decode_with_id(s: &str) -> Option<Claim> {
-        let (id, v) = s.split_once('|')?;
-        Claim::decode_value(id.parse().ok()?, v)
+    /// `<user><segment>`, as the expire script returns a claim.
+    pub(crate) fn decode_with_user(s: &str) -> Option<Claim> {
+        let p = s.find(';')?;
+        Claim::decode_segment(s[..p].parse().ok()?, &s[p..])
     }
 
     /// The event that records this claim's creation in sale `sale`: what
@@ -246,19 +256,24 @@ impl Decision {
         }
     }
 
-    /// Read the buy script's answer for `buy`.
+    /// Read the buy script's answer for `buy`: its code, and for `E` the
+    /// segment of the claim it found.
     pub(crate) fn parse(
         buy: &Buy,
         now: Millis,
         node: u16,
-        s: &str,
+        code: u8,
+        segment: Option<&str>,
     ) -> Result<Decision, RedisError> {
-        let bad = || RedisError::protocol("buy", format!("answer {s:?}"));
-        Ok(match s.as_bytes().first().ok_or_else(bad)? {
+        let bad =
+            || RedisError::protocol("buy", format!("answer {:?} {segment:?}", char::from(code)));
+        Ok(match code {
             b'G' => Decision::Granted(Claim::granted(buy, now, node)),
             b'E' => {
-                let c = Claim::decode_with_id(&s[1..]).ok_or_else(bad)?;
-                if c.quantity == buy.quantity && c.user == buy.user {
+                let c = segment
+                    .and_then(|s| Claim::decode_segment(buy.user, s))
+                    .ok_or_else(bad)?;
+                if c.quantity == buy.quantity {
                     Decision::Existing(c)
                 } else {
                     Decision::Conflict(c)
@@ -283,7 +298,7 @@ pub enum Settle {
 }
 
 impl Settle {
-    pub(crate) fn parts(&self) -> (&'static str, UserId, OrderId) {
+    pub fn parts(&self) -> (&'static str, UserId, OrderId) {
         match *self {
             Settle::Pay { user, order_id } => ("P", user, order_id),
             Settle::Cancel { user, order_id } => ("C", user, order_id),
@@ -357,8 +372,10 @@ impl Settled {
         if code == b'N' {
             return Ok(Settled::NotFound);
         }
-        let order_id = op.parts().2;
-        let c = Claim::decode_value(order_id, &s[1..]).ok_or_else(bad)?;
+        let (_, user, order_id) = op.parts();
+        let c = Claim::decode_segment(user, &s[1..])
+            .filter(|c| c.order_id == order_id)
+            .ok_or_else(bad)?;
         let pay = matches!(op, Settle::Pay { .. });
         Ok(match (code, pay) {
             (b'D', true) => Settled::Paid(c),
@@ -377,7 +394,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_claim_round_trips_even_with_bars_in_its_request_id() {
+    fn a_claim_round_trips() {
         let c = Claim {
             order_id: u64::MAX - 3,
             user: u64::MAX,
@@ -387,13 +404,29 @@ mod tests {
             deadline_ms: 1_764_000_900_123,
             node: 1023,
             status: ClaimStatus::Cancelled(CancelReason::Timeout),
-            request_id: "a|b|c".into(),
+            request_id: "a:b.c-d_e".into(),
         };
-        let v = c.encode_value();
-        assert_eq!(Claim::decode_value(c.order_id, &v), Some(c.clone()));
+        let seg = c.encode_segment();
+        assert_eq!(Claim::decode_segment(c.user, &seg), Some(c.clone()));
         assert_eq!(
-            Claim::decode_with_id(&format!("{}|{v}", c.order_id)),
+            Claim::decode_with_user(&format!("{}{seg}", c.user)),
             Some(c)
         );
+    }
+
+    #[test]
+    fn request_ids_outside_the_api_charset_are_invalid() {
+        let b = |r: &str| Buy {
+            user: 1,
+            request_id: r.into(),
+            quantity: 1,
+            order_id: 1,
+            amount_cents: 1,
+            deadline_ms: 1,
+        };
+        assert!(b("Az09-_.:").is_valid());
+        for r in ["", "a;b", "a#b", "a|b", "a,b", "a b", &"x".repeat(65)] {
+            assert!(!b(r).is_valid(), "{r:?}");
+        }
     }
 }

@@ -15,48 +15,27 @@ pub fn tag(sale: ActivityId) -> String {
 /// Hash: the sale's spec and counters (`stock`, `sold`, `reserved`,
 /// `limit`, `orders_max`, `start`, `end`, `price`).
 pub fn meta(sale: ActivityId) -> String {
-    format!("{{sale:{sale}}}:meta")
+    format!("{}:meta", tag(sale))
 }
 
-/// Hash: `<user>:<request_id>` → order id (the idempotency index).
-pub fn requests(sale: ActivityId) -> String {
-    format!("{{sale:{sale}}}:req")
+/// Hash: `<user>` → that buyer's record in this sale, one string: units
+/// held, orders made, and every claim with its request id
+/// (`crate::script` has the format). The idempotency index, the limit's
+/// count and the claims in one field, so a purchase writes one field.
+pub fn users(sale: ActivityId) -> String {
+    format!("{}:users", tag(sale))
 }
 
-/// Hash: `<user>` → units held (created or paid, not cancelled).
-pub fn held(sale: ActivityId) -> String {
-    format!("{{sale:{sale}}}:held")
-}
-
-/// Hash: `<user>` → orders created, cancelled ones included (the churn
-/// bound, `flashd_engine::sale_user_orders_max`).
-pub fn made(sale: ActivityId) -> String {
-    format!("{{sale:{sale}}}:made")
-}
-
-/// Hash: order id → the claim, packed in one string
-/// ([`crate::Claim::encode_value`]). The sale's claims, listed without a
-/// `SCAN` of the keyspace.
-pub fn claims(sale: ActivityId) -> String {
-    format!("{{sale:{sale}}}:claims")
-}
-
-/// Sorted set: order id of every unpaid claim, scored by its payment
-/// deadline (ms since the Unix epoch).
+/// List: one entry per script call that granted something,
+/// `<latest deadline>|<user>,<user>,...`, in the order they were made:
+/// where the expiry looks for unpaid claims.
 pub fn due(sale: ActivityId) -> String {
-    format!("{{sale:{sale}}}:due")
+    format!("{}:due", tag(sale))
 }
 
-/// Every key of `sale`, in the order the repair deletes them.
-pub fn all(sale: ActivityId) -> [String; 6] {
-    [
-        meta(sale),
-        requests(sale),
-        held(sale),
-        made(sale),
-        claims(sale),
-        due(sale),
-    ]
+/// Every key of `sale`.
+pub fn all(sale: ActivityId) -> [String; 3] {
+    [meta(sale), users(sale), due(sale)]
 }
 
 #[cfg(test)]

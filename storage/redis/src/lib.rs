@@ -25,8 +25,8 @@
 //! 3. One `(user, request_id)` yields at most one claim; a retry on any
 //!    node gets that claim back.
 //! 4. Claims move only `C → P`, `C → X` (buyer) or `C → T` (timeout); a
-//!    move out of `C` gives the units back exactly once, and only a `C`
-//!    claim is in the due set.
+//!    cancel or timeout gives the units back exactly once, and every `C`
+//!    claim is named by a due entry whose deadline is at or after its own.
 //! 5. Nothing is acknowledged before Redis answered (and, with
 //!    `appendfsync always`, fsynced its AOF).
 //!

@@ -3,10 +3,10 @@
 //! the folded state over Redis's. `flashd reconcile` (not built yet)
 //! compares the first two; `repair` makes Redis say what the log says.
 //!
-//! No `SCAN` of the keyspace: a sale's claims are one hash
-//! ([`crate::keys::claims`]).
+//! No `SCAN` of the keyspace: a sale's claims are in one hash, a field per
+//! buyer ([`crate::keys::users`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use flashd_engine::{ActivityId, CancelReason, Event, Millis, OrderId, UserId};
 
@@ -34,15 +34,17 @@ pub struct SaleState {
     pub reserved: u64,
     /// Every order of the sale, by id.
     pub claims: BTreeMap<OrderId, Claim>,
-    /// `(user, request_id)` → order id.
+    /// `(user, request_id)` → order id: the idempotency index, as the
+    /// buyers' records hold it.
     pub requests: BTreeMap<(UserId, String), OrderId>,
     /// Units each buyer holds (created or paid); buyers holding none are
     /// left out.
     pub held: BTreeMap<UserId, u32>,
     /// Orders each buyer created, cancelled ones included.
     pub made: BTreeMap<UserId, u32>,
-    /// Unpaid orders and their deadlines.
-    pub due: BTreeMap<OrderId, Millis>,
+    /// Unpaid orders the due list will reach: named (by their buyer) in an
+    /// entry whose deadline is at or after theirs.
+    pub due: BTreeSet<OrderId>,
 }
 
 impl SaleState {
@@ -55,7 +57,7 @@ impl SaleState {
             requests: BTreeMap::new(),
             held: BTreeMap::new(),
             made: BTreeMap::new(),
-            due: BTreeMap::new(),
+            due: BTreeSet::new(),
         }
     }
 
@@ -68,7 +70,7 @@ impl SaleState {
     /// when they agree): `sold + reserved <= stock`, `sold` and `reserved`
     /// the sums of paid and created claims, each buyer's holding the sum of
     /// their live claims and within the limit, one request key per claim,
-    /// `due` exactly the created claims at their deadlines.
+    /// every created claim (and only those) reachable by the due list.
     pub fn check(&self) -> Vec<String> {
         let mut bad = Vec::new();
         if self.sold + self.reserved > self.spec.stock {
@@ -80,14 +82,14 @@ impl SaleState {
         let (mut sold, mut reserved) = (0u64, 0u64);
         let mut held: BTreeMap<UserId, u32> = BTreeMap::new();
         let mut made: BTreeMap<UserId, u32> = BTreeMap::new();
-        let mut due = BTreeMap::new();
+        let mut due = BTreeSet::new();
         for c in self.claims.values() {
             *made.entry(c.user).or_default() += 1;
             match c.status {
                 ClaimStatus::Created => {
                     reserved += u64::from(c.quantity);
                     *held.entry(c.user).or_default() += c.quantity;
-                    due.insert(c.order_id, c.deadline_ms);
+                    due.insert(c.order_id);
                 }
                 ClaimStatus::Paid => {
                     sold += u64::from(c.quantity);
@@ -194,7 +196,7 @@ pub fn fold_events(sale: ActivityId, events: &[Event]) -> Result<SaleState, Redi
                 s.reserved += u64::from(*quantity);
                 *s.held.entry(*user_id).or_default() += quantity;
                 *s.made.entry(*user_id).or_default() += 1;
-                s.due.insert(*order_id, *expires_at);
+                s.due.insert(*order_id);
             }
             Event::OrderPaid { order_id, .. } | Event::OrderCancelled { order_id, .. } => {
                 let c = s
@@ -228,72 +230,73 @@ pub fn fold_events(sale: ActivityId, events: &[Event]) -> Result<SaleState, Redi
     st.ok_or_else(|| err("no ActivityCreated for it".into()))
 }
 
-type Hash = HashMap<String, String>;
-
 /// Read `sale` whole, in one `MULTI`/`EXEC` (a consistent cut: no script
 /// runs in between). Redis is busy for the time it takes to copy the
 /// sale's hashes out: run it on a quiet sale, or accept that pause.
 pub(crate) fn read(s: &mut Session, sale: ActivityId) -> Result<Option<SaleState>, RedisError> {
     let mut p = redis::pipe();
     p.atomic();
-    for k in &keys::all(sale)[..5] {
-        p.cmd("HGETALL").arg(k);
-    }
-    p.cmd("ZRANGE")
-        .arg(keys::due(sale))
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES");
-    let (meta, req, held, made, claims, due): (Hash, Hash, Hash, Hash, Hash, Vec<(String, f64)>) =
-        s.pipe("read_sale", &p)?;
+    p.cmd("HGETALL").arg(keys::meta(sale));
+    p.cmd("HGETALL").arg(keys::users(sale));
+    p.cmd("LRANGE").arg(keys::due(sale)).arg(0).arg(-1);
+    type Hash = HashMap<String, String>;
+    let (meta, users, due): (Hash, Hash, Vec<String>) = s.pipe("read_sale", &p)?;
     if meta.is_empty() {
         return Ok(None);
     }
     let bad = |what: String| RedisError::protocol("read_sale", what);
-    let num = |h: &Hash, f: &str| -> Result<u64, RedisError> {
-        h.get(f)
+    let num = |f: &str| -> Result<u64, RedisError> {
+        meta.get(f)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(format!("meta field {f}: {:?}", h.get(f))))
+            .ok_or_else(|| bad(format!("meta field {f}: {:?}", meta.get(f))))
     };
     let mut st = SaleState::new(SaleSpec {
-        stock: num(&meta, "stock")?,
-        per_user_limit: num(&meta, "limit")? as u32,
-        start_at: num(&meta, "start")?,
-        end_at: num(&meta, "end")?,
-        price_cents: num(&meta, "price")?,
+        stock: num("stock")?,
+        per_user_limit: num("limit")? as u32,
+        start_at: num("start")?,
+        end_at: num("end")?,
+        price_cents: num("price")?,
     });
-    st.sold = num(&meta, "sold")?;
-    st.reserved = num(&meta, "reserved")?;
-    for (k, v) in &claims {
-        let id: OrderId = k.parse().map_err(|_| bad(format!("claim id {k:?}")))?;
-        let c = Claim::decode_value(id, v).ok_or_else(|| bad(format!("claim {k}: {v:?}")))?;
-        st.claims.insert(id, c);
-    }
-    for (k, v) in &req {
-        let (u, r) = k
-            .split_once(':')
-            .ok_or_else(|| bad(format!("request key {k:?}")))?;
-        let u: UserId = u.parse().map_err(|_| bad(format!("request key {k:?}")))?;
-        let id = v.parse().map_err(|_| bad(format!("request {k}: {v:?}")))?;
-        st.requests.insert((u, r.to_owned()), id);
-    }
-    for (dst, src) in [(&mut st.held, &held), (&mut st.made, &made)] {
-        for (k, v) in src {
-            let u: UserId = k.parse().map_err(|_| bad(format!("user {k:?}")))?;
-            let n: u32 = v.parse().map_err(|_| bad(format!("user {k}: {v:?}")))?;
-            if n != 0 {
-                dst.insert(u, n);
-            }
+    st.sold = num("sold")?;
+    st.reserved = num("reserved")?;
+    // The latest due entry naming each buyer.
+    let mut reach: HashMap<UserId, Millis> = HashMap::new();
+    for e in &due {
+        let (at, us) = e
+            .split_once('|')
+            .ok_or_else(|| bad(format!("due entry {e:?}")))?;
+        let at: Millis = at.parse().map_err(|_| bad(format!("due entry {e:?}")))?;
+        for u in us.split(',') {
+            let u: UserId = u.parse().map_err(|_| bad(format!("due entry {e:?}")))?;
+            let r = reach.entry(u).or_default();
+            *r = (*r).max(at);
         }
     }
-    for (k, score) in &due {
-        let id: OrderId = k.parse().map_err(|_| bad(format!("due id {k:?}")))?;
-        st.due.insert(id, *score as Millis);
+    for (k, rec) in &users {
+        let user: UserId = k.parse().map_err(|_| bad(format!("user {k:?}")))?;
+        let (head, body) = rec.split_at(rec.find(';').unwrap_or(rec.len()));
+        let (held, made) = head
+            .split_once(',')
+            .and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
+            .ok_or_else(|| bad(format!("user {k}: record {rec:?}")))?;
+        if held != 0 {
+            st.held.insert(user, held);
+        }
+        st.made.insert(user, made);
+        for seg in body.split(';').skip(1) {
+            let c = Claim::decode_segment(user, &format!(";{seg}"))
+                .ok_or_else(|| bad(format!("user {k}: claim {seg:?}")))?;
+            st.requests.insert((user, c.request_id.clone()), c.order_id);
+            if c.status == ClaimStatus::Created && reach.get(&user) >= Some(&c.deadline_ms) {
+                st.due.insert(c.order_id);
+            }
+            st.claims.insert(c.order_id, c);
+        }
     }
     Ok(Some(st))
 }
 
-/// Pairs per `HSET`/`ZADD` of a repair.
+/// Fields per `HSET` and claims per due entry of a repair.
 const CHUNK: usize = 1000;
 
 /// Replace `sale` in Redis with what `events` fold to, in one
@@ -329,47 +332,33 @@ pub(crate) fn repair(
         .arg("price")
         .arg(st.spec.price_cents)
         .ignore();
-    let req: Vec<(String, String)> = st
-        .requests
-        .iter()
-        .map(|((u, r), id)| (format!("{u}:{r}"), id.to_string()))
-        .collect();
-    let claims: Vec<(String, String)> = st
-        .claims
-        .values()
-        .map(|c| (c.order_id.to_string(), c.encode_value()))
-        .collect();
-    let held: Vec<(String, String)> = st
-        .held
-        .iter()
-        .map(|(u, n)| (u.to_string(), n.to_string()))
-        .collect();
-    let made: Vec<(String, String)> = st
-        .made
-        .iter()
-        .map(|(u, n)| (u.to_string(), n.to_string()))
-        .collect();
-    for (key, pairs) in [
-        (keys::requests(sale), &req),
-        (keys::held(sale), &held),
-        (keys::made(sale), &made),
-        (keys::claims(sale), &claims),
-    ] {
-        for chunk in pairs.chunks(CHUNK) {
-            let c = p.cmd("HSET").arg(&key);
-            for (f, v) in chunk {
-                c.arg(f).arg(v);
-            }
-            c.ignore();
-        }
+    let mut records: BTreeMap<UserId, String> = BTreeMap::new();
+    for (u, made) in &st.made {
+        let held = st.held.get(u).copied().unwrap_or(0);
+        records.insert(*u, format!("{held},{made}"));
     }
-    let due: Vec<(Millis, OrderId)> = st.due.iter().map(|(id, at)| (*at, *id)).collect();
-    for chunk in due.chunks(CHUNK) {
-        let c = p.cmd("ZADD").arg(keys::due(sale));
-        for (at, id) in chunk {
-            c.arg(*at).arg(*id);
+    for c in st.claims.values() {
+        let r = records.get_mut(&c.user).expect("a claim's buyer made it");
+        r.push_str(&c.encode_segment());
+    }
+    let records: Vec<(UserId, String)> = records.into_iter().collect();
+    for chunk in records.chunks(CHUNK) {
+        let c = p.cmd("HSET").arg(keys::users(sale));
+        for (u, r) in chunk {
+            c.arg(*u).arg(r);
         }
         c.ignore();
+    }
+    let mut due: Vec<&Claim> = st.due.iter().map(|id| &st.claims[id]).collect();
+    due.sort_by_key(|c| (c.deadline_ms, c.order_id));
+    for chunk in due.chunks(CHUNK) {
+        let latest = chunk.last().expect("chunks are not empty").deadline_ms;
+        let users: BTreeSet<UserId> = chunk.iter().map(|c| c.user).collect();
+        let users: Vec<String> = users.iter().map(u64::to_string).collect();
+        p.cmd("RPUSH")
+            .arg(keys::due(sale))
+            .arg(format!("{latest}|{}", users.join(",")))
+            .ignore();
     }
     let () = s.pipe("repair", &p)?;
     Ok(st)

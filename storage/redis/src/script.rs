@@ -3,28 +3,41 @@
 //! sale are serialised by Redis itself: that is the whole concurrency
 //! story, there is no lock.
 //!
+//! The layout ([`crate::keys`]), shaped by what a purchase costs Redis
+//! (`docs/cluster.md` has the measurements):
+//! * `meta`: the sale's spec and its `sold` and `reserved` counters.
+//! * `users`: one field per buyer, one string: `held,made` then each of
+//!   their claims as `;<request_id>#<order_id>|S|qty|amount|created|
+//!   deadline|node`, `S` its status: `C` created, `P` paid, `X` cancelled
+//!   by the buyer, `T` timed out. The request id is the idempotency key
+//!   (found with a plain `string.find` of `;<request_id>#`), `held` the
+//!   limit's count and `made` the churn bound's. A purchase rewrites one
+//!   field, where one hash per index cost a field each (measured: the
+//!   writes were two thirds of a purchase's cost). Request ids are the
+//!   API's (`A-Z a-z 0-9 - _ . :`, [`crate::Buy::is_valid`]), so never hold
+//!   `;`, `#`, `|` or `,`. A record is small: a buyer makes at most
+//!   `limit + 16` orders in a sale.
+//! * `due`: a list, one entry per call that granted, `<latest deadline>|
+//!   <user>,<user>,...`, pushed in the order made. Expiry pops entries
+//!   whose deadline has passed and times out every due claim of the users
+//!   they name; a pay or cancel never touches it (a claim no longer `C` is
+//!   skipped). One push per batch, where a sorted set cost one insert per
+//!   order.
+//!
 //! Shared conventions:
 //! * Every key a script touches is passed in `KEYS` and carries the sale's
-//!   hash tag ([`crate::keys`]), so the scripts run unchanged on Redis
-//!   Cluster.
+//!   hash tag, so the scripts run unchanged on Redis Cluster.
 //! * Order ids and user ids are 64-bit and Lua numbers are doubles, exact
-//!   only to 2^53: ids stay strings from `ARGV` to the stored value and are
-//!   never `tonumber`ed. Quantities, counters and millisecond times are far
-//!   below 2^53 and are compared as numbers; times are written back from
-//!   the `ARGV` string, never from a number (Lua 5.1 prints large numbers
-//!   in exponent form).
-//! * A claim is one hash field, `order id → "S|user|qty|amount|created|
-//!   deadline|node|request_id"`, `S` its status: `C` created, `P` paid,
-//!   `X` cancelled by the buyer, `T` timed out. The status is the first
-//!   byte, so a move rewrites `S .. string.sub(v, 2)`; the request id is
-//!   last, so it may hold any byte (the Rust side splits at most 8 ways).
-//! * Reads are one `HMGET` per key per batch and writes one `HSET`/`ZADD`
-//!   per key per batch ([`BULK`] arguments at most a call), never a round
-//!   trip or a command per order where a batched one does.
+//!   only to 2^53: ids stay strings and are never `tonumber`ed. Quantities,
+//!   counters and millisecond times are far below 2^53 and are compared as
+//!   numbers; times are written from the caller's strings, never from a
+//!   number (Lua 5.1 prints large numbers in exponent form).
+//! * Reads are one `HMGET` per batch and writes one `HSET` per batch
+//!   ([`BULK`] arguments at most a call), never a command per order.
 //!
 //! The repair is not a script: it is a `MULTI`/`EXEC` built in Rust
-//! ([`crate::reconcile`]), because its input (a whole sale's claims) may be
-//! far larger than what `unpack` can spread into one call.
+//! (`crate::reconcile`), because its input (a whole sale) may be far more
+//! arguments than `unpack` can spread into one call.
 
 /// Lua helpers shared by the scripts (prepended to each).
 const PRELUDE: &str = r#"
@@ -39,10 +52,31 @@ local function bulk(cmd, key, t)
     i = j + 1
   end
 end
--- status, user, qty, deadline of a claim value.
-local function parse(v)
-  local s, user, qty, _, _, deadline = string.match(v, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|')
-  return s, user, tonumber(qty), tonumber(deadline)
+-- held, made, and the claims (from the first ';', or '') of a record.
+local function split(rec)
+  local h, m = string.match(rec, '^(%d+),(%d+)')
+  local p = string.find(rec, ';', 1, true)
+  local body = ''
+  if p then body = string.sub(rec, p) end
+  return tonumber(h), tonumber(m), body
+end
+-- Order `oid` in record `rec` (plain finds: a '#' only ever precedes an
+-- order id): where its segment starts and ends, where its status byte is,
+-- its status, quantity and deadline; nil if the buyer has no such order.
+local function find_order(rec, oid)
+  local p = string.find(rec, '#' .. oid .. '|', 1, true)
+  if not p then return nil end
+  local s = string.find(rec, ';', 1, true)
+  while true do
+    local q = string.find(rec, ';', s + 1, true)
+    if not q or q > p then break end
+    s = q
+  end
+  local sp = p + #oid + 2
+  local e = string.find(rec, ';', sp, true)
+  if e then e = e - 1 else e = #rec end
+  local st, qty, deadline = string.match(rec, '^(%a)|(%d+)|%d+|%d+|(%d+)', sp)
+  return s, e, sp, st, tonumber(qty), tonumber(deadline)
 end
 "#;
 
@@ -67,181 +101,172 @@ return 1
 
 /// Decide a batch of purchases of one sale: the group commit of Redis.
 ///
-/// `KEYS`: meta, req, held, made, claims, due.
-/// `ARGV`: now, node, then six per purchase: user, request_id, qty,
-/// order_id, amount, deadline.
+/// `KEYS`: meta, users, due.
+/// `ARGV`: now, the batch's latest deadline, then three per purchase:
+/// user, quantity, and the claim's segment as it is stored if granted
+/// (`;<request_id>#<order_id>|C|...`, built by the caller with `created =
+/// now` and its node; its head `;<request_id>#` is what finds a known
+/// request among the buyer's claims).
 ///
-/// Returns one string per purchase, in order: `G` granted (the claim is
-/// what the caller sent, created at `now` by `node`), `E<order id>|<claim>`
-/// a known `(user, request_id)` (its claim, whatever happened to it since),
-/// `F` no such sale, `B` before the start, `A` at or after the end, `L`
-/// the buyer's limit, `M` the buyer's order-count bound, `S` sold out.
+/// Returns the segments of the known requests, in order, then one string
+/// of one code per purchase (one reply element, not one per purchase:
+/// cheaper to build and to read): `G` granted, `E` a known `(user,
+/// request_id)` (the next segment is its claim, whatever happened to it
+/// since), `F` no such sale, `B` before the start, `A` at or after the
+/// end, `L` the buyer's limit, `M` the buyer's order-count bound, `S`
+/// sold out.
 ///
 /// The checks run in the engine's order (`Engine::place_order`): the
 /// idempotency key first, then the window, the limit, the count, the stock.
 /// A batch is decided in order, each purchase seeing the ones before it
 /// (the same user twice, the same request id twice: the second is `E`).
-/// Per batch: 4 reads, at most 6 writes, whatever its size; per purchase
-/// only string building in Lua and the fields the writes add.
+/// Per batch: 2 reads and 3 writes whatever its size; per purchase, string
+/// work on the buyer's record and one field written.
 pub const BUY: &str = r#"
 local now = tonumber(ARGV[1])
-local node = ARGV[2]
-local n = (#ARGV - 2) / 6
-local out = {}
+local n = (#ARGV - 2) / 3
+local codes, existing = {}, {}
 local m = redis.call('HMGET', KEYS[1], 'stock', 'sold', 'reserved', 'limit', 'orders_max', 'start', 'end')
 if not m[1] then
-  for i = 1, n do out[i] = 'F' end
-  return out
+  return {string.rep('F', n)}
 end
 local avail = tonumber(m[1]) - tonumber(m[2]) - tonumber(m[3])
 local limit, omax = tonumber(m[4]), tonumber(m[5])
 local start_at, end_at = tonumber(m[6]), tonumber(m[7])
-local rk, uk = {}, {}
-for i = 1, n do
-  local b = 2 + (i - 1) * 6
-  uk[i] = ARGV[b + 1]
-  rk[i] = ARGV[b + 1] .. ':' .. ARGV[b + 2]
-end
-local known = redis.call('HMGET', KEYS[2], unpack(rk))
-local held0 = redis.call('HMGET', KEYS[3], unpack(uk))
-local made0 = redis.call('HMGET', KEYS[4], unpack(uk))
-local held, made, fresh, fresh_claim = {}, {}, {}, {}
-local reqs, claims, due = {}, {}, {}
+local us = {}
+for i = 1, n do us[i] = ARGV[(i - 1) * 3 + 3] end
+local got = redis.call('HMGET', KEYS[2], unpack(us))
+local recs, dirty = {}, {}
 local taken = 0
 for i = 1, n do
-  local b = 2 + (i - 1) * 6
-  local user, key = uk[i], rk[i]
-  local oid = known[i] or fresh[key]
-  if oid then
-    local v = fresh_claim[oid] or redis.call('HGET', KEYS[5], oid)
-    out[i] = 'E' .. oid .. '|' .. v
+  local b = (i - 1) * 3 + 2
+  local user = ARGV[b + 1]
+  -- The buyer's record as this batch left it; false for a new buyer.
+  local rec = recs[user]
+  if rec == nil then
+    rec = got[i]
+    recs[user] = rec
+  end
+  local seg = ARGV[b + 3]
+  -- Its request id, as `;<request_id>#` (the segment's head), among the
+  -- buyer's claims: only a buyer with a record can have one.
+  local p = rec and string.find(rec, string.sub(seg, 1, string.find(seg, '#', 1, true)), 1, true)
+  if p then
+    local e = string.find(rec, ';', p + 1, true)
+    if e then e = e - 1 else e = #rec end
+    codes[i] = 'E'
+    existing[#existing + 1] = string.sub(rec, p, e)
   elseif now < start_at then
-    out[i] = 'B'
+    codes[i] = 'B'
   elseif now >= end_at then
-    out[i] = 'A'
+    codes[i] = 'A'
   else
-    local qty = tonumber(ARGV[b + 3])
-    local h = held[user] or tonumber(held0[i]) or 0
-    local c = made[user] or tonumber(made0[i]) or 0
+    local qty = tonumber(ARGV[b + 2])
+    local h, c, body = 0, 0, ''
+    if rec then h, c, body = split(rec) end
     if h + qty > limit then
-      out[i] = 'L'
+      codes[i] = 'L'
     elseif c >= omax then
-      out[i] = 'M'
+      codes[i] = 'M'
     elseif avail < qty then
-      out[i] = 'S'
+      codes[i] = 'S'
     else
       avail = avail - qty
       taken = taken + qty
-      held[user] = h + qty
-      made[user] = c + 1
-      oid = ARGV[b + 4]
-      local v = 'C|' .. user .. '|' .. ARGV[b + 3] .. '|' .. ARGV[b + 5] .. '|' .. ARGV[1]
-        .. '|' .. ARGV[b + 6] .. '|' .. node .. '|' .. ARGV[b + 2]
-      fresh[key] = oid
-      fresh_claim[oid] = v
-      local k = #reqs
-      reqs[k + 1] = key
-      reqs[k + 2] = oid
-      claims[k + 1] = oid
-      claims[k + 2] = v
-      due[k + 1] = ARGV[b + 6]
-      due[k + 2] = oid
-      out[i] = 'G'
+      if rec then
+        recs[user] = (h + qty) .. ',' .. (c + 1) .. body .. seg
+      else
+        -- A new buyer (most of a stampede): no number to print.
+        recs[user] = ARGV[b + 2] .. ',1' .. seg
+      end
+      if not dirty[user] then
+        dirty[user] = true
+        dirty[#dirty + 1] = user
+      end
+      codes[i] = 'G'
     end
   end
 end
 if taken > 0 then
-  local hp, mp = {}, {}
-  for u, h in pairs(held) do
-    hp[#hp + 1] = u
-    hp[#hp + 1] = h
-    mp[#mp + 1] = u
-    mp[#mp + 1] = made[u]
+  local pairs_ = {}
+  for j = 1, #dirty do
+    pairs_[2 * j - 1] = dirty[j]
+    pairs_[2 * j] = recs[dirty[j]]
   end
-  bulk('HSET', KEYS[2], reqs)
-  bulk('HSET', KEYS[3], hp)
-  bulk('HSET', KEYS[4], mp)
-  bulk('HSET', KEYS[5], claims)
-  bulk('ZADD', KEYS[6], due)
+  bulk('HSET', KEYS[2], pairs_)
+  redis.call('RPUSH', KEYS[3], ARGV[2] .. '|' .. table.concat(dirty, ','))
   redis.call('HINCRBY', KEYS[1], 'reserved', taken)
 end
-return out
+existing[#existing + 1] = table.concat(codes)
+return existing
 "#;
 
 /// Pay or cancel a batch of claims of one sale.
 ///
-/// `KEYS`: meta, held, claims, due.
+/// `KEYS`: meta, users.
 /// `ARGV`: now, then three per item: op (`P` pay, `C` cancel), user,
 /// order_id.
 ///
 /// Returns one string per item, its first byte the outcome and the rest
-/// the claim as it is after the item (`<claim>` without the order id):
-/// `N` no such order for this user (nothing after it); for a pay: `D`
-/// paid now, `A` already paid, `T` too late: the deadline (`now >=
-/// deadline`) passed, this call timed the claim out and gave its units
-/// back (the engine's `Engine::pay` does the same), `R` cancelled before;
-/// for a cancel: `D` cancelled now, `A` already cancelled (by the buyer or
-/// a timeout), `R` already paid. Items see the ones before them.
+/// the claim's segment as it is after the item: `N` no such order of this
+/// buyer (nothing after it); for a pay: `D` paid now, `A` already paid,
+/// `T` too late: the deadline (`now >= deadline`) passed, this call timed
+/// the claim out and gave its units back (as the engine's `Engine::pay`
+/// does), `R` cancelled before; for a cancel: `D` cancelled now, `A`
+/// already cancelled (by the buyer or a timeout), `R` already paid. Items
+/// see the ones before them. The due list is left alone: expiry skips a
+/// claim that is no longer `C`.
 pub const SETTLE: &str = r#"
 local now = tonumber(ARGV[1])
 local n = (#ARGV - 1) / 3
-local ids = {}
-for i = 1, n do ids[i] = ARGV[1 + (i - 1) * 3 + 3] end
-local vs = redis.call('HMGET', KEYS[3], unpack(ids))
-local cur, out, changed, gone = {}, {}, {}, {}
+local us = {}
+for i = 1, n do us[i] = ARGV[(i - 1) * 3 + 3] end
+local got = redis.call('HMGET', KEYS[2], unpack(us))
+local recs, dirty, out = {}, {}, {}
 local dsold, dres = 0, 0
 for i = 1, n do
-  local b = 1 + (i - 1) * 3
+  local b = (i - 1) * 3 + 1
   local op, user, oid = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local v = cur[oid] or vs[i]
-  local s, owner, qty, deadline
-  if v then s, owner, qty, deadline = parse(v) end
-  if not v or owner ~= user then
+  local rec = recs[user] or got[i]
+  local s, e, sp, st, qty, deadline
+  if rec then s, e, sp, st, qty, deadline = find_order(rec, oid) end
+  if not s then
     out[i] = 'N'
-  elseif op == 'P' then
-    if s == 'P' then
-      out[i] = 'A' .. v
-    elseif s ~= 'C' then
-      out[i] = 'R' .. v
-    elseif now >= deadline then
-      v = 'T' .. string.sub(v, 2)
-      dres = dres - qty
-      redis.call('HINCRBY', KEYS[2], user, -qty)
-      changed[oid] = v
-      gone[#gone + 1] = oid
-      out[i] = 'T' .. v
-    else
-      v = 'P' .. string.sub(v, 2)
-      dres = dres - qty
-      dsold = dsold + qty
-      changed[oid] = v
-      gone[#gone + 1] = oid
-      out[i] = 'D' .. v
-    end
   else
-    if s == 'X' or s == 'T' then
-      out[i] = 'A' .. v
-    elseif s ~= 'C' then
-      out[i] = 'R' .. v
+    local to, code, dh = nil, nil, 0
+    if op == 'P' then
+      if st == 'P' then code = 'A'
+      elseif st ~= 'C' then code = 'R'
+      elseif now >= deadline then to, code, dh = 'T', 'T', qty
+      else to, code = 'P', 'D'; dsold = dsold + qty end
     else
-      v = 'X' .. string.sub(v, 2)
-      dres = dres - qty
-      redis.call('HINCRBY', KEYS[2], user, -qty)
-      changed[oid] = v
-      gone[#gone + 1] = oid
-      out[i] = 'D' .. v
+      if st == 'X' or st == 'T' then code = 'A'
+      elseif st ~= 'C' then code = 'R'
+      else to, code, dh = 'X', 'D', qty end
     end
+    if to then
+      rec = string.sub(rec, 1, sp - 1) .. to .. string.sub(rec, sp + 1)
+      dres = dres - qty
+      if not dirty[user] then
+        dirty[user] = true
+        dirty[#dirty + 1] = user
+      end
+    end
+    out[i] = code .. string.sub(rec, s, e)
+    if dh ~= 0 then
+      local h, m, body = split(rec)
+      rec = (h - dh) .. ',' .. m .. body
+    end
+    recs[user] = rec
   end
-  if v then cur[oid] = v end
 end
-if #gone > 0 then
-  local cp = {}
-  for oid, v in pairs(changed) do
-    cp[#cp + 1] = oid
-    cp[#cp + 1] = v
+if #dirty > 0 then
+  local pairs_ = {}
+  for j = 1, #dirty do
+    pairs_[2 * j - 1] = dirty[j]
+    pairs_[2 * j] = recs[dirty[j]]
   end
-  bulk('HSET', KEYS[3], cp)
-  bulk('ZREM', KEYS[4], gone)
+  bulk('HSET', KEYS[2], pairs_)
   redis.call('HINCRBY', KEYS[1], 'reserved', dres)
   if dsold ~= 0 then redis.call('HINCRBY', KEYS[1], 'sold', dsold) end
 end
@@ -250,38 +275,67 @@ return out
 
 /// Time out the unpaid claims whose deadline is at or before `now`.
 ///
-/// `KEYS`: meta, held, claims, due. `ARGV`: now, limit (most claims a
-/// call expires).
+/// `KEYS`: meta, users, due. `ARGV`: now, limit (claims a call expires at
+/// most, rounded up to whole due entries).
 ///
-/// Returns `<order id>|<claim>` of every claim this call timed out (status
-/// `T`), so the caller can log an `OrderCancelled { reason: Timeout }` for
-/// each. Idempotent: a claim leaves `due` in the same script that gives
-/// its units back, so two nodes running this at once (Redis runs them one
-/// after the other) give a unit back exactly once; a claim paid or
-/// cancelled meanwhile is only dropped from `due`.
+/// Pops due entries from the head while their deadline has passed, and
+/// times out every `C` claim at or past its deadline of every user they
+/// name. Returns `<user><segment>` of every claim this call timed out
+/// (status `T`), so the caller can log an `OrderCancelled { Timeout }`
+/// for each. Idempotent: a claim moves out of `C` in the same script that
+/// gives its units back, so two nodes running this at once (Redis runs
+/// them one after the other) give a unit back exactly once. An entry whose
+/// deadline has not passed stops the pop, even if a later one has (nodes'
+/// clocks differ by a little): its claims wait at most that skew.
 pub const EXPIRE: &str = r#"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-if #ids == 0 then return {} end
-local vs = redis.call('HMGET', KEYS[3], unpack(ids))
-local out, cp = {}, {}
-local dres = 0
-for i = 1, #ids do
-  local v = vs[i]
-  if v then
-    local s, user, qty = parse(v)
-    if s == 'C' then
-      v = 'T' .. string.sub(v, 2)
-      dres = dres - qty
-      redis.call('HINCRBY', KEYS[2], user, -qty)
-      cp[#cp + 1] = ids[i]
-      cp[#cp + 1] = v
-      out[#out + 1] = ids[i] .. '|' .. v
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local entries = redis.call('LRANGE', KEYS[3], 0, 63)
+local recs, dirty, out = {}, {}, {}
+local popped, dres = 0, 0
+for _, ent in ipairs(entries) do
+  if #out >= limit then break end
+  local bar = string.find(ent, '|', 1, true)
+  if tonumber(string.sub(ent, 1, bar - 1)) > now then break end
+  local users = {}
+  for u in string.gmatch(string.sub(ent, bar + 1), '%d+') do users[#users + 1] = u end
+  local got = redis.call('HMGET', KEYS[2], unpack(users))
+  for i, u in ipairs(users) do
+    local rec = recs[u] or got[i]
+    if rec then
+      local h, m, body = split(rec)
+      local freed = 0
+      body = string.gsub(body, ';([^;#]*)#(%d+)|C|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)',
+        function(req, oid, qty, amount, created, deadline, node)
+          if tonumber(deadline) <= now then
+            freed = freed + tonumber(qty)
+            local seg = ';' .. req .. '#' .. oid .. '|T|' .. qty .. '|' .. amount .. '|'
+              .. created .. '|' .. deadline .. '|' .. node
+            out[#out + 1] = u .. seg
+            return seg
+          end
+        end)
+      if freed > 0 then
+        rec = (h - freed) .. ',' .. m .. body
+        dres = dres - freed
+        if not dirty[u] then
+          dirty[u] = true
+          dirty[#dirty + 1] = u
+        end
+      end
+      recs[u] = rec
     end
   end
+  popped = popped + 1
 end
-bulk('ZREM', KEYS[4], ids)
-if #cp > 0 then
-  bulk('HSET', KEYS[3], cp)
+if popped > 0 then redis.call('LTRIM', KEYS[3], popped, -1) end
+if #dirty > 0 then
+  local pairs_ = {}
+  for j = 1, #dirty do
+    pairs_[2 * j - 1] = dirty[j]
+    pairs_[2 * j] = recs[dirty[j]]
+  end
+  bulk('HSET', KEYS[2], pairs_)
   redis.call('HINCRBY', KEYS[1], 'reserved', dres)
 end
 return out
