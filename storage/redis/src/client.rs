@@ -245,38 +245,40 @@ impl RedisClient {
         })
     }
 
-    /// Decide a batch of purchases of `sale` at `now` in one script call.
-    /// The answer has one [`Decision`] per purchase, in order.
+    /// Decide a batch of purchases of `sale` at `now` in one script call
+    /// (one per [`script::BATCH_MAX`] purchases). The answer has one
+    /// [`Decision`] per purchase, in order.
     pub fn buy(&self, sale: ActivityId, now: Millis, buys: Vec<Buy>) -> Pending<Vec<Decision>> {
         let node = self.cfg.node;
         self.submit("buy", false, move |s| {
-            let sent: Vec<usize> = (0..buys.len()).filter(|&i| buys[i].is_valid()).collect();
+            let valid: Vec<usize> = (0..buys.len()).filter(|&i| buys[i].is_valid()).collect();
             let mut out = vec![Decision::Invalid; buys.len()];
-            if sent.is_empty() {
-                return Ok(out);
-            }
-            let latest = sent.iter().map(|&i| buys[i].deadline_ms).max();
-            let v = s.eval("buy", 1, &keys::all(sale), |c| {
-                c.arg(now).arg(latest);
-                for &i in &sent {
-                    let b = &buys[i];
-                    let seg = Claim::granted(b, now, node).encode_segment();
-                    c.arg(b.user).arg(b.quantity).arg(seg);
+            // One script call a chunk: `unpack` in the script caps a call
+            // near 8000 buyers.
+            for sent in valid.chunks(script::BATCH_MAX) {
+                let latest = sent.iter().map(|&i| buys[i].deadline_ms).max();
+                let v = s.eval("buy", 1, &keys::all(sale), |c| {
+                    c.arg(now).arg(latest);
+                    for &i in sent {
+                        let b = &buys[i];
+                        let seg = Claim::granted(b, now, node).encode_segment();
+                        c.arg(b.user).arg(b.quantity).arg(seg);
+                    }
+                })?;
+                let mut answers: Vec<String> = redis::from_redis_value(&v)
+                    .map_err(|e| RedisError::protocol("buy", e.to_string()))?;
+                let codes = answers.pop().unwrap_or_default();
+                if codes.len() != sent.len() {
+                    return Err(RedisError::protocol(
+                        "buy",
+                        format!("{} codes for {} purchases", codes.len(), sent.len()),
+                    ));
                 }
-            })?;
-            let mut answers: Vec<String> = redis::from_redis_value(&v)
-                .map_err(|e| RedisError::protocol("buy", e.to_string()))?;
-            let codes = answers.pop().unwrap_or_default();
-            if codes.len() != sent.len() {
-                return Err(RedisError::protocol(
-                    "buy",
-                    format!("{} codes for {} purchases", codes.len(), sent.len()),
-                ));
-            }
-            let mut segments = answers.into_iter();
-            for (&i, code) in sent.iter().zip(codes.bytes()) {
-                let seg = if code == b'E' { segments.next() } else { None };
-                out[i] = Decision::parse(&buys[i], now, node, code, seg.as_deref())?;
+                let mut segments = answers.into_iter();
+                for (&i, code) in sent.iter().zip(codes.bytes()) {
+                    let seg = if code == b'E' { segments.next() } else { None };
+                    out[i] = Decision::parse(&buys[i], now, node, code, seg.as_deref())?;
+                }
             }
             Ok(out)
         })
@@ -286,22 +288,22 @@ impl RedisClient {
     /// call. One [`Settled`] per item, in order.
     pub fn settle(&self, sale: ActivityId, now: Millis, ops: Vec<Settle>) -> Pending<Vec<Settled>> {
         self.submit("settle", false, move |s| {
-            if ops.is_empty() {
-                return Ok(Vec::new());
-            }
             let keys = [keys::meta(sale), keys::users(sale)];
-            let v = s.eval("settle", 2, &keys, |c| {
-                c.arg(now);
-                for op in &ops {
-                    let (code, user, order) = op.parts();
-                    c.arg(code).arg(user).arg(order);
+            let mut out = Vec::with_capacity(ops.len());
+            for chunk in ops.chunks(script::BATCH_MAX) {
+                let v = s.eval("settle", 2, &keys, |c| {
+                    c.arg(now);
+                    for op in chunk {
+                        let (code, user, order) = op.parts();
+                        c.arg(code).arg(user).arg(order);
+                    }
+                })?;
+                let answers = strings("settle", v, chunk.len())?;
+                for (op, a) in chunk.iter().zip(&answers) {
+                    out.push(Settled::parse(op, a)?);
                 }
-            })?;
-            let answers = strings("settle", v, ops.len())?;
-            ops.iter()
-                .zip(&answers)
-                .map(|(op, a)| Settled::parse(op, a))
-                .collect()
+            }
+            Ok(out)
         })
     }
 

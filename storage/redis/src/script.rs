@@ -41,6 +41,9 @@
 
 /// Lua helpers shared by the scripts (prepended to each).
 const PRELUDE: &str = r#"
+-- Globals cost a table lookup at every use; the hot loops use locals.
+local find, sub, match, tonumber = string.find, string.sub, string.match, tonumber
+local ARGV, KEYS = ARGV, KEYS
 -- Spread `t` into calls of `cmd key ...` of at most 4000 arguments each
 -- (Lua's C stack caps unpack near 8000); `t` holds pairs, 4000 is even.
 local function bulk(cmd, key, t)
@@ -54,34 +57,39 @@ local function bulk(cmd, key, t)
 end
 -- held, made, and the claims (from the first ';', or '') of a record.
 local function split(rec)
-  local h, m = string.match(rec, '^(%d+),(%d+)')
-  local p = string.find(rec, ';', 1, true)
+  local h, m = match(rec, '^(%d+),(%d+)')
+  local p = find(rec, ';', 1, true)
   local body = ''
-  if p then body = string.sub(rec, p) end
+  if p then body = sub(rec, p) end
   return tonumber(h), tonumber(m), body
 end
 -- Order `oid` in record `rec` (plain finds: a '#' only ever precedes an
 -- order id): where its segment starts and ends, where its status byte is,
 -- its status, quantity and deadline; nil if the buyer has no such order.
 local function find_order(rec, oid)
-  local p = string.find(rec, '#' .. oid .. '|', 1, true)
+  local p = find(rec, '#' .. oid .. '|', 1, true)
   if not p then return nil end
-  local s = string.find(rec, ';', 1, true)
+  local s = find(rec, ';', 1, true)
   while true do
-    local q = string.find(rec, ';', s + 1, true)
+    local q = find(rec, ';', s + 1, true)
     if not q or q > p then break end
     s = q
   end
   local sp = p + #oid + 2
-  local e = string.find(rec, ';', sp, true)
+  local e = find(rec, ';', sp, true)
   if e then e = e - 1 else e = #rec end
-  local st, qty, deadline = string.match(rec, '^(%a)|(%d+)|%d+|%d+|(%d+)', sp)
+  local st, qty, deadline = match(rec, '^(%a)|(%d+)|%d+|%d+|(%d+)', sp)
   return s, e, sp, st, tonumber(qty), tonumber(deadline)
 end
 "#;
 
 /// Most arguments [`PRELUDE`]'s `bulk` spreads into one command.
 pub const BULK: usize = 4000;
+
+/// Most purchases (or pays and cancels) one script call decides: the
+/// scripts `unpack` one read of the batch's buyers, and Lua's C stack
+/// caps that near 8000. The client splits larger batches.
+pub const BATCH_MAX: usize = 4000;
 
 /// Create a sale's meta hash if absent.
 ///
@@ -150,12 +158,12 @@ for i = 1, n do
   local seg = ARGV[b + 3]
   -- Its request id, as `;<request_id>#` (the segment's head), among the
   -- buyer's claims: only a buyer with a record can have one.
-  local p = rec and string.find(rec, string.sub(seg, 1, string.find(seg, '#', 1, true)), 1, true)
+  local p = rec and find(rec, sub(seg, 1, find(seg, '#', 1, true)), 1, true)
   if p then
-    local e = string.find(rec, ';', p + 1, true)
+    local e = find(rec, ';', p + 1, true)
     if e then e = e - 1 else e = #rec end
     codes[i] = 'E'
-    existing[#existing + 1] = string.sub(rec, p, e)
+    existing[#existing + 1] = sub(rec, p, e)
   elseif now < start_at then
     codes[i] = 'B'
   elseif now >= end_at then
@@ -245,14 +253,14 @@ for i = 1, n do
       else to, code, dh = 'X', 'D', qty end
     end
     if to then
-      rec = string.sub(rec, 1, sp - 1) .. to .. string.sub(rec, sp + 1)
+      rec = sub(rec, 1, sp - 1) .. to .. sub(rec, sp + 1)
       dres = dres - qty
       if not dirty[user] then
         dirty[user] = true
         dirty[#dirty + 1] = user
       end
     end
-    out[i] = code .. string.sub(rec, s, e)
+    out[i] = code .. sub(rec, s, e)
     if dh ~= 0 then
       local h, m, body = split(rec)
       rec = (h - dh) .. ',' .. m .. body
@@ -295,10 +303,10 @@ local recs, dirty, out = {}, {}, {}
 local popped, dres = 0, 0
 for _, ent in ipairs(entries) do
   if #out >= limit then break end
-  local bar = string.find(ent, '|', 1, true)
-  if tonumber(string.sub(ent, 1, bar - 1)) > now then break end
+  local bar = find(ent, '|', 1, true)
+  if tonumber(sub(ent, 1, bar - 1)) > now then break end
   local users = {}
-  for u in string.gmatch(string.sub(ent, bar + 1), '%d+') do users[#users + 1] = u end
+  for u in string.gmatch(sub(ent, bar + 1), '%d+') do users[#users + 1] = u end
   local got = redis.call('HMGET', KEYS[2], unpack(users))
   for i, u in ipairs(users) do
     local rec = recs[u] or got[i]

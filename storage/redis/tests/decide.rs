@@ -349,3 +349,30 @@ fn a_retry_on_another_node_gets_the_claim_its_maker_stored() {
         made.created_event(sale)
     );
 }
+
+#[test]
+fn a_batch_larger_than_one_script_call_is_split_and_still_exact() {
+    if !have_redis() {
+        return;
+    }
+    let r = PrivateRedis::start(false);
+    let c = r.client(1);
+    let now = now_ms();
+    let ids = Ids::new(1, now);
+    let n = flashd_redis::script::BATCH_MAX as u64 + 1000;
+    let stock = n - 500;
+    create(&c, 32, spec(stock, 1, now));
+    let batch: Vec<Buy> = (1..=n).map(|u| buy(&ids, u, "big", 1, now)).collect();
+    let out = c.buy(32, now, batch).wait().unwrap();
+    let granted = out
+        .iter()
+        .filter(|d| matches!(d, Decision::Granted(_)))
+        .count() as u64;
+    assert_eq!(granted, stock);
+    assert!(out[stock as usize..]
+        .iter()
+        .all(|d| *d == Decision::SoldOut));
+    let st = c.read_sale(32).wait().unwrap().unwrap();
+    assert_eq!(st.check(), Vec::<String>::new());
+    assert_eq!(st.remaining(), 0);
+}
