@@ -292,15 +292,26 @@ impl RedisClient {
             let mut out = Vec::with_capacity(ops.len());
             for chunk in ops.chunks(script::BATCH_MAX) {
                 let v = s.eval("settle", 2, &keys, |c| {
-                    c.arg(now);
+                    let codes: String = chunk.iter().map(|op| op.parts().0).collect();
+                    c.arg(now).arg(codes);
                     for op in chunk {
-                        let (code, user, order) = op.parts();
-                        c.arg(code).arg(user).arg(order);
+                        let (_, user, order) = op.parts();
+                        c.arg(user).arg(order);
                     }
                 })?;
-                let answers = strings("settle", v, chunk.len())?;
-                for (op, a) in chunk.iter().zip(&answers) {
-                    out.push(Settled::parse(op, a)?);
+                let mut answers: Vec<String> = redis::from_redis_value(&v)
+                    .map_err(|e| RedisError::protocol("settle", e.to_string()))?;
+                let codes = answers.pop().unwrap_or_default();
+                if codes.len() != chunk.len() {
+                    return Err(RedisError::protocol(
+                        "settle",
+                        format!("{} codes for {} items", codes.len(), chunk.len()),
+                    ));
+                }
+                let mut segments = answers.into_iter();
+                for (op, code) in chunk.iter().zip(codes.bytes()) {
+                    let seg = if code == b'N' { None } else { segments.next() };
+                    out.push(Settled::parse(op, code, seg.as_deref())?);
                 }
             }
             Ok(out)
@@ -355,19 +366,6 @@ impl Drop for RedisClient {
             let _ = t.join();
         }
     }
-}
-
-/// `n` bulk strings, or a protocol error.
-fn strings(op: &'static str, v: redis::Value, n: usize) -> Result<Vec<String>, RedisError> {
-    let got: Vec<String> =
-        redis::from_redis_value(&v).map_err(|e| RedisError::protocol(op, e.to_string()))?;
-    if got.len() != n {
-        return Err(RedisError::protocol(
-            op,
-            format!("{} answers for {n} requests", got.len()),
-        ));
-    }
-    Ok(got)
 }
 
 /// The client thread's side: the connection and the loaded scripts.

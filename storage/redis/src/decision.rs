@@ -365,15 +365,25 @@ impl Settled {
         }
     }
 
-    /// Read the settle script's answer for `op`.
-    pub(crate) fn parse(op: &Settle, s: &str) -> Result<Settled, RedisError> {
-        let bad = || RedisError::protocol("settle", format!("answer {s:?}"));
-        let code = *s.as_bytes().first().ok_or_else(bad)?;
+    /// Read the settle script's answer for `op`: its code, and the
+    /// segment of the claim it found.
+    pub(crate) fn parse(
+        op: &Settle,
+        code: u8,
+        segment: Option<&str>,
+    ) -> Result<Settled, RedisError> {
+        let bad = || {
+            RedisError::protocol(
+                "settle",
+                format!("answer {:?} {segment:?}", char::from(code)),
+            )
+        };
         if code == b'N' {
             return Ok(Settled::NotFound);
         }
         let (_, user, order_id) = op.parts();
-        let c = Claim::decode_segment(user, &s[1..])
+        let c = segment
+            .and_then(|s| Claim::decode_segment(user, s))
             .filter(|c| c.order_id == order_id)
             .ok_or_else(bad)?;
         let pay = matches!(op, Settle::Pay { .. });

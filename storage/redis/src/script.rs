@@ -212,37 +212,37 @@ return existing
 /// Pay or cancel a batch of claims of one sale.
 ///
 /// `KEYS`: meta, users.
-/// `ARGV`: now, then three per item: op (`P` pay, `C` cancel), user,
-/// order_id.
+/// `ARGV`: now, the ops as one string (`P` pay, `C` cancel, one byte per
+/// item), then two per item: user, order_id.
 ///
-/// Returns one string per item, its first byte the outcome and the rest
-/// the claim's segment as it is after the item: `N` no such order of this
-/// buyer (nothing after it); for a pay: `D` paid now, `A` already paid,
-/// `T` too late: the deadline (`now >= deadline`) passed, this call timed
-/// the claim out and gave its units back (as the engine's `Engine::pay`
-/// does), `R` cancelled before; for a cancel: `D` cancelled now, `A`
-/// already cancelled (by the buyer or a timeout), `R` already paid. Items
-/// see the ones before them. The due list is left alone: expiry skips a
-/// claim that is no longer `C`.
+/// Returns the segment of every claim found, in order, as it is after its
+/// item, then one string of one code per item: `N` no such order of this
+/// buyer (no segment); for a pay: `D` paid now, `A` already paid, `T` too
+/// late: the deadline (`now >= deadline`) passed, this call timed the claim
+/// out and gave its units back (as the engine's `Engine::pay` does), `R`
+/// cancelled before; for a cancel: `D` cancelled now, `A` already
+/// cancelled (by the buyer or a timeout), `R` already paid. Items see the
+/// ones before them. The due list is left alone: expiry skips a claim that
+/// is no longer `C`.
 pub const SETTLE: &str = r#"
 local now = tonumber(ARGV[1])
-local n = (#ARGV - 1) / 3
+local ops = ARGV[2]
+local n = #ops
 local us = {}
-for i = 1, n do us[i] = ARGV[(i - 1) * 3 + 3] end
+for i = 1, n do us[i] = ARGV[i * 2 + 1] end
 local got = redis.call('HMGET', KEYS[2], unpack(us))
-local recs, dirty, out = {}, {}, {}
+local recs, dirty, codes, segs = {}, {}, {}, {}
 local dsold, dres = 0, 0
 for i = 1, n do
-  local b = (i - 1) * 3 + 1
-  local op, user, oid = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local user, oid = ARGV[i * 2 + 1], ARGV[i * 2 + 2]
   local rec = recs[user] or got[i]
   local s, e, sp, st, qty, deadline
   if rec then s, e, sp, st, qty, deadline = find_order(rec, oid) end
   if not s then
-    out[i] = 'N'
+    codes[i] = 'N'
   else
     local to, code, dh = nil, nil, 0
-    if op == 'P' then
+    if sub(ops, i, i) == 'P' then
       if st == 'P' then code = 'A'
       elseif st ~= 'C' then code = 'R'
       elseif now >= deadline then to, code, dh = 'T', 'T', qty
@@ -260,7 +260,8 @@ for i = 1, n do
         dirty[#dirty + 1] = user
       end
     end
-    out[i] = code .. sub(rec, s, e)
+    codes[i] = code
+    segs[#segs + 1] = sub(rec, s, e)
     if dh ~= 0 then
       local h, m, body = split(rec)
       rec = (h - dh) .. ',' .. m .. body
@@ -278,7 +279,8 @@ if #dirty > 0 then
   redis.call('HINCRBY', KEYS[1], 'reserved', dres)
   if dsold ~= 0 then redis.call('HINCRBY', KEYS[1], 'sold', dsold) end
 end
-return out
+segs[#segs + 1] = table.concat(codes)
+return segs
 "#;
 
 /// Time out the unpaid claims whose deadline is at or before `now`.
