@@ -63,7 +63,22 @@ impl PrivateRedis {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        // Another test may take the free port between our look and
+        // redis-server's bind: then ours exits, and we try another port
+        // (a restart keeps its port: its AOF directory says so).
+        for _ in 0..20 {
+            if self.try_spawn() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Start redis-server; true once the Redis answering on the port is
+    /// this process (its `process_id`), false if it exited.
+    fn try_spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
@@ -75,13 +90,20 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        self.child = Some(child);
         let t0 = Instant::now();
         loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
             if let Ok(c) = redis::Client::open(self.url()) {
                 if let Ok(mut conn) = c.get_connection_with_timeout(Duration::from_millis(200)) {
-                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                        return;
+                    let info: Result<String, _> = redis::cmd("INFO").arg("server").query(&mut conn);
+                    if let Ok(info) = info {
+                        let pid = format!("process_id:{}", child.id());
+                        if info.lines().any(|l| l.trim() == pid) {
+                            self.child = Some(child);
+                            return true;
+                        }
                     }
                 }
             }
