@@ -5,11 +5,14 @@
 //! runs it with `appendonly yes`, `appendfsync always`), then for batch
 //! sizes 1, 16, 64, 256, 1024 decides `--orders` purchases of one hot sale
 //! (distinct buyers, stock never runs out) in batches from one client, then
-//! pays all of them in batches of the same size, and prints per size:
+//! pays all of them in batches of the same size, then sends the same
+//! buyers again (new request ids) to a sale with no stock, and prints per
+//! size:
 //! wall time per script call, orders a second one client gets, Redis CPU
 //! per order from `INFO cpu` (`used_cpu_user + used_cpu_sys` deltas, and
 //! the sys part alone), and the ceiling that follows: orders one Redis
-//! core can decide a second (`1 / cpu per order`). Each size runs
+//! core can decide a second (`1 / cpu per order`), and Redis CPU per
+//! sold-out refusal. Each size runs
 //! `--rounds` times (3) on a fresh sale; the round with the least CPU per
 //! order is printed, because on a shared machine the others carry its
 //! neighbours' preemptions.
@@ -56,6 +59,7 @@ struct Round {
     buy_user: f64,
     buy_sys: f64,
     pay: f64,
+    sold_out: f64,
 }
 
 impl Round {
@@ -123,6 +127,31 @@ fn round(
         client.settle(sale, now + 1, ops).wait().unwrap();
     }
     let (u2, s2) = cpu(conn);
+    // The stampede after the last unit: the same number of requests
+    // against a sale with no stock left, from buyers new to it (the
+    // common case of a stampede: no record to read apart).
+    let empty = SaleSpec { stock: 0, ..spec };
+    client.create_sale(sale + 1_000_000, empty).wait().unwrap();
+    let again: Vec<Vec<Buy>> = (0..calls)
+        .map(|call| {
+            (0..batch)
+                .map(|k| Buy {
+                    user: (call * batch + k) as u64 + 1,
+                    request_id: format!("late-{call}-{k}"),
+                    quantity: 1,
+                    order_id: 1,
+                    amount_cents: 999,
+                    deadline_ms: now + 900_000,
+                })
+                .collect()
+        })
+        .collect();
+    for buys in again {
+        for d in client.buy(sale + 1_000_000, now, buys).wait().unwrap() {
+            assert_eq!(d, Decision::SoldOut);
+        }
+    }
+    let (u3, s3) = cpu(conn);
     let () = redis::cmd("FLUSHALL").query(conn).unwrap();
     Round {
         wall,
@@ -131,6 +160,7 @@ fn round(
         buy_user: u1 - u0,
         buy_sys: s1 - s0,
         pay: ((u2 - u1) + (s2 - s1)) / (calls * batch) as f64,
+        sold_out: ((u3 - u2) + (s3 - s2)) / (calls * batch) as f64,
     }
 }
 
@@ -198,9 +228,9 @@ fn main() {
         "redis {version} ({setting}), {orders} orders per batch size, one client, best of {rounds} rounds"
     );
     println!(
-        "| batch | buy µs/call | buy orders/s, 1 client | buy Redis CPU µs/order (sys) | buy ceiling orders/s/core | pay Redis CPU µs/order | buy+pay ceiling/core |"
+        "| batch | buy µs/call | buy orders/s, 1 client | buy Redis CPU µs/order (sys) | buy ceiling orders/s/core | pay Redis CPU µs/order | buy+pay ceiling/core | sold-out refusal µs/request |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut sale = 0;
     for batch in [1usize, 16, 64, 256, 1024] {
         let best = (0..rounds.max(1))
@@ -212,7 +242,7 @@ fn main() {
             .expect("one round at least");
         let n = best.orders as f64;
         println!(
-            "| {batch} | {:.1} | {:.0} | {:.2} ({:.2}) | {:.0} | {:.2} | {:.0} |",
+            "| {batch} | {:.1} | {:.0} | {:.2} ({:.2}) | {:.0} | {:.2} | {:.0} | {:.2} |",
             best.wall / best.calls as f64 * 1e6,
             n / best.wall,
             best.buy_cpu() * 1e6,
@@ -220,6 +250,7 @@ fn main() {
             1.0 / best.buy_cpu(),
             best.pay * 1e6,
             1.0 / (best.buy_cpu() + best.pay),
+            best.sold_out * 1e6,
         );
     }
     drop(client);

@@ -175,3 +175,36 @@ fn a_full_queue_is_refused_at_once() {
     );
     r.signal("-CONT");
 }
+
+#[test]
+fn a_caller_that_must_not_block_polls_its_answer() {
+    if !have_redis() {
+        return;
+    }
+    let r = PrivateRedis::start(false);
+    let c = r.client(1);
+    let now = now_ms();
+    let ids = Ids::new(1, now);
+    c.create_sale(4, spec(10, 1, now)).wait().unwrap();
+    let mut p = c.buy(4, now, vec![buy(&ids, 1, "a", 1, now)]);
+    let t = Instant::now();
+    let got = loop {
+        if let Some(r) = p.poll() {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::yield_now();
+    };
+    assert!(matches!(got.unwrap()[0], Decision::Granted(_)));
+    // Taken once: polling again says so rather than block or repeat.
+    assert!(matches!(p.poll(), Some(Err(RedisError::Closed { .. }))));
+    // A stopped Redis: poll answers the timeout once the deadline passes.
+    let c = timeout_client(r.url(), 100);
+    c.create_sale(5, spec(10, 1, now)).wait().unwrap();
+    r.signal("-STOP");
+    let mut p = c.buy(5, now, vec![buy(&ids, 1, "a", 1, now)]);
+    assert!(p.poll().is_none(), "not yet");
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(matches!(p.poll(), Some(Err(RedisError::Timeout { .. }))));
+    r.signal("-CONT");
+}
