@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashd_log::{LogError, LogWriter, OrderLog, Snapshotter};
+use flashd_engine::{Engine, Event};
+use flashd_log::{LogError, LogHooks, LogWriter, OrderLog, Snapshotter};
 use flashd_reactor::Completer;
 
 use crate::app::{LogView, Shared};
@@ -173,6 +174,19 @@ fn open_kafka(
     })
 }
 
+/// The engine as the log writer sees it: what became durable (cancelled
+/// units go back on sale), what to undo after a failed commit.
+struct EngineHooks(Arc<Engine>);
+
+impl LogHooks for EngineHooks {
+    fn durable(&self, ev: &Event) {
+        self.0.durable(ev)
+    }
+    fn revert(&self, ev: &Event) {
+        self.0.revert(ev)
+    }
+}
+
 fn start_writer(
     cfg: &Config,
     log: Box<dyn OrderLog>,
@@ -184,7 +198,7 @@ fn start_writer(
     use flashd_log as st;
     st::LogWriter::start(
         log,
-        core.engine.clone(),
+        Arc::new(EngineHooks(core.engine.clone())),
         Completions {
             completer,
             woken: vec![false; reactors],

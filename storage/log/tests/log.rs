@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use flashd_engine::*;
 use flashd_log::*;
 
@@ -421,7 +423,7 @@ fn writer_with_sale(
     cfg: WriterConfig,
     stock: u64,
 ) -> (LogWriter<u32>, WriterHandle<u32>, u64) {
-    let w = LogWriter::start(log, e.clone(), replies, cfg, now).unwrap();
+    let w = LogWriter::start(log, common::hooks(e), replies, cfg, now).unwrap();
     let h = w.handle();
     let t = now();
     let epoch = h.gate.admit(t).unwrap();

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use flashd_engine::*;
 use flashd_log::*;
 
@@ -151,7 +153,7 @@ fn writer(
             shared: log.clone(),
             pending: Vec::new(),
         }),
-        e.clone(),
+        common::hooks(e),
         replies.clone(),
         WriterConfig {
             ring_capacity: ring,

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
-use flashd_engine::{Engine, Event, Millis};
+use flashd_engine::{Event, Millis};
 
 use crate::order_log::OrderLog;
 
@@ -91,23 +91,15 @@ pub trait Replies<R>: Send + 'static {
     fn flush(&mut self) {}
 }
 
-/// What the writer tells the state machine whose events it logs. The log
-/// knows nothing else of the engine.
+/// What the writer tells the state machine whose events it logs: all the
+/// log knows of it. The service implements it over the engine
+/// (`bin/src/durable.rs`); the log never names the engine's type.
 pub trait LogHooks: Send + Sync + 'static {
     /// `ev` is durable now: finish what waited for that.
     fn durable(&self, ev: &Event);
     /// `ev` will never be durable: undo it. Called with no command in
     /// flight, in reverse log order.
     fn revert(&self, ev: &Event);
-}
-
-impl LogHooks for Engine {
-    fn durable(&self, ev: &Event) {
-        Engine::durable(self, ev)
-    }
-    fn revert(&self, ev: &Event) {
-        Engine::revert(self, ev)
-    }
 }
 
 struct Shared<R> {
