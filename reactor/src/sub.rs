@@ -113,6 +113,9 @@ impl<H: Handler> SubReactor<H> {
                     st.flush(k);
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    if let Some(c) = st.conns.get_mut(k) {
+                        c.drained = false;
+                    }
                     st.drive(k, &mut handler, rstats);
                 } else if ev.is_writable() {
                     // Writing may have lifted backpressure on reading.
@@ -219,7 +222,10 @@ impl State {
         let mut budget = READS_PER_TURN;
         loop {
             let c = &mut self.conns[k];
-            if c.dead || c.read_closed || c.close_after_flush {
+            // Drained: nothing to read until the next readiness event (a
+            // completion that frees a pipeline slot comes here too; its
+            // read was 0.27 of a recvfrom per durable buy, all EAGAIN).
+            if c.dead || c.read_closed || c.close_after_flush || c.drained {
                 break;
             }
             if c.backpressured(PIPELINE_DEPTH_MAX, WRITE_HIGH_WATER_BYTES) {
@@ -266,14 +272,18 @@ impl State {
                 Ok(n) => {
                     c.rend += n;
                     c.last_active = self.now;
-                    self.process(k, handler, rstats);
                     // A short read drained the socket (epoll(7)): skip the
                     // extra read that would only say WouldBlock.
+                    c.drained = n < space;
+                    self.process(k, handler, rstats);
                     if n < space {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     c.dead = true;
