@@ -4,7 +4,8 @@
 //! loopback, with the durable file log behind it. A counting global
 //! allocator counts every allocation in the process (reactor, log writer,
 //! this client); after a warm-up, a few hundred requests of each kind
-//! must add none. The client sends pre-built requests and reads into a
+//! must add none (but for the timer wheel's first use of a slot, at most
+//! one per 10 ms tick). The client sends pre-built requests and reads into a
 //! fixed buffer, so it allocates nothing itself while counting.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -12,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flashd::{app, auth, config, exec};
 
@@ -250,13 +251,23 @@ fn hot_requests_allocate_nothing() {
             );
         }
         let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let t0 = Instant::now();
         let mut statuses = 0;
         for i in 100..100 + buys.len() {
             statuses |= exchange(&mut s, batch(i), &mut buf);
         }
         let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        // The reactor's timer wheel gives a slot its buffer the first time
+        // a deadline lands in it: at most one per 10 ms tick, for the first
+        // ~41 s of a reactor's life, whatever the request rate. Anything
+        // per request is hundreds.
+        let ticks = t0.elapsed().as_millis() as u64 / 10 + 1;
         assert_eq!(statuses, *want, "{what}");
-        assert_eq!(n, 0, "{what}: {n} allocations over {} requests", buys.len());
+        assert!(
+            n <= ticks,
+            "{what}: {n} allocations over {} requests ({ticks} timer ticks)",
+            buys.len()
+        );
     }
 
     drop(s);
