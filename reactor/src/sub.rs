@@ -304,11 +304,11 @@ impl State {
         let c = &mut self.conns[k];
         let pool = &mut self.pool;
         let mut deferred_now = 0usize;
-        // Requests answered inline, recorded with one clock read per batch
-        // (their answers leave together, after this loop): a read per
-        // request was ~60 instructions of a pipelined `/healthz`.
-        let mut answered = [(0u16, 0u16); ANSWERED_BATCH];
-        let mut n_answered = 0;
+        // Requests answered inline are recorded with one clock read per
+        // call, taken at the first answer (the answers leave together when
+        // this batch is flushed): a read per request was ~60 instructions
+        // of a pipelined `/healthz`.
+        let mut latency = None;
         loop {
             if c.close_after_flush
                 || c.dead
@@ -357,13 +357,9 @@ impl State {
                     match answer {
                         // Deferred: answered later through a completion.
                         None => deferred_now += 1,
-                        Some(done) => {
-                            if n_answered == ANSWERED_BATCH {
-                                record_answered(rstats, &answered, now);
-                                n_answered = 0;
-                            }
-                            answered[n_answered] = done;
-                            n_answered += 1;
+                        Some((route, status)) => {
+                            let l = *latency.get_or_insert_with(|| now.elapsed());
+                            rstats.record(route, status, l);
                         }
                     }
                     c.rstart += n;
@@ -389,7 +385,6 @@ impl State {
                 }
             }
         }
-        record_answered(rstats, &answered[..n_answered], now);
         // The request that grew the read buffer is done: keep a normal one.
         if c.rbuf.len() > READ_BUF_BYTES {
             if let Some(big) = c.shrink_read_buf(|| pool.take_read(READ_BUF_BYTES)) {
@@ -401,21 +396,6 @@ impl State {
         rstats
             .deferred_in_flight
             .store(self.deferred_in_flight, Ordering::Relaxed);
-    }
-}
-
-/// Inline answers recorded per clock read at most.
-const ANSWERED_BATCH: usize = 16;
-
-/// Count inline answers `(route, status)` of one batch, each with the time
-/// from the turn's start to now.
-fn record_answered(rstats: &ReactorStats, answered: &[(u16, u16)], since: Instant) {
-    if answered.is_empty() {
-        return;
-    }
-    let latency = since.elapsed();
-    for &(route, status) in answered {
-        rstats.record(route, status, latency);
     }
 }
 
