@@ -124,6 +124,27 @@ static REQUEST_ID_CHAR: [bool; 256] = {
 /// path tracking was ~2,900 instructions and two allocations per buy
 /// (callgrind of the sold-out stampede).
 fn plain_buy(body: &[u8]) -> Option<(u32, &[u8])> {
+    compact_buy(body).or_else(|| spaced_buy(body))
+}
+
+/// The compact form first, `{"quantity":N,"request_id":"..."}` exactly (what
+/// most clients send): prefix compares instead of a tokenizer.
+fn compact_buy(body: &[u8]) -> Option<(u32, &[u8])> {
+    let rest = body.strip_prefix(br#"{"quantity":"#)?;
+    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 10 || (rest[0] == b'0' && n > 1) {
+        return None;
+    }
+    let q = rest[..n]
+        .iter()
+        .fold(0u64, |v, &b| v * 10 + u64::from(b - b'0'));
+    let quantity = u32::try_from(q).ok()?;
+    let id = rest[n..].strip_prefix(br#","request_id":""#)?;
+    let len = id.iter().position(|&b| !REQUEST_ID_CHAR[b as usize])?;
+    (&id[len..] == br#""}"#).then_some((quantity, &id[..len]))
+}
+
+fn spaced_buy(body: &[u8]) -> Option<(u32, &[u8])> {
     let ws = |i: &mut usize| {
         while matches!(body.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             *i += 1;
@@ -424,6 +445,31 @@ mod tests {
             assert_eq!((q, r.as_str()), (7, "r-1:x.y_z"));
         }
         assert!(plain_buy(br#"{"quantity":7,"request_id":"r"}"#).is_some());
+        // The compact form and the tokenizer agree wherever both read.
+        for body in [
+            &br#"{"quantity":7,"request_id":"r"}"#[..],
+            br#"{"quantity":0,"request_id":"r-1:x.y_z"}"#,
+            br#"{"quantity":4294967295,"request_id":"r"}"#,
+            br#"{"quantity":4294967296,"request_id":"r"}"#,
+            br#"{"quantity":07,"request_id":"r"}"#,
+            br#"{"quantity":7,"request_id":""}"#,
+            br#"{"quantity":7,"request_id":"r"} "#,
+            br#"{"quantity":7,"request_id":"r"}}"#,
+            br#"{"quantity":7,"request_id":"r s"}"#,
+            br#"{"quantity":7.5,"request_id":"r"}"#,
+        ] {
+            if let Some(c) = compact_buy(body) {
+                assert_eq!(
+                    Some(c),
+                    spaced_buy(body),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        assert!(compact_buy(br#"{"quantity":7,"request_id":"r"}"#).is_some());
+        assert!(compact_buy(br#"{"quantity":7,"request_id":"r"}}"#).is_none());
+        assert!(compact_buy(br#"{"quantity":07,"request_id":"r"}"#).is_none());
         for odd in [
             &br#"{"quantity":7,"request_id":"r","quantity":7}"#[..],
             br#"{"quantity":7,"quantity":7}"#,
