@@ -438,9 +438,21 @@ fn valid_host(v: &[u8]) -> bool {
         }
         close + 1
     } else {
-        v.iter()
+        // Four bytes per test while all are reg-name bytes (a Host is
+        // checked on every request; byte by byte it was ~120 instructions).
+        let mut i = 0;
+        while i + 4 <= v.len()
+            && REG_NAME[v[i] as usize]
+                & REG_NAME[v[i + 1] as usize]
+                & REG_NAME[v[i + 2] as usize]
+                & REG_NAME[v[i + 3] as usize]
+        {
+            i += 4;
+        }
+        i + v[i..]
+            .iter()
             .position(|&b| !REG_NAME[b as usize])
-            .unwrap_or(v.len())
+            .unwrap_or(v.len() - i)
     };
     match v[i..].split_first() {
         None => true,
