@@ -1,7 +1,8 @@
 //! The wall clock, behind a trait so a test can drive time.
 //!
 //! [`SystemClock`] is the only place in this crate that reads
-//! `SystemTime::now()`. Everything that needs wall-clock milliseconds (a
+//! `SystemTime::now()` (its `turn_ms` is the protocol's per-turn cache of
+//! the same clock, which the `Date` header uses). Everything that needs wall-clock milliseconds (a
 //! worker batch, an inline request, token expiry, the sweeper, `/metrics`)
 //! takes them from the [`Clock`] in [`crate::app::Shared`], read once per
 //! batch or per request and passed down. [`FakeClock`] is set by hand.
@@ -13,6 +14,14 @@ use flashd_engine::Millis;
 /// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> Millis;
+
+    /// "Now" as of the start of this thread's event-loop turn, where the
+    /// clock caches one (a sub-reactor refreshes it every turn; reading it
+    /// saves a clock read per request). For what may be as old as a turn
+    /// (a sale's state in a `GET`); commands take [`Clock::now_ms`].
+    fn turn_ms(&self) -> Millis {
+        self.now_ms()
+    }
 }
 
 /// The system's wall clock.
@@ -34,6 +43,11 @@ impl Clock for SystemClock {
     #[inline]
     fn now_ms(&self) -> Millis {
         SystemClock::now()
+    }
+
+    #[inline]
+    fn turn_ms(&self) -> Millis {
+        flashd_protocol::date::turn_millis()
     }
 }
 

@@ -13,16 +13,17 @@ pub const DATE_LEN: usize = 29;
 
 thread_local! {
     static CACHE: Cell<(u64, [u8; DATE_LEN])> = const { Cell::new((u64::MAX, [0; DATE_LEN])) };
+    /// Unix milliseconds at this thread's last `refresh` (0: never).
+    static MILLIS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Re-read the clock and re-format if the second changed. Cheap enough to
 /// call every turn: one vDSO clock read and a compare.
 pub fn refresh() {
     let now = SystemTime::now();
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    MILLIS.with(|m| m.set(since.as_millis() as u64));
     CACHE.with(|c| {
         let (cached, _) = c.get();
         if cached != secs {
@@ -33,6 +34,20 @@ pub fn refresh() {
             c.set((secs, buf));
         }
     });
+}
+
+/// Unix milliseconds as of this thread's last [`refresh`] (the start of
+/// the event-loop turn on a reactor), read afresh if it never refreshed.
+/// For what may be as old as the turn: a sub-reactor's handler saves a
+/// clock read per request with it.
+pub fn turn_millis() -> u64 {
+    match MILLIS.with(Cell::get) {
+        0 => {
+            refresh();
+            MILLIS.with(Cell::get)
+        }
+        ms => ms,
+    }
 }
 
 /// The cached date bytes for this thread (refreshed first if this thread has
@@ -48,6 +63,22 @@ pub fn current() -> [u8; DATE_LEN] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn turn_millis_is_the_last_refresh() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let t = super::turn_millis();
+        super::refresh();
+        let u = super::turn_millis();
+        assert!(before <= t && t <= u, "{before} {t} {u}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(super::turn_millis(), u);
+        super::refresh();
+        assert!(super::turn_millis() >= u + 5);
+    }
+
     #[test]
     fn formats_imf_fixdate() {
         super::refresh();

@@ -79,12 +79,23 @@ impl ResponseEncoder {
 
     /// Head for a body of `body_len` bytes; the caller appends the body.
     pub fn write_head(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
-        out.extend_from_slice(status_line(head.status));
-        out.extend_from_slice(b"Server: flashd\r\nDate: ");
+        // Fewer, larger copies: the head of a JSON answer is three fixed
+        // runs, the date, the length and the blank line.
+        match head.status {
+            200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: flashd\r\nDate: "),
+            _ => {
+                out.extend_from_slice(status_line(head.status));
+                out.extend_from_slice(b"Server: flashd\r\nDate: ");
+            }
+        }
         out.extend_from_slice(&date::current());
-        out.extend_from_slice(b"\r\nContent-Type: ");
-        out.extend_from_slice(head.content_type.as_bytes());
-        out.extend_from_slice(b"\r\nContent-Length: ");
+        if head.content_type == "application/json" {
+            out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+        } else {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(head.content_type.as_bytes());
+            out.extend_from_slice(b"\r\nContent-Length: ");
+        }
         out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
         match head.connection {
@@ -128,7 +139,16 @@ impl ResponseEncoder {
     }
 }
 
+/// No byte of `s` needs escaping in a JSON string (the common case: every
+/// error message flashd writes, most names).
+fn json_plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 fn json_escaped_len(s: &str) -> usize {
+    if json_plain(s) {
+        return s.len();
+    }
     s.bytes()
         .map(|b| match b {
             b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
@@ -140,6 +160,12 @@ fn json_escaped_len(s: &str) -> usize {
 
 /// Append `s` as the inside of a JSON string literal.
 pub fn json_escape_into(out: &mut Vec<u8>, s: &str) {
+    // One copy instead of a push per byte: the byte loop was ~280
+    // instructions of a 409 "no units left" (callgrind).
+    if json_plain(s) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     for b in s.bytes() {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -186,6 +212,26 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "bad_request");
         assert_eq!(v["message"], msg);
+    }
+
+    #[test]
+    fn escaping_round_trips_plain_or_not() {
+        for s in [
+            "",
+            "no units left",
+            "caf\u{e9} \u{1f600}",
+            "a\"b",
+            "a\\b",
+            "tab\there",
+            "\u{7f}\u{1}\u{1f}",
+        ] {
+            let mut out = b"\"".to_vec();
+            json_escape_into(&mut out, s);
+            assert_eq!(out.len() - 1, json_escaped_len(s), "{s:?}");
+            out.push(b'"');
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, s);
+        }
     }
 
     /// RFC 9110 §9.3.2: a HEAD answer has the GET's Content-Length and

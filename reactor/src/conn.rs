@@ -78,6 +78,10 @@ pub(crate) struct Conn {
     /// backpressure): must be revisited without a new readiness event.
     pub read_wanted: bool,
     pub in_ready_list: bool,
+    /// The last read found the socket empty (a short read or WouldBlock)
+    /// and no readiness event came since: edge-triggered epoll reports any
+    /// new input, so reading before then would only say WouldBlock.
+    pub drained: bool,
     /// When the request being received began (header timeout clock).
     pub request_started: Option<Instant>,
     /// Last read or write progress (idle timeout clock).
@@ -115,6 +119,7 @@ impl Conn {
             dead: false,
             read_wanted: false,
             in_ready_list: false,
+            drained: false,
             // The first request is on the header clock from accept, so a
             // connection that never sends a byte is cut off like a slow one.
             request_started: Some(now),
