@@ -33,38 +33,33 @@ struct OnDisk {
 /// What the log on disk holds, read directly from its segments.
 fn on_disk(dir: &Path) -> OnDisk {
     let mut d = OnDisk::default();
-    flashd_log::recover(
-        dir,
-        0,
-        flashd_log::OnCorruption::Refuse,
-        &mut |_, ev| {
-            match ev {
-                Event::OrderCreated {
-                    order_id,
-                    activity_id,
-                    quantity,
-                    ..
-                } => {
-                    *d.net.entry(activity_id).or_default() += quantity as i64;
-                    d.status.insert(order_id, "CREATED");
-                }
-                Event::OrderPaid { order_id, .. } => {
-                    d.status.insert(order_id, "PAID");
-                }
-                Event::OrderCancelled {
-                    order_id,
-                    activity_id,
-                    quantity,
-                    ..
-                } => {
-                    *d.net.entry(activity_id).or_default() -= quantity as i64;
-                    d.status.insert(order_id, "CANCELLED");
-                }
-                Event::ActivityCreated { .. } => {}
+    flashd_log::recover(dir, 0, flashd_log::OnCorruption::Refuse, &mut |_, ev| {
+        match ev {
+            Event::OrderCreated {
+                order_id,
+                activity_id,
+                quantity,
+                ..
+            } => {
+                *d.net.entry(activity_id).or_default() += quantity as i64;
+                d.status.insert(order_id, "CREATED");
             }
-            Ok(())
-        },
-    )
+            Event::OrderPaid { order_id, .. } => {
+                d.status.insert(order_id, "PAID");
+            }
+            Event::OrderCancelled {
+                order_id,
+                activity_id,
+                quantity,
+                ..
+            } => {
+                *d.net.entry(activity_id).or_default() -= quantity as i64;
+                d.status.insert(order_id, "CANCELLED");
+            }
+            Event::ActivityCreated { .. } => {}
+        }
+        Ok(())
+    })
     .expect("the log on disk recovers");
     d
 }
