@@ -594,8 +594,12 @@ fn broker_and_mysql_outages_lose_nothing() {
         "reads go on"
     );
     let slow = slowest_503.load(Ordering::Relaxed);
-    // unavailable_ms = 500: the wait for a delivery report, plus scheduling.
-    assert!(slow < 1_500, "a 503 took {slow} ms");
+    // A request admitted just before the broker went away waits for its
+    // group's delivery reports (timeout 500 ms), then for the rollback to
+    // try its abort records (up to another 500 ms) before the undo answers
+    // it: two bounded waits plus scheduling, which on a loaded 2-core
+    // machine was seen at 1,517 ms. Never the broker's own recovery time.
+    assert!(slow < 2_000, "a 503 took {slow} ms");
     let stalled = confirmed_len();
     std::thread::sleep(Duration::from_millis(1200));
     assert!(confirmed_len() <= stalled + 4, "no 201 without the broker");
