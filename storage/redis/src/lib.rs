@@ -46,4 +46,4 @@ pub use client::{ClientConfig, Pending, RedisClient};
 pub use decision::{node_of, Buy, Claim, ClaimStatus, Decision, Settle, Settled};
 pub use durability::{AppendFsync, DurabilityReport, Guarantee};
 pub use error::RedisError;
-pub use reconcile::{fold_events, is_timeout, SaleSpec, SaleState};
+pub use reconcile::{fold_events, SaleSpec, SaleState};

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use flashd_engine::{ActivityId, CancelReason, Event, Millis, OrderId, UserId};
+use flashd_engine::{ActivityId, Event, Millis, OrderId, UserId};
 
 use crate::client::Session;
 use crate::decision::{node_of, Claim, ClaimStatus};
@@ -362,9 +362,4 @@ pub(crate) fn repair(
     }
     let () = s.pipe("repair", &p)?;
     Ok(st)
-}
-
-/// `true` for a timed-out cancel: for callers that count them apart.
-pub fn is_timeout(c: &Claim) -> bool {
-    c.status == ClaimStatus::Cancelled(CancelReason::Timeout)
 }
