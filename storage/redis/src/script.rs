@@ -83,7 +83,7 @@ local function find_order(rec, oid)
 end
 "#;
 
-/// Most arguments [`PRELUDE`]'s `bulk` spreads into one command.
+/// Most arguments the scripts' `bulk` helper spreads into one command.
 pub const BULK: usize = 4000;
 
 /// Most purchases (or pays and cancels) one script call decides: the
@@ -351,7 +351,7 @@ end
 return out
 "#;
 
-/// A script with its [`PRELUDE`], as sent to `SCRIPT LOAD`.
+/// A script with the shared helpers before it, as sent to `SCRIPT LOAD`.
 pub fn source(body: &str) -> String {
     format!("{PRELUDE}{body}")
 }
