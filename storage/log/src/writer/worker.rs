@@ -147,6 +147,12 @@ impl<R: Send + 'static, H: LogHooks, P: Replies<R>> Worker<R, H, P> {
         {
             return;
         }
+        // Nothing to sync (only replies whose events an earlier commit took,
+        // when the writer woke between a command's events and its reply):
+        // holding them for the interval would delay a lone order by it.
+        if !self.batch.iter().any(|e| matches!(e, Entry::Event { .. })) {
+            return;
+        }
         if let Some(due) = self.last_commit.map(|t| t + cfg.commit_interval) {
             let now = Instant::now();
             if due > now {
