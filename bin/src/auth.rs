@@ -156,7 +156,7 @@ impl Auth {
             let h = URL_SAFE_NO_PAD
                 .decode(header)
                 .map_err(|_| AuthError::Invalid)?;
-            if !is_object(&h) {
+            if !is_json_text_object(&h) {
                 return Err(AuthError::Invalid);
             }
             let h: JoseHeader = serde_json::from_slice(&h).map_err(|_| AuthError::Invalid)?;
@@ -169,6 +169,7 @@ impl Auth {
             Some(n) if !is_object(&buf[..n]) => return Err(AuthError::Invalid),
             Some(n) => match issued_claims(&buf[..n]) {
                 Some(c) => Ok(c),
+                None if !is_json_text_object(&buf[..n]) => return Err(AuthError::Invalid),
                 None => serde_json::from_slice::<BuyerClaims>(&buf[..n])
                     .map(|c| (user_id(&c.sub), c.exp, c.nbf)),
             },
@@ -178,7 +179,7 @@ impl Auth {
                 let v = URL_SAFE_NO_PAD
                     .decode(payload)
                     .map_err(|_| AuthError::Invalid)?;
-                if !is_object(&v) {
+                if !is_json_text_object(&v) {
                     return Err(AuthError::Invalid);
                 }
                 serde_json::from_slice::<BuyerClaims>(&v).map(|c| (user_id(&c.sub), c.exp, c.nbf))
@@ -367,6 +368,14 @@ fn is_object(json: &[u8]) -> bool {
     json.trim_ascii_start().first() == Some(&b'{')
 }
 
+/// What serde may parse: a JSON object that is UTF-8 throughout. serde_json
+/// skips the fields a struct does not name without checking their bytes,
+/// so without this a header `{"alg":"HS256","typ":"JWT\xc4"}` passed (the
+/// auth_token fuzz target); JSON text is UTF-8 (RFC 8259 §8.1).
+fn is_json_text_object(json: &[u8]) -> bool {
+    is_object(json) && std::str::from_utf8(json).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +500,39 @@ mod tests {
     /// The hand-rolled base64url decoder agrees with the `base64` crate on
     /// every input: valid, non-canonical last symbols, padding, other
     /// alphabets' symbols, every length.
+    /// Found by the auth_token fuzz target: bytes that are not UTF-8 in a
+    /// field serde skips made a signed but malformed header pass.
+    #[test]
+    fn a_signed_header_or_claims_that_are_not_utf8_are_refused() {
+        let a = Auth::new(
+            "a-secret-of-thirty-two-bytes-or-more!!",
+            "admin-token-for-tests-0123456789",
+        );
+        let h = b"{\"alg\":\"HS256\",\"typ\":\"JWT\xc4\"}";
+        let c = b"{\"sub\":\"43\",\"exp\":4102444800}";
+        let msg = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(h),
+            URL_SAFE_NO_PAD.encode(c)
+        );
+        let key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            "a-secret-of-thirty-two-bytes-or-more!!".as_bytes(),
+        );
+        let sig = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, msg.as_bytes()).as_ref());
+        let t = format!("Bearer {msg}.{sig}");
+        assert_eq!(a.user(Some(t.as_bytes()), 1_000), Err(AuthError::Invalid));
+        let c = b"{\"sub\":\"43\",\"exp\":4102444800,\"x\":\"\xc4\"}";
+        let msg = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(b"{\"alg\":\"HS256\"}"),
+            URL_SAFE_NO_PAD.encode(c)
+        );
+        let sig = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, msg.as_bytes()).as_ref());
+        let t = format!("Bearer {msg}.{sig}");
+        assert_eq!(a.user(Some(t.as_bytes()), 1_000), Err(AuthError::Invalid));
+    }
+
     #[test]
     fn b64url_decode_matches_the_base64_crate() {
         let symbols = b"AQgw_-9zZ=+/. \n\x80";
