@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use flashd_engine::{
-    Activity, ActivitySpec, CancelReason, Millis, OrderView, MAX_QUANTITY, MAX_REQUEST_ID_BYTES,
+    Activity, ActivitySpec, CancelReason, Millis, OrderView, QUANTITY_MAX, REQUEST_ID_BYTES_MAX,
 };
 use flashd_protocol::json_escape_into;
 use flashd_protocol::rfc3339::format_rfc3339;
@@ -85,7 +85,7 @@ struct BuyBody<'a> {
 #[derive(Clone, Copy)]
 pub struct RequestId {
     len: u8,
-    bytes: [u8; MAX_REQUEST_ID_BYTES],
+    bytes: [u8; REQUEST_ID_BYTES_MAX],
 }
 
 impl std::fmt::Debug for RequestId {
@@ -215,13 +215,13 @@ pub fn parse_buy(body: &[u8]) -> Result<(u32, RequestId), Invalid> {
             (parsed.quantity, parsed.request_id.as_bytes(), false)
         }
     };
-    if quantity == 0 || quantity > MAX_QUANTITY {
+    if quantity == 0 || quantity > QUANTITY_MAX {
         return Err(Invalid(format!(
-            "quantity: must be between 1 and {MAX_QUANTITY}"
+            "quantity: must be between 1 and {QUANTITY_MAX}"
         )));
     }
     if r.is_empty()
-        || r.len() > MAX_REQUEST_ID_BYTES
+        || r.len() > REQUEST_ID_BYTES_MAX
         || !(checked || r.iter().all(|&c| REQUEST_ID_CHAR[c as usize]))
     {
         return Err(Invalid(
@@ -230,7 +230,7 @@ pub fn parse_buy(body: &[u8]) -> Result<(u32, RequestId), Invalid> {
     }
     let mut id = RequestId {
         len: r.len() as u8,
-        bytes: [0; MAX_REQUEST_ID_BYTES],
+        bytes: [0; REQUEST_ID_BYTES_MAX],
     };
     id.bytes[..r.len()].copy_from_slice(r);
     Ok((quantity, id))

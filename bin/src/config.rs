@@ -681,7 +681,7 @@ impl Config {
             Bound::new("workers.count", w.count, 0, THREADS_MAX),
             Bound::new("workers.ring_capacity", w.ring_capacity, 1, RING_MAX),
             Bound::new("workers.batch_max", w.batch_max, 1, RING_MAX),
-            Bound::new("engine.node_id", e.node_id, 0, flashd_engine::MAX_NODE_ID),
+            Bound::new("engine.node_id", e.node_id, 0, flashd_engine::NODE_ID_MAX),
             Bound::new("engine.order_ttl_ms", e.order_ttl_ms, 1, ORDER_TTL_MS_MAX),
             Bound::new("engine.max_activities", e.max_activities, 1, ACTIVITIES_MAX),
             Bound::new(

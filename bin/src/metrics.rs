@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use flashd_protocol::histogram::{write_histogram_header, Totals};
-use flashd_reactor::{ServerStats, LATENCY_BUCKETS_US, STATUS_CODES};
+use flashd_protocol::histogram::write_histogram_header;
+use flashd_reactor::{ServerStats, STATUS_CODES};
 
 use crate::routes::ROUTE_NAMES;
 
@@ -94,20 +94,13 @@ pub fn render(stats: &ServerStats, out: &mut String) {
         "flashd_request_duration_seconds",
         "Time from the event-loop turn that read a request to its response being queued.",
     );
-    // The reactor counts in µs buckets and sums in seconds; exposed in
-    // seconds through the one histogram writer (bounds in ns, scale 1e-9).
-    let bounds_ns = LATENCY_BUCKETS_US.map(|us| us * 1_000);
+    // Counted in nanoseconds, exposed in seconds.
     let mut labels = String::new();
     for (route, name) in ROUTE_NAMES.iter().enumerate() {
-        let (buckets, total_s) = stats.latency(route);
-        let mut t = Totals::new(bounds_ns);
-        t.buckets
-            .copy_from_slice(&buckets[..LATENCY_BUCKETS_US.len()]);
-        t.above = buckets[LATENCY_BUCKETS_US.len()];
-        if t.buckets.iter().sum::<u64>() + t.above == 0 {
+        let t = stats.latency(route);
+        if t.count() == 0 {
             continue;
         }
-        t.sum = seconds_to_ns(total_s);
         labels.clear();
         let _ = write!(labels, "route=\"{name}\"");
         t.write_series(out, "flashd_request_duration_seconds", &labels, 1e9);
@@ -139,12 +132,6 @@ pub fn render(stats: &ServerStats, out: &mut String) {
         "flashd_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-}
-
-/// Whole nanoseconds in `s` seconds (a sum the reactor keeps as a float).
-fn seconds_to_ns(s: f64) -> u64 {
-    // Saturating float-to-int conversion; a latency sum is never negative.
-    (s * 1e9).round() as u64
 }
 
 pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {

@@ -168,6 +168,10 @@ fn hot_requests_allocate_nothing() {
         &mut buf,
     );
     assert_eq!(sold, 1 << 2, "the one unit");
+    // The snapshot follower (a background thread polling every 200 ms)
+    // applies those two events to its own engine copy, allocating as it
+    // decodes them: let it, before anything is counted.
+    std::thread::sleep(Duration::from_millis(600));
 
     // Every request built before counting.
     let buys: Vec<Batch> = (1..tokens.len())

@@ -24,8 +24,6 @@ pub const SEQ_BITS: u32 = 12;
 pub const ID_TIME_SHIFT: u32 = NODE_BITS + SEQ_BITS;
 /// Largest node id (`engine.node_id`).
 pub const NODE_ID_MAX: u16 = (1 << NODE_BITS) - 1;
-/// Old name of [`NODE_ID_MAX`], kept for callers outside the engine.
-pub const MAX_NODE_ID: u16 = NODE_ID_MAX;
 
 const _: () = assert!(ID_TIME_SHIFT == 22, "the sink's stored ids use this layout");
 

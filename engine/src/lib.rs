@@ -61,7 +61,7 @@ pub use engine::Engine;
 pub use error::ReplayError;
 pub use event::{Discard, Event, EventKind, EventSink};
 pub use fold::Counters;
-pub use ids::{order_created_ms, order_id_floor, EPOCH_MS, MAX_NODE_ID, NODE_ID_MAX};
+pub use ids::{order_created_ms, order_id_floor, EPOCH_MS, NODE_ID_MAX};
 pub use invariants::{ActivityDump, EngineDump};
 pub use limits::*;
 pub use snapshot::{ActivitySnapshot, EngineSnapshot};

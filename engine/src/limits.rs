@@ -80,11 +80,3 @@ const _: () = assert!(STOCK_MAX < (i64::MAX as u64) / 4);
 const _: () = assert!(PER_USER_LIMIT_MAX <= u16::MAX as u32);
 const _: () = assert!(SALE_USER_ORDERS_MAX < u16::MAX as u32);
 const _: () = assert!(SALE_USER_ORDERS_MAX == PER_USER_LIMIT_MAX + SALE_USER_EXTRA_ORDERS);
-
-// Old names, kept for callers outside the engine that have not moved to
-// the ones above yet (`bin`). Same values; prefer the new names.
-
-/// Old name of [`QUANTITY_MAX`].
-pub const MAX_QUANTITY: u32 = QUANTITY_MAX;
-/// Old name of [`REQUEST_ID_BYTES_MAX`].
-pub const MAX_REQUEST_ID_BYTES: usize = REQUEST_ID_BYTES_MAX;

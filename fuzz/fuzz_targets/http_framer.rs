@@ -12,7 +12,7 @@
 use std::mem::MaybeUninit;
 
 use flashd_fuzz::Splits;
-use flashd_protocol::{Framer, HttpError, Limits, Method, Poll, MAX_HEADERS};
+use flashd_protocol::{Framer, HttpError, Limits, Method, Poll, HEADERS_MAX};
 use libfuzzer_sys::fuzz_target;
 
 /// A request as the handler sees it, owned so runs can be compared.
@@ -60,7 +60,7 @@ fn run(wire: &[u8], splits: Option<&mut Splits<'_>>, limits: &Limits) -> Outcome
         buf.extend_from_slice(&wire[fed..end]);
         fed = end;
         loop {
-            let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut headers = [const { MaybeUninit::uninit() }; HEADERS_MAX];
             let len = buf.len();
             match framer.poll(&buf, &mut headers, limits) {
                 Ok(Poll::Ready(req, consumed)) => {

@@ -5,7 +5,7 @@
 //! trickles in one byte at a time costs O(n), not O(n²).
 
 use crate::error::HttpError;
-use crate::limits::MAX_CHUNK_LINE_BYTES;
+use crate::limits::CHUNK_LINE_BYTES_MAX;
 use crate::request::is_tchar;
 
 /// Where the decoder is in RFC 9112 §7.1:
@@ -309,7 +309,7 @@ impl ChunkedDecoder {
     fn bump_line(&mut self) -> Result<(), HttpError> {
         self.pos += 1;
         self.line_bytes += 1;
-        if self.line_bytes > MAX_CHUNK_LINE_BYTES {
+        if self.line_bytes > CHUNK_LINE_BYTES_MAX {
             return Err(HttpError::BadRequest("chunk size line too long"));
         }
         Ok(())

@@ -55,6 +55,20 @@ impl<const B: usize> Histogram<B> {
         self.sum.fetch_add(v, Relaxed);
     }
 
+    /// `observe` for a histogram only one thread ever writes (a reactor's
+    /// own): a plain load and store per counter, no locked instruction.
+    /// Readers on other threads still see every count (relaxed atomics),
+    /// a scrape at most one observation behind.
+    #[inline]
+    pub fn observe_owned(&self, v: u64) {
+        let bump = |c: &AtomicU64, by: u64| c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
+        match self.bounds.iter().position(|&b| v <= b) {
+            Some(i) => bump(&self.buckets[i], 1),
+            None => bump(&self.above, 1),
+        }
+        bump(&self.sum, v);
+    }
+
     pub fn bounds(&self) -> &[u64; B] {
         &self.bounds
     }
@@ -115,6 +129,11 @@ impl<const B: usize> Totals<B> {
         }
     }
 
+    /// Observations counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum::<u64>() + self.above
+    }
+
     /// The `_bucket`, `_sum` and `_count` lines of one series.
     pub fn write_series(&self, out: &mut String, name: &str, labels: &str, per_exposed: f64) {
         let sep = if labels.is_empty() { "" } else { "," };
@@ -162,6 +181,11 @@ mod tests {
             h.observe(v);
         }
         assert_eq!(h.counts(), ([2, 2, 2], 2));
+        let owned = Histogram::new([1, 4, 16]);
+        for v in [0, 1, 2, 4, 5, 16, 17, 1000] {
+            owned.observe_owned(v);
+        }
+        assert_eq!((owned.counts(), owned.sum()), (h.counts(), h.sum()));
         assert_eq!(h.count(), 8);
         assert_eq!(h.sum(), 1045);
         let mut out = String::new();

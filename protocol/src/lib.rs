@@ -44,7 +44,7 @@ pub mod rfc3339;
 pub use chunked::ChunkedDecoder;
 pub use error::HttpError;
 pub use httparse::{Header, EMPTY_HEADER};
-pub use limits::{Limits, BODY_BUF_KEEP_BYTES, MAX_CHUNK_LINE_BYTES, MAX_HEADERS};
+pub use limits::{Limits, BODY_BUF_KEEP_BYTES, CHUNK_LINE_BYTES_MAX, HEADERS_MAX};
 pub use parse_response::{parse_head_response, parse_response, ParsedResponse};
 pub use request::{is_head_request, Framer, Method, Poll, Request};
 pub use response::{json_escape_into, status_line, ConnectionHeader, Head, ResponseEncoder};

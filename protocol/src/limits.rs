@@ -1,12 +1,12 @@
 /// Header slots httparse gets per request. 64 covers every real client
 /// (browsers send ~15, load tools fewer); more is a header-stuffing attack
 /// and is answered 431 like oversized headers.
-pub const MAX_HEADERS: usize = 64;
+pub const HEADERS_MAX: usize = 64;
 
 /// Longest chunk-size line (size + extensions) accepted in a chunked body.
 /// A size needs at most 16 hex digits; extensions are ignored but bounded so
 /// a peer cannot make us scan forever.
-pub const MAX_CHUNK_LINE_BYTES: usize = 1024;
+pub const CHUNK_LINE_BYTES_MAX: usize = 1024;
 
 /// Capacity a connection's decoded-body buffer keeps between requests. It
 /// only fills for chunked bodies; an order or a sale is a few hundred bytes,

@@ -17,11 +17,11 @@
 use crate::request::Method;
 
 /// Up to this many `{param}` segments per pattern.
-pub const MAX_PARAMS: usize = 2;
+pub const PARAMS_MAX: usize = 2;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Params<'p> {
-    vals: [&'p str; MAX_PARAMS],
+    vals: [&'p str; PARAMS_MAX],
     len: usize,
 }
 
@@ -133,7 +133,7 @@ impl<R: Copy> Router<R> {
             })
             .collect();
         let params = segs.iter().filter(|s| matches!(s, Seg::Param)).count();
-        assert!(params <= MAX_PARAMS, "too many params in {pattern}");
+        assert!(params <= PARAMS_MAX, "too many params in {pattern}");
         let same = |p: &Pattern<R>| {
             p.segs.len() == segs.len()
                 && p.segs.iter().zip(&segs).all(|(a, b)| match (a, b) {

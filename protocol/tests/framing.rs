@@ -2,7 +2,7 @@
 //! whole and in order however the stream is split, and every malformed or
 //! oversized input is the right typed error, never a panic.
 
-use flashd_protocol::{Framer, HttpError, Limits, Method, Poll, MAX_HEADERS};
+use flashd_protocol::{Framer, HttpError, Limits, Method, Poll, HEADERS_MAX};
 use proptest::prelude::*;
 
 #[derive(Debug, PartialEq, Clone)]
@@ -24,7 +24,7 @@ fn drive(chunks: &[&[u8]], limits: Limits) -> Result<(Vec<Owned>, usize, bool), 
     for c in chunks {
         buf.extend_from_slice(c);
         loop {
-            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; HEADERS_MAX];
             match framer.poll(&buf, &mut headers, &limits)? {
                 Poll::Ready(req, n) => {
                     out.push(Owned {
@@ -131,7 +131,7 @@ fn oversized_headers_are_431_even_before_the_head_ends() {
     big.extend_from_slice(b"\r\n");
     assert_eq!(one(&big).unwrap_err(), HttpError::HeadersTooLarge);
     let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
-    for i in 0..(MAX_HEADERS + 1) {
+    for i in 0..(HEADERS_MAX + 1) {
         many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
@@ -246,7 +246,7 @@ fn a_large_chunked_body_does_not_pin_its_buffer() {
 
     for between in [false, true] {
         let mut framer = Framer::new();
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; HEADERS_MAX];
         match framer.poll(&big, &mut headers, &limits).unwrap() {
             Poll::Ready(req, n) => {
                 assert_eq!(req.body.len(), data.len());
@@ -259,7 +259,7 @@ fn a_large_chunked_body_does_not_pin_its_buffer() {
             framer.shrink();
             assert!(framer.buffer_capacity() <= BODY_BUF_KEEP_BYTES);
         }
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; HEADERS_MAX];
         assert!(matches!(
             framer.poll(small, &mut headers, &limits).unwrap(),
             Poll::Ready(_, _)

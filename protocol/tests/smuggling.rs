@@ -4,7 +4,7 @@
 //! case names the rule it holds flashd to and the exact outcome, either the
 //! refusal's status or the exact requests framed (so nothing is smuggled).
 
-use flashd_protocol::{Framer, HttpError, Limits, Poll, MAX_HEADERS};
+use flashd_protocol::{Framer, HttpError, Limits, Poll, HEADERS_MAX};
 
 /// What the framer must make of a case.
 #[derive(Debug, Clone, Copy)]
@@ -652,7 +652,7 @@ fn run(chunks: &[&[u8]]) -> Framed {
     for c in chunks {
         buf.extend_from_slice(c);
         loop {
-            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; HEADERS_MAX];
             match framer.poll(&buf, &mut headers, &limits)? {
                 Poll::Ready(req, n) => {
                     out.push((req.path.to_string(), req.body.to_vec()));

@@ -10,7 +10,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::completion::Mailbox;
-use crate::constants::{ACCEPTS_PER_TURN, MAX_POLL_WAIT};
+use crate::constants::{ACCEPTS_PER_TURN, POLL_WAIT_MAX};
 use crate::stats::ServerStats;
 
 pub(crate) const LISTENER: Token = Token(0);
@@ -44,7 +44,7 @@ impl<D> Acceptor<D> {
         let n = self.boxes.len();
         let mut to_wake = vec![false; n];
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(MAX_POLL_WAIT)) {
+            if let Err(e) = self.poll.poll(&mut events, Some(POLL_WAIT_MAX)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }

@@ -11,9 +11,15 @@ pub const TIMER_TICK: Duration = Duration::from_millis(10);
 /// the last slot and are re-checked, so correctness does not depend on it.
 pub const TIMER_SLOTS: usize = 4096;
 
+/// Entries each wheel slot has room for from the start (16 bytes each:
+/// 4096 × 8 × 16 = 512 KiB of address space per reactor, resident only as
+/// used), so scheduling a connection's deadline allocates nothing on the
+/// request path; a tick with more deadlines than this grows its slot once.
+pub const TIMER_SLOT_ENTRIES: usize = 8;
+
 /// Longest an idle reactor sleeps, so the watchdog sees it turn and
 /// shutdown flags are seen promptly even without a wake-up.
-pub const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+pub const POLL_WAIT_MAX: Duration = Duration::from_millis(100);
 
 /// epoll events taken per `poll` call.
 pub const EVENTS_PER_TURN: usize = 1024;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
+use flashd_protocol::histogram::{Histogram, Totals};
 
 /// Route numbers a handler may use (0 is reserved for "unrouted").
 pub const ROUTES_MAX: usize = 32;
@@ -48,39 +49,43 @@ impl Counter {
     }
 }
 
-#[derive(Default)]
-pub struct Histogram {
-    /// One more than the bounds: the last is +Inf.
-    buckets: [Counter; LATENCY_BUCKETS_US.len() + 1],
-    sum_ns: Counter,
+/// Latency bounds in nanoseconds, the unit the histogram counts in.
+pub const LATENCY_BOUNDS_NS: [u64; LATENCY_BUCKETS_US.len()] = {
+    let mut ns = [0; LATENCY_BUCKETS_US.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = LATENCY_BUCKETS_US[i] * 1_000;
+        i += 1;
+    }
+    ns
+};
+
+/// One route's request latency on one reactor: the protocol's histogram
+/// (the one type every flashd histogram is), written by its reactor only.
+pub struct Latency(Histogram<{ LATENCY_BUCKETS_US.len() }>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new(LATENCY_BOUNDS_NS))
+    }
 }
 
-impl Histogram {
+impl Latency {
     #[inline]
     pub fn observe(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        let i = LATENCY_BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.buckets[i].inc();
-        self.sum_ns.add(d.as_nanos() as u64);
+        self.0
+            .observe_owned(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    /// Non-cumulative bucket counts.
-    pub fn buckets(&self) -> [u64; LATENCY_BUCKETS_US.len() + 1] {
-        std::array::from_fn(|i| self.buckets[i].get())
-    }
-
-    pub fn sum_seconds(&self) -> f64 {
-        self.sum_ns.get() as f64 / 1e9
+    pub fn histogram(&self) -> &Histogram<{ LATENCY_BUCKETS_US.len() }> {
+        &self.0
     }
 }
 
 #[derive(Default)]
 pub struct ReactorStats {
     requests: [[Counter; STATUS_CODES.len()]; ROUTES_MAX],
-    latency: [Histogram; ROUTES_MAX],
+    latency: [Latency; ROUTES_MAX],
     pub header_timeouts: Counter,
     pub idle_timeouts: Counter,
     pub protocol_errors: Counter,
@@ -114,7 +119,7 @@ impl ReactorStats {
         self.requests[route][status_idx].get()
     }
 
-    pub fn latency(&self, route: usize) -> &Histogram {
+    pub fn latency(&self, route: usize) -> &Latency {
         &self.latency[route]
     }
 }
@@ -155,15 +160,12 @@ impl ServerStats {
     }
 
     /// Latency buckets and sum for one route over all reactors.
-    pub fn latency(&self, route: usize) -> ([u64; LATENCY_BUCKETS_US.len() + 1], f64) {
-        let mut b = [0u64; LATENCY_BUCKETS_US.len() + 1];
-        let mut sum = 0.0;
+    /// One route's latency summed over every reactor.
+    pub fn latency(&self, route: usize) -> Totals<{ LATENCY_BUCKETS_US.len() }> {
+        let mut t = Totals::new(LATENCY_BOUNDS_NS);
         for r in &self.reactors {
-            for (acc, v) in b.iter_mut().zip(r.latency(route).buckets()) {
-                *acc += v;
-            }
-            sum += r.latency(route).sum_seconds();
+            r.latency(route).histogram().merge_into(&mut t);
         }
-        (b, sum)
+        t
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use flashd_protocol::{
     date, is_head_request, ConnectionHeader, Head, HttpError, Method, Poll as Framed, Request,
-    ResponseEncoder, MAX_HEADERS,
+    ResponseEncoder, HEADERS_MAX,
 };
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -91,7 +91,7 @@ impl<H: Handler> SubReactor<H> {
             } else if !st.wheel.is_empty() || st.draining.is_some() {
                 TIMER_TICK
             } else {
-                MAX_POLL_WAIT
+                POLL_WAIT_MAX
             };
             if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -327,7 +327,7 @@ impl State {
             }
             // Uninitialised slots: httparse writes the ones it uses, and
             // building 64 empty headers per request was 2 KiB of stores.
-            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; HEADERS_MAX];
             let Conn {
                 rbuf,
                 rstart,

@@ -16,7 +16,7 @@
 use std::mem;
 use std::time::Instant;
 
-use crate::constants::{TIMER_SLOTS, TIMER_TICK};
+use crate::constants::{TIMER_SLOTS, TIMER_SLOT_ENTRIES, TIMER_TICK};
 
 pub(crate) type TimerKey = (usize, u32);
 
@@ -32,7 +32,12 @@ pub(crate) struct Wheel {
 impl Wheel {
     pub fn new(now: Instant) -> Self {
         Wheel {
-            slots: (0..TIMER_SLOTS).map(|_| Vec::new()).collect(),
+            // Room in every slot up front: a slot's first entries then
+            // never allocate on the request path (a slot keeps what it grew
+            // to, so only a burst beyond this allocates, once).
+            slots: (0..TIMER_SLOTS)
+                .map(|_| Vec::with_capacity(TIMER_SLOT_ENTRIES))
+                .collect(),
             origin: now,
             cursor: 0,
             len: 0,
