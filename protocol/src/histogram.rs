@@ -69,10 +69,6 @@ impl<const B: usize> Histogram<B> {
         bump(&self.sum, v);
     }
 
-    pub fn bounds(&self) -> &[u64; B] {
-        &self.bounds
-    }
-
     /// Per-bucket (not cumulative) counts: `B` bounds, then the overflow.
     pub fn counts(&self) -> ([u64; B], u64) {
         (

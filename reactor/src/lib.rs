@@ -54,9 +54,7 @@ pub use config::ServerConfig;
 pub use constants::*;
 pub use context::Context;
 pub use server::{Server, ServerHandle};
-pub use stats::{
-    Latency, ReactorStats, ServerStats, LATENCY_BOUNDS_NS, LATENCY_BUCKETS_US, STATUS_CODES,
-};
+pub use stats::{Latency, ReactorStats, ServerStats, LATENCY_BOUNDS_NS, STATUS_CODES};
 pub use workers::{Dispatcher, WorkerPool, WorkerStats};
 
 use flashd_protocol::Request;

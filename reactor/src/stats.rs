@@ -20,11 +20,26 @@ pub const STATUS_CODES: [u16; 20] = [
     505,
 ];
 
-/// Latency histogram upper bounds in microseconds: dense below 1 ms, where
-/// the hot path should live, sparse above.
-pub const LATENCY_BUCKETS_US: [u64; 16] = [
-    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000,
+/// Latency histogram upper bounds in nanoseconds, the unit it counts in
+/// (25 µs .. 5 s): dense below 1 ms, where the hot path should live, sparse
+/// above.
+pub const LATENCY_BOUNDS_NS: [u64; 16] = [
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    5_000_000_000,
 ];
 
 fn status_index(status: u16) -> usize {
@@ -49,20 +64,9 @@ impl Counter {
     }
 }
 
-/// Latency bounds in nanoseconds, the unit the histogram counts in.
-pub const LATENCY_BOUNDS_NS: [u64; LATENCY_BUCKETS_US.len()] = {
-    let mut ns = [0; LATENCY_BUCKETS_US.len()];
-    let mut i = 0;
-    while i < ns.len() {
-        ns[i] = LATENCY_BUCKETS_US[i] * 1_000;
-        i += 1;
-    }
-    ns
-};
-
 /// One route's request latency on one reactor: the protocol's histogram
 /// (the one type every flashd histogram is), written by its reactor only.
-pub struct Latency(Histogram<{ LATENCY_BUCKETS_US.len() }>);
+pub struct Latency(Histogram<{ LATENCY_BOUNDS_NS.len() }>);
 
 impl Default for Latency {
     fn default() -> Self {
@@ -77,7 +81,7 @@ impl Latency {
             .observe_owned(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    pub fn histogram(&self) -> &Histogram<{ LATENCY_BUCKETS_US.len() }> {
+    pub fn histogram(&self) -> &Histogram<{ LATENCY_BOUNDS_NS.len() }> {
         &self.0
     }
 }
@@ -161,7 +165,7 @@ impl ServerStats {
 
     /// Latency buckets and sum for one route over all reactors.
     /// One route's latency summed over every reactor.
-    pub fn latency(&self, route: usize) -> Totals<{ LATENCY_BUCKETS_US.len() }> {
+    pub fn latency(&self, route: usize) -> Totals<{ LATENCY_BOUNDS_NS.len() }> {
         let mut t = Totals::new(LATENCY_BOUNDS_NS);
         for r in &self.reactors {
             r.latency(route).histogram().merge_into(&mut t);
