@@ -180,7 +180,6 @@ impl Engine {
                 e @ (ReplayError::Duplicate { .. }
                 | ReplayError::UnknownOrder { .. }
                 | ReplayError::BadMove { .. }
-                | ReplayError::ActivityOutOfOrder { .. }
                 | ReplayError::ActivityBeyondCapacity { .. }
                 | ReplayError::ActivityTwice { .. }
                 | ReplayError::SnapshotStripeOverfull { .. }
