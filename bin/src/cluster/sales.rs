@@ -55,7 +55,7 @@ impl Cluster {
         match core.engine.record_sale(ev, &mut sink) {
             Ok(new) => {
                 core.events.fetch_add(sink.n, Ordering::Relaxed);
-                if new {
+                if new && adopted {
                     self.stats.adopted_sales.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         sale = ev.activity_id(),

@@ -80,7 +80,7 @@ impl ClusterSweep {
         // failed half way) are asked again now and then: one may still be
         // on its way.
         self.passes += 1;
-        if self.passes % ABSENT_RECHECK_PASSES == 0 {
+        if self.passes.is_multiple_of(ABSENT_RECHECK_PASSES) {
             self.absent.clear();
         }
         // Every sale not served here yet (new, or whose installation the
