@@ -278,7 +278,11 @@ fn compare_states(
         d.push(
             "spec",
             None,
-            format!("logs {}, Redis {}", spec_text(&expected.spec), spec_text(&r.spec)),
+            format!(
+                "logs {}, Redis {}",
+                spec_text(&expected.spec),
+                spec_text(&r.spec)
+            ),
         );
     }
     if (expected.sold, expected.reserved) != (r.sold, r.reserved) {

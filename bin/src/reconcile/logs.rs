@@ -73,7 +73,7 @@ fn read_topic(
         topic: topic.clone(),
         ..cfg.clone()
     };
-    let wanted = |e: &Event| only.map_or(true, |s| e.activity_id() == s);
+    let wanted = |e: &Event| only.is_none_or(|s| e.activity_id() == s);
     let mut events: Vec<Event> = Vec::new();
     let rec = flashd_kafka::recover_topic(&cfg, &mut |_, r| {
         match r {
@@ -209,10 +209,11 @@ pub fn merge(logs: &[NodeLog]) -> BTreeMap<ActivityId, SaleLog> {
                 }
             }
             for (e, k) in a.sale_events {
-                out.events.extend(std::iter::repeat(e).take(k));
+                out.events.extend(std::iter::repeat_n(e, k));
             }
             out.orders = a.creations.len();
-            out.events.extend(a.creations.values().map(|(e, _)| e.clone()));
+            out.events
+                .extend(a.creations.values().map(|(e, _)| e.clone()));
             for (id, (e, node)) in a.moves {
                 if a.creations.contains_key(&id) {
                     out.events.push(e);
@@ -287,7 +288,12 @@ mod tests {
         let logs = [
             NodeLog {
                 node: 1,
-                events: vec![sale(7), created(7, 1, 5), created(7, 2, 6), cancelled(7, 2, 6)],
+                events: vec![
+                    sale(7),
+                    created(7, 1, 5),
+                    created(7, 2, 6),
+                    cancelled(7, 2, 6),
+                ],
             },
             NodeLog {
                 node: 2,

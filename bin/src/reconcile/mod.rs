@@ -205,10 +205,7 @@ pub fn run(cfg: &Config, opts: &Options, now: Millis) -> Result<Report, Reconcil
         } else {
             None
         };
-        out.push(SaleReport {
-            compare: c,
-            repair,
-        });
+        out.push(SaleReport { compare: c, repair });
     }
     Ok(Report {
         brokers: kcfg.brokers.clone(),

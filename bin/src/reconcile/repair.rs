@@ -71,7 +71,10 @@ pub fn repair(
     let before = redis.map(Counters::of);
     let Some(log) = log else {
         return Ok(RepairOutcome::refused(
-            format!("no log holds sale {sale}: there is nothing to rebuild it from (its keys are {:?})", flashd_redis::keys::all(sale)),
+            format!(
+                "no log holds sale {sale}: there is nothing to rebuild it from (its keys are {:?})",
+                flashd_redis::keys::all(sale)
+            ),
             before,
         ));
     };

@@ -65,7 +65,11 @@ impl Report {
         let j = Json {
             report: self,
             drift: self.drift(),
-            outcomes: self.sales.iter().map(|s| (s.compare.sale, s.outcome())).collect(),
+            outcomes: self
+                .sales
+                .iter()
+                .map(|s| (s.compare.sale, s.outcome()))
+                .collect(),
         };
         serde_json::to_string_pretty(&j).expect("the report is plain data")
     }
@@ -89,7 +93,11 @@ impl Report {
             );
         }
         if self.topics.is_empty() {
-            let _ = writeln!(o, "  no node topic {}.node<id> on the brokers", self.base_topic);
+            let _ = writeln!(
+                o,
+                "  no node topic {}.node<id> on the brokers",
+                self.base_topic
+            );
         }
         for s in &self.sales {
             sale_text(&mut o, s);
