@@ -671,3 +671,121 @@ fn unreachable_redis_is_exit_3_at_once_and_single_node_mode_is_exit_2() {
     let (code, _, err) = reconcile(&p, &[]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// One statement through the `mariadb` client against the machine's
+/// MariaDB (`FLASHD_MYSQL_PORT`, else 3306).
+fn maria(db: Option<&str>, sql: &str) -> String {
+    let port = std::env::var("FLASHD_MYSQL_PORT").unwrap_or_else(|_| "3306".into());
+    let mut c = Command::new("mariadb");
+    c.args(["-h127.0.0.1", &format!("-P{port}"), "-uroot", "-N", "-B"]);
+    if let Some(db) = db {
+        c.arg(db);
+    }
+    let out = c.arg("-e").arg(sql).output().expect("mariadb client");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_sinks_order_tables_lagging_is_not_drift_disagreeing_is() {
+    raise_nofile();
+    let c = cluster("reconcile-sink");
+    let db = format!("flashd_reconcile_{}", std::process::id());
+    let port = std::env::var("FLASHD_MYSQL_PORT").unwrap_or_else(|_| "3306".into());
+    maria(
+        None,
+        &format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}"),
+    );
+    // The columns reconcile reads, in the month table of the orders.
+    let table = flashd_sink::order_table(c.orders[0].order_id);
+    maria(
+        Some(&db),
+        &format!(
+            "CREATE TABLE {table} (order_id BIGINT UNSIGNED PRIMARY KEY, activity_id INT UNSIGNED NOT NULL, status VARCHAR(12) NOT NULL)"
+        ),
+    );
+    // The sink is behind: order 0 (paid) is still CREATED, order 5 is
+    // not written at all; the rest as the logs say.
+    let row = |o: &Claim, status: &str| format!("({}, 1, '{status}')", o.order_id);
+    let statuses = ["CREATED", "CANCELLED", "PAID", "CREATED", "CREATED"];
+    let rows: Vec<String> = c.orders[..5]
+        .iter()
+        .zip(statuses)
+        .map(|(o, s)| row(o, s))
+        .collect();
+    maria(
+        Some(&db),
+        &format!("INSERT INTO {table} VALUES {}", rows.join(",")),
+    );
+    let p = c.parts.dir.path().join("sink.toml");
+    let text = format!(
+        "{}[[mysql.shards]]\nurl = \"mysql://root@127.0.0.1:{port}/{db}\"\n",
+        config_text(&c.parts.broker, &c.parts.redis_url(), true)
+    );
+    std::fs::write(&p, &text).unwrap();
+    let (code, out, err) = reconcile(&p, &["--sale", "1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("sink: logs created 3 paid 2 cancelled 1; sink created 3 paid 1 cancelled 1 (void 0); lag 2 orders; agrees"),
+        "{out}"
+    );
+    // An order whose creation an abort undid keeps a VOID row: fine.
+    maria(
+        Some(&db),
+        &format!(
+            "INSERT INTO {table} VALUES ({}, 1, 'VOID')",
+            c.orders[5].order_id + 1000
+        ),
+    );
+    let (code, out, _) = reconcile(&p, &["--sale", "1"]);
+    assert_eq!(code, 0, "{out}");
+    // The sink says paid where the logs say cancelled, and holds an
+    // order no log does.
+    maria(
+        Some(&db),
+        &format!(
+            "UPDATE {table} SET status = 'PAID' WHERE order_id = {}; INSERT INTO {table} VALUES ({}, 1, 'CREATED')",
+            c.orders[1].order_id,
+            c.orders[5].order_id + 2000
+        ),
+    );
+    let (code, j) = reconcile_json(&p, &["--sale", "1"]);
+    assert_eq!(code, 1, "{j:#}");
+    let s = sale(&j, 1);
+    assert_eq!(s["verdict"], "agree", "Redis still agrees: {s:#}");
+    let d = s["sink"]["disagreements"].to_string();
+    assert!(
+        d.contains(&format!(
+            "order {}: the logs say CANCELLED, the sink's row says PAID",
+            c.orders[1].order_id
+        )),
+        "{d}"
+    );
+    assert!(
+        d.contains(&format!(
+            "the sink holds order {} (CREATED)",
+            c.orders[5].order_id + 2000
+        )),
+        "{d}"
+    );
+    assert_eq!(s["sink"]["lag"], 2);
+    maria(None, &format!("DROP DATABASE {db}"));
+
+    // MySQL that cannot be reached: 3.
+    let closed = free_port();
+    std::fs::write(
+        &p,
+        text.replace(
+            &format!("127.0.0.1:{port}/"),
+            &format!("127.0.0.1:{closed}/"),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = reconcile(&p, &["--sale", "1"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("shard 0"), "{err}");
+}

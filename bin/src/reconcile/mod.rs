@@ -5,7 +5,9 @@
 //! sale's history into the state Redis must hold, reads Redis's state of
 //! each sale and compares ([`compare`]); with `--repair`, rebuilds a
 //! drifting sale in Redis from the logs and checks again ([`repair`]).
-//! [`report`] prints the outcome for people or machines.
+//! With MySQL shards configured, the sink's order tables are compared
+//! with the logs too ([`sink`]). [`report`] prints the outcome for people
+//! or machines.
 //!
 //! A live sale is compared as it is: Redis is read before the logs and
 //! again after them. Every decision the logs hold was made in Redis
@@ -23,6 +25,7 @@ pub mod compare;
 pub mod logs;
 pub mod repair;
 pub mod report;
+pub mod sink;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -139,6 +142,16 @@ pub fn run(cfg: &Config, opts: &Options, now: Millis) -> Result<Report, Reconcil
         first.insert(s, read_redis(&client, s)?);
     }
 
+    // The sink's rows, read before the logs: the sink writes what the
+    // topics hold, so every row it has is in the logs read next (an order
+    // it lacks, or holds at an earlier status, is lag).
+    let rows = if cfg.mysql.shards.is_empty() {
+        None
+    } else {
+        let urls: Vec<String> = cfg.mysql.shards.iter().map(|s| s.url.clone()).collect();
+        Some(sink::read(&urls, opts.sale).map_err(ReconcileError::MysqlUnreachable)?)
+    };
+
     let base = &cfg.log.kafka.topic;
     let kcfg = cfg.kafka_config();
     let (topics, node_logs) =
@@ -205,7 +218,17 @@ pub fn run(cfg: &Config, opts: &Options, now: Millis) -> Result<Report, Reconcil
         } else {
             None
         };
-        out.push(SaleReport { compare: c, repair });
+        let sink = match (&rows, log) {
+            (Some((rows, _)), Some(l)) => flashd_redis::fold_events(sale, &l.events)
+                .ok()
+                .map(|st| sink::compare(sale, &st, rows)),
+            _ => None,
+        };
+        out.push(SaleReport {
+            compare: c,
+            repair,
+            sink,
+        });
     }
     Ok(Report {
         brokers: kcfg.brokers.clone(),
@@ -214,6 +237,7 @@ pub fn run(cfg: &Config, opts: &Options, now: Millis) -> Result<Report, Reconcil
         grace_ms,
         topics,
         sales: out,
+        sink_problems: rows.map(|(_, p)| p).unwrap_or_default(),
     })
 }
 

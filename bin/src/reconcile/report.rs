@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::compare::{Counters, SaleCompare, Verdict};
 use super::logs::TopicRead;
 use super::repair::RepairOutcome;
+use super::sink::SinkSale;
 
 /// In-flight claims listed one by one in the text report at most.
 const IN_FLIGHT_LISTED_MAX: usize = 10;
@@ -22,6 +23,9 @@ pub struct Report {
     pub grace_ms: u64,
     pub topics: Vec<TopicRead>,
     pub sales: Vec<SaleReport>,
+    /// What the sink's tables hold that no single sale explains (an
+    /// order in two rows).
+    pub sink_problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,11 +34,18 @@ pub struct SaleReport {
     pub compare: SaleCompare,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairOutcome>,
+    /// The sink's order tables against the logs (with MySQL shards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkSale>,
 }
 
 impl SaleReport {
-    /// The verdict that counts: after the repair, if one was tried.
+    /// The verdict that counts: after the repair, if one was tried; a
+    /// sink that disagrees with the logs is drift (one that lags is not).
     pub fn outcome(&self) -> Verdict {
+        if self.sink.as_ref().is_some_and(|s| !s.agrees()) {
+            return Verdict::Drift;
+        }
         match &self.repair {
             Some(r) => r.verdict(),
             None => self.compare.verdict,
@@ -53,7 +64,7 @@ struct Json<'a> {
 
 impl Report {
     pub fn drift(&self) -> bool {
-        self.sales.iter().any(|s| s.outcome() == Verdict::Drift)
+        !self.sink_problems.is_empty() || self.sales.iter().any(|s| s.outcome() == Verdict::Drift)
     }
 
     /// 0: Redis agrees with the logs; 1: drift.
@@ -101,6 +112,9 @@ impl Report {
         }
         for s in &self.sales {
             sale_text(&mut o, s);
+        }
+        for p in &self.sink_problems {
+            let _ = writeln!(o, "sink: {p}");
         }
         let count = |v: Verdict| self.sales.iter().filter(|s| s.outcome() == v).count();
         let _ = writeln!(
@@ -171,6 +185,27 @@ fn sale_text(o: &mut String, s: &SaleReport) {
     }
     for n in &c.notes {
         let _ = writeln!(o, "  note: {n}");
+    }
+    if let Some(k) = &s.sink {
+        let _ = writeln!(
+            o,
+            "  sink: logs created {} paid {} cancelled {}; sink created {} paid {} cancelled {} (void {}); lag {} orders; {}",
+            k.logs.created,
+            k.logs.paid,
+            k.logs.cancelled,
+            k.sink.created,
+            k.sink.paid,
+            k.sink.cancelled,
+            k.sink.void,
+            k.lag,
+            if k.agrees() { "agrees" } else { "DISAGREES" }
+        );
+        for d in &k.disagreements {
+            let _ = writeln!(o, "  sink: {}", d.detail);
+        }
+        if k.unlisted > 0 {
+            let _ = writeln!(o, "  sink: ... and {} more", k.unlisted);
+        }
     }
     if let Some(r) = &s.repair {
         if let Some(why) = &r.refused {
