@@ -78,6 +78,23 @@ impl Drop for Proc {
     }
 }
 
+/// A private redis-server, without persistence, and its port.
+fn private_redis(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let redis = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server (is it installed?)");
+    let redis = Proc(redis);
+    wait_port(port, Duration::from_secs(10));
+    (redis, port)
+}
+
 /// A private tansu broker and a private redis-server, with the config
 /// file `flashd reconcile` reads.
 struct Parts {
@@ -111,19 +128,8 @@ impl Parts {
             .spawn()
             .expect("spawn tansu");
         let broker = Proc(broker);
-        let redis_port = free_port();
-        let redis = Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server (is it installed?)");
-        let redis = Proc(redis);
+        let (redis, redis_port) = private_redis(dir.path());
         wait_port(port, Duration::from_secs(20));
-        wait_port(redis_port, Duration::from_secs(10));
         Parts {
             _broker: broker,
             broker: format!("127.0.0.1:{port}"),
@@ -640,7 +646,7 @@ fn claims_in_flight_are_not_drift_until_their_grace_ends() {
 }
 
 #[test]
-fn unreachable_redis_is_exit_3_at_once_and_single_node_mode_is_exit_2() {
+fn unreachable_redis_or_kafka_is_exit_3_and_single_node_mode_is_exit_2() {
     let dir = TempDir::new("reconcile-down");
     // Nothing listens on the port: Redis is probed before Kafka is read,
     // so the broker's address does not matter.
@@ -657,6 +663,21 @@ fn unreachable_redis_is_exit_3_at_once_and_single_node_mode_is_exit_2() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(err.contains("cannot connect"), "{err}");
+
+    // Redis up, the brokers not: 3 once the metadata request gives up.
+    let (_redis, up) = private_redis(dir.path());
+    std::fs::write(
+        &p,
+        config_text(
+            &format!("127.0.0.1:{}", free_port()),
+            &format!("redis://127.0.0.1:{up}/"),
+            true,
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = reconcile(&p, &[]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(err.contains("kafka brokers"), "{err}");
 
     std::fs::write(
         &p,

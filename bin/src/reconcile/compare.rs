@@ -124,6 +124,8 @@ pub fn compare(
     let mut d = Diffs::default();
     let mut in_flight = Vec::new();
     let mut notes = Vec::new();
+    // Registered in Redis, not logged yet: in flight as a sale.
+    let mut registered = false;
     if let Some(l) = log {
         for c in &l.conflicts {
             d.push("logs", None, c.clone());
@@ -140,6 +142,9 @@ pub fn compare(
         }
     });
     match (&folded, redis) {
+        (None, None) if log.is_none() => {
+            notes.push(format!("neither the logs nor Redis hold sale {sale}"));
+        }
         (None, None) => {}
         (Some(l), None) => d.push(
             "sale",
@@ -153,6 +158,7 @@ pub fn compare(
             if r.claims.is_empty() && r.sold == 0 && r.reserved == 0 {
                 // Registered by a node that has not logged its creation
                 // yet; the first node to serve it will.
+                registered = true;
                 notes.push(format!(
                     "sale {sale} is registered in Redis with no orders; no log holds its creation yet (the first node to serve it logs it)"
                 ));
@@ -180,7 +186,7 @@ pub fn compare(
     }
     let verdict = if !d.list.is_empty() {
         Verdict::Drift
-    } else if !in_flight.is_empty() || !notes.is_empty() {
+    } else if !in_flight.is_empty() || registered {
         Verdict::InFlight
     } else {
         Verdict::Agree

@@ -175,7 +175,10 @@ pub fn run(cfg: &Config, opts: &Options, now: Millis) -> Result<Report, Reconcil
             // A sale only the logs named: no earlier read to hold against.
             None => later.clone(),
         };
-        if log.is_none() && matches!((&earlier, &later), (Ok(None), Ok(None))) {
+        if opts.sale.is_none()
+            && log.is_none()
+            && matches!((&earlier, &later), (Ok(None), Ok(None)))
+        {
             continue;
         }
         let c1 = compare_read(sale, log, &earlier, now, grace_ms);
