@@ -433,3 +433,142 @@ impl Diffs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashd_engine::Event;
+
+    const NOW: Millis = 1_000_000;
+
+    fn sale() -> Event {
+        Event::ActivityCreated {
+            id: 7,
+            sku_id: "sku".into(),
+            name: "n".into(),
+            price_cents: 100,
+            stock: 10,
+            start_at: 0,
+            end_at: 2 * NOW,
+            per_user_limit: 3,
+            created_at: 1,
+        }
+    }
+    fn created(order: OrderId, user: u64, deadline: Millis) -> Event {
+        Event::OrderCreated {
+            order_id: order,
+            activity_id: 7,
+            user_id: user,
+            quantity: 1,
+            amount_cents: 100,
+            request_id: format!("r{order}").into(),
+            created_at: 10,
+            expires_at: deadline,
+        }
+    }
+    fn paid(order: OrderId, user: u64) -> Event {
+        Event::OrderPaid {
+            order_id: order,
+            activity_id: 7,
+            user_id: user,
+            quantity: 1,
+            at: 20,
+        }
+    }
+    fn log(events: Vec<Event>) -> SaleLog {
+        SaleLog {
+            orders: events.iter().filter(|e| e.order_id().is_some()).count(),
+            events,
+            conflicts: Vec::new(),
+            ambiguous: false,
+        }
+    }
+    fn state(events: &[Event]) -> SaleState {
+        flashd_redis::fold_events(7, events).unwrap()
+    }
+    fn kinds(c: &SaleCompare) -> Vec<&'static str> {
+        c.differences.iter().map(|d| d.kind).collect()
+    }
+
+    #[test]
+    fn an_unlogged_created_claim_is_in_flight_until_its_grace_ends() {
+        let base = vec![sale(), created(1, 5, NOW + 100), paid(1, 5)];
+        let l = log(base.clone());
+        let mut r = base.clone();
+        r.push(created(2, 6, NOW + 100));
+        let c = compare(7, Some(&l), Some(&state(&r)), NOW, 50);
+        assert_eq!(c.verdict, Verdict::InFlight, "{c:?}");
+        assert_eq!(c.in_flight.len(), 1);
+        assert_eq!(c.in_flight[0].order, 2);
+        // Past deadline + grace: drift.
+        let c = compare(7, Some(&l), Some(&state(&r)), NOW + 151, 50);
+        assert_eq!(c.verdict, Verdict::Drift);
+        // And what it holds and reserves, which the logs do not explain.
+        assert_eq!(
+            kinds(&c),
+            ["redis_only", "counters", "holding", "orders_made"],
+            "{c:?}"
+        );
+        // Paid in Redis with no log at all: drift however recent.
+        r.push(paid(2, 6));
+        let c = compare(7, Some(&l), Some(&state(&r)), NOW, 50);
+        assert_eq!(c.verdict, Verdict::Drift);
+        assert!(c.differences[0].detail.contains("paid"), "{c:?}");
+    }
+
+    #[test]
+    fn a_claim_redis_lost_is_named_with_everything_it_moves() {
+        let all = vec![sale(), created(1, 5, NOW), created(2, 6, NOW), paid(1, 5)];
+        let l = log(all.clone());
+        let lost = vec![sale(), created(1, 5, NOW), paid(1, 5)];
+        let c = compare(7, Some(&l), Some(&state(&lost)), NOW, 0);
+        assert_eq!(c.verdict, Verdict::Drift);
+        let k = kinds(&c);
+        for want in ["counters", "log_only", "holding", "orders_made"] {
+            assert!(k.contains(&want), "{want}: {c:?}");
+        }
+        assert_eq!(
+            c.differences
+                .iter()
+                .find(|d| d.kind == "log_only")
+                .unwrap()
+                .order,
+            Some(2)
+        );
+        // Agreement is agreement.
+        let c = compare(7, Some(&l), Some(&state(&all)), NOW, 0);
+        assert_eq!(
+            (c.verdict, c.differences.len()),
+            (Verdict::Agree, 0),
+            "{c:?}"
+        );
+        assert_eq!(c.logs, c.redis);
+        // Redis without the sale, and the logs without it.
+        let c = compare(7, Some(&l), None, NOW, 0);
+        assert_eq!(kinds(&c), ["sale"]);
+        let c = compare(7, None, Some(&state(&all)), NOW, 0);
+        assert_eq!(kinds(&c), ["sale"]);
+        let c = compare(7, None, Some(&state(&[sale()])), NOW, 0);
+        assert_eq!(c.verdict, Verdict::InFlight, "registered, not logged yet");
+    }
+
+    #[test]
+    fn differences_past_the_listing_bound_are_counted() {
+        let mut evs = vec![sale()];
+        for o in 0..30 {
+            evs.push(created(100 + o, 1000 + o, NOW));
+        }
+        // A big sale lost from Redis's records but not its meta: stock 10
+        // is oversold by the logs too, which the check names.
+        let l = log(evs);
+        let c = compare(7, Some(&l), Some(&state(&[sale()])), NOW, 0);
+        let log_only = c
+            .differences
+            .iter()
+            .filter(|d| d.kind == "log_only")
+            .count();
+        assert_eq!(log_only, LISTED_PER_KIND_MAX);
+        assert!(c.unlisted >= 10, "{}", c.unlisted);
+        assert!(kinds(&c).contains(&"log_check"), "the logs oversell: {c:?}");
+    }
+}
