@@ -475,13 +475,8 @@ fn agreement_each_kind_of_drift_and_repair() {
     let s2 = sale(&j, 2);
     assert_eq!(s2["verdict"], "drift");
     let k = kinds(s2);
-    for want in [
-        "log_only",
-        "holding",
-        "orders_made",
-        "counters",
-        "redis_check",
-    ] {
+    // Its counters still count the units: Redis disagrees with itself.
+    for want in ["log_only", "holding", "orders_made", "redis_check"] {
         assert!(k.iter().any(|x| x == want), "{want} missing: {s2:#}");
     }
     assert!(
