@@ -86,6 +86,10 @@ fn read_topic(
                 for ev in evs.iter().rev().filter(|e| wanted(e)) {
                     // The undone event is among the newest (an abort covers
                     // the range since the last commit): search from the end.
+                    // Absent when the abort voided it before it was applied.
+                    // An identical event committed earlier in the same topic
+                    // cannot be hit instead: a node logs a creation, a copy
+                    // or a move once (a failed write is reverted with it).
                     if let Some(at) = events.iter().rposition(|e| e == ev) {
                         events.remove(at);
                     }
