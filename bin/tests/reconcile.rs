@@ -285,17 +285,21 @@ struct Cluster {
     nodes: Vec<Node>,
     /// Sale 1's orders, decided and logged.
     orders: Vec<Claim>,
+    /// The sales' `ActivityCreated`.
+    sales: Vec<Event>,
 }
 
 fn cluster(tag: &str) -> Cluster {
     let parts = Parts::start(tag);
     let mut nodes: Vec<Node> = (1..=3).map(|i| parts.node(i)).collect();
+    let mut sales = Vec::new();
     for sale in [1, 2] {
         let ev = sale_event(sale, 20);
         assert!(nodes[0].redis.register_sale(&ev).wait().unwrap());
         for n in &mut nodes {
             n.write(std::slice::from_ref(&ev));
         }
+        sales.push(ev);
     }
     let mut orders = Vec::new();
     for (k, user) in (1..=6u64).enumerate() {
@@ -339,6 +343,7 @@ fn cluster(tag: &str) -> Cluster {
         parts,
         nodes,
         orders,
+        sales,
     }
 }
 
@@ -563,6 +568,10 @@ fn agreement_each_kind_of_drift_and_repair() {
     let (code, out, _) = reconcile(&cfg, &["--repair"]);
     assert_eq!(code, 0, "{out}");
     assert_agrees(&cfg);
+    // A node that never saw the sale can still learn it from Redis: the
+    // repair kept its names.
+    let learnt = c.nodes[2].redis.sale_event(2).wait().unwrap();
+    assert_eq!(learnt.as_ref(), Some(&c.sales[1]), "{learnt:?}");
 
     // Two logs that disagree on one order's creation: drift, and no
     // repair (it would have to pick one).
