@@ -647,6 +647,53 @@ fn claims_in_flight_are_not_drift_until_their_grace_ends() {
     // matters here is that the sale agrees again.
     let (code, out, _) = reconcile(&cfg, &["--sale", "1"]);
     assert_eq!(code, 0, "{out}");
+
+    // A sale registered in Redis (the shared id sequence names it) that
+    // no node has logged yet: in flight as a sale.
+    c.parts
+        .redis_cli(&["SET", flashd_redis::keys::SALE_SEQ, "2"]);
+    let id = c.nodes[0].redis.next_sale_id().wait().unwrap();
+    assert_eq!(id, 3);
+    c.nodes[0]
+        .redis
+        .register_sale(&sale_event(id, 5))
+        .wait()
+        .unwrap();
+    let (code, out, _) = reconcile(&cfg, &["--sale", "3"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sale 3: agree, with claims in flight"),
+        "{out}"
+    );
+    assert!(out.contains("registered in Redis with no orders"), "{out}");
+    // Found without --sale too (ids up to the sequence are read).
+    let (_, out, _) = reconcile(&cfg, &["--grace-ms", "600000"]);
+    assert!(
+        out.contains("sale 3: agree, with claims in flight"),
+        "{out}"
+    );
+    // Once Redis sold from it with nothing logged, it is drift that no
+    // repair can fix from the logs.
+    let x = c.nodes[0].decide(3, 70, 1, now_ms() + TTL_MS);
+    c.nodes[0]
+        .redis
+        .settle(
+            3,
+            now_ms(),
+            vec![Settle::Pay {
+                user: x.user,
+                order_id: x.order_id,
+            }],
+        )
+        .wait()
+        .unwrap();
+    let (code, out, _) = reconcile(&cfg, &["--sale", "3", "--repair"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("sale: Redis holds sale 3 with 1 orders; no log holds the sale"),
+        "{out}"
+    );
+    assert!(out.contains("repair refused: no log holds sale 3"), "{out}");
 }
 
 #[test]
