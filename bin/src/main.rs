@@ -54,10 +54,11 @@ enum Cmd {
         config: PathBuf,
     },
     /// Cluster mode: compare what Redis (and, with MySQL shards, the
-    /// sink) holds of each sale with what the nodes' logs say it must. Exit 0 when they agree (claims
-    /// decided and not yet logged count as agreeing until their deadline
-    /// and a grace), 1 on drift, 2 on a configuration error, 3 when
-    /// Redis, Kafka or MySQL cannot be reached.
+    /// sink) holds of each sale with what the nodes' logs say it must.
+    /// Exit 0 when they agree (claims decided and not yet logged count as
+    /// agreeing until their deadline and a grace), 1 on drift, 2 on a
+    /// configuration error, 3 when Redis, Kafka or MySQL cannot be
+    /// reached.
     Reconcile {
         #[arg(long, short)]
         config: PathBuf,
