@@ -64,14 +64,20 @@
 mod classify;
 mod clock;
 mod consumer;
+mod copies;
 mod error;
 mod fold;
+mod orders_tx;
 mod placement;
 mod poison;
 mod retry;
 mod rows;
+mod sales_tx;
 mod schema;
+mod sql;
 mod stats;
+mod topics;
+mod upgrade;
 mod writer;
 
 pub use classify::{classify, classify_code, Class};
@@ -80,3 +86,4 @@ pub use error::SinkError;
 pub use placement::{order_table, shard_of};
 pub use schema::{check_url, migrate};
 pub use stats::{SinkStats, SINK_BATCH_BOUNDS};
+pub use topics::{node_of, Topics, NODE_TOPIC_REFRESH};
