@@ -375,3 +375,6 @@ impl Writer {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;
