@@ -125,8 +125,9 @@ impl Topic {
         }
         let covers = from..self.next;
         let abort = self.next;
+        // An abort's group is the failed group's (`encode_abort`).
         self.push(
-            abort,
+            from,
             abort,
             TopicRecord::Abort(Abort {
                 covers: covers.clone(),
