@@ -7,13 +7,13 @@
 //! Locks are taken in one order (month tables by name, orders by id, then
 //! copies, then counters by sale), so two sinks' transactions on a shard
 //! wait for each other rather than deadlock; a deadlock InnoDB still finds
-//! (gap locks) is transient and retried.
+//! is transient and retried.
 
 use std::collections::{BTreeMap, HashMap};
 
 use flashd_engine::{ActivityId, Counters, OrderId};
 use mysql_async::prelude::*;
-use mysql_async::{Pool, Transaction, TxOpts, Value};
+use mysql_async::{IsolationLevel, Pool, Transaction, TxOpts, Value};
 
 use crate::classify::{sql_err, WriteError};
 use crate::copies::{Copy, Move, Origin};
@@ -31,18 +31,31 @@ pub(crate) async fn write_orders(
 ) -> Result<u64, WriteError> {
     let mut conn = pool.get_conn().await.map_err(sql_err)?;
     let mut tx = conn
-        .start_transaction(TxOpts::default())
+        .start_transaction(locking_tx())
         .await
         .map_err(sql_err)?;
     let mut by_table: BTreeMap<&str, Vec<OrderId>> = BTreeMap::new();
     for (id, r) in orders {
         by_table.entry(r.table.as_str()).or_default().push(*id);
     }
-    // Rows for orders seen for the first time, written first so that they
-    // are locked like any other (an abort creates no row: an order with
-    // none has nothing to undo).
+    let mut stored = lock_rows(&mut tx, &by_table).await?;
+    // Orders seen for the first time get a row first, so that they are
+    // locked like any other (an abort makes none: an order without a row
+    // has nothing to undo). A sink inserting the same one meanwhile makes
+    // ours wait, then find its row.
     if void.is_none() {
+        let mut missing: BTreeMap<&str, Vec<OrderId>> = BTreeMap::new();
         for (table, ids) in &by_table {
+            let m: Vec<OrderId> = ids
+                .iter()
+                .copied()
+                .filter(|id| !stored.contains_key(id))
+                .collect();
+            if !m.is_empty() {
+                missing.insert(table, m);
+            }
+        }
+        for (table, ids) in &missing {
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let sql = values_sql(
                     &format!("INSERT IGNORE INTO `{table}` ({})", OrderRow::COLUMNS),
@@ -57,26 +70,7 @@ pub(crate) async fn write_orders(
                 tx.exec_drop(sql, params).await.map_err(sql_err)?;
             }
         }
-    }
-    let mut stored: HashMap<OrderId, OrderRow> = HashMap::new();
-    for (table, ids) in &by_table {
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<mysql_async::Row> = tx
-                .query(format!(
-                    "SELECT {} FROM `{table}` WHERE order_id IN ({}) ORDER BY order_id FOR UPDATE",
-                    OrderRow::COLUMNS,
-                    id_list(chunk)
-                ))
-                .await
-                .map_err(sql_err)?;
-            for r in &rows {
-                let row = OrderRow::from_row(r).ok_or_else(|| WriteError {
-                    class: crate::classify::Class::Permanent,
-                    msg: format!("{table}: an order row this sink cannot read: {r:?}"),
-                })?;
-                stored.insert(row.order_id, row);
-            }
-        }
+        stored.extend(lock_rows(&mut tx, &missing).await?);
     }
     let ids: Vec<OrderId> = stored.keys().copied().collect();
     let copies = read_copies(&mut tx, &ids).await?;
@@ -97,6 +91,44 @@ pub(crate) async fn write_orders(
     let n = write_plans(&mut tx, orders, &plans, void, &ids).await?;
     tx.commit().await.map_err(sql_err)?;
     Ok(n)
+}
+
+/// The transactions of order shards: `READ COMMITTED`, so that locking
+/// reads lock the rows they find and no gaps (an order's row, taken
+/// first, serializes everything about the order; gap locks would only
+/// make two sinks inserting neighbouring orders deadlock).
+pub(crate) fn locking_tx() -> TxOpts {
+    let mut o = TxOpts::default();
+    o.with_isolation_level(IsolationLevel::ReadCommitted);
+    o
+}
+
+/// The rows of `by_table`'s orders that exist, locked.
+async fn lock_rows(
+    tx: &mut Transaction<'_>,
+    by_table: &BTreeMap<&str, Vec<OrderId>>,
+) -> Result<HashMap<OrderId, OrderRow>, WriteError> {
+    let mut stored = HashMap::new();
+    for (table, ids) in by_table {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<mysql_async::Row> = tx
+                .query(format!(
+                    "SELECT {} FROM `{table}` WHERE order_id IN ({}) ORDER BY order_id FOR UPDATE",
+                    OrderRow::COLUMNS,
+                    id_list(chunk)
+                ))
+                .await
+                .map_err(sql_err)?;
+            for r in &rows {
+                let row = OrderRow::from_row(r).ok_or_else(|| WriteError {
+                    class: crate::classify::Class::Permanent,
+                    msg: format!("{table}: an order row this sink cannot read: {r:?}"),
+                })?;
+                stored.insert(row.order_id, row);
+            }
+        }
+    }
+    Ok(stored)
 }
 
 /// The copies of `ids`, locked.

@@ -16,10 +16,11 @@ use std::ops::Range;
 
 use flashd_engine::{ActivityId, Counters};
 use mysql_async::prelude::*;
-use mysql_async::{Pool, Transaction, TxOpts, Value};
+use mysql_async::{Pool, Transaction, Value};
 
 use crate::classify::{sql_err, WriteError};
 use crate::fold::{sale_row, SaleCopies, Voiding};
+use crate::orders_tx::locking_tx;
 use crate::rows::{ActivityRow, TopicEvent};
 use crate::sql::{id_list, values_sql, ROWS_PER_STATEMENT};
 
@@ -45,11 +46,19 @@ pub(crate) async fn write_sales(
     let ids: Vec<ActivityId> = sales.keys().copied().collect();
     let mut conn = pools[0].get_conn().await.map_err(sql_err)?;
     let mut tx = conn
-        .start_transaction(TxOpts::default())
+        .start_transaction(locking_tx())
         .await
         .map_err(sql_err)?;
     let mut written = 0u64;
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    let mut stored = lock_sales(&mut tx, &ids).await?;
+    // A sale without a row yet (its orders may come before its creation)
+    // gets one, then is locked like the others.
+    let missing: Vec<ActivityId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains_key(id))
+        .collect();
+    for chunk in missing.chunks(ROWS_PER_STATEMENT) {
         let sql = values_sql(
             &format!("INSERT IGNORE INTO activities ({})", ActivityRow::COLUMNS),
             ActivityRow::WIDTH,
@@ -62,21 +71,7 @@ pub(crate) async fn write_sales(
             .collect();
         tx.exec_drop(sql, params).await.map_err(sql_err)?;
     }
-    let mut stored: BTreeMap<ActivityId, ActivityRow> = BTreeMap::new();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let rows: Vec<mysql_async::Row> = tx
-            .query(format!(
-                "SELECT {} FROM activities WHERE id IN ({}) ORDER BY id FOR UPDATE",
-                ActivityRow::COLUMNS,
-                id_list(chunk)
-            ))
-            .await
-            .map_err(sql_err)?;
-        for r in &rows {
-            let a = ActivityRow::from_row(r);
-            stored.insert(a.id, a);
-        }
-    }
+    stored.extend(lock_sales(&mut tx, &missing).await?);
     if let Some(a) = abort {
         let v = Voiding {
             topic: &a.topic,
@@ -149,6 +144,29 @@ pub(crate) async fn write_sales(
     }
     tx.commit().await.map_err(sql_err)?;
     Ok(written)
+}
+
+/// The rows of `ids` that exist, locked.
+async fn lock_sales(
+    tx: &mut Transaction<'_>,
+    ids: &[ActivityId],
+) -> Result<BTreeMap<ActivityId, ActivityRow>, WriteError> {
+    let mut stored = BTreeMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<mysql_async::Row> = tx
+            .query(format!(
+                "SELECT {} FROM activities WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                ActivityRow::COLUMNS,
+                id_list(chunk)
+            ))
+            .await
+            .map_err(sql_err)?;
+        for r in &rows {
+            let a = ActivityRow::from_row(r);
+            stored.insert(a.id, a);
+        }
+    }
+    Ok(stored)
 }
 
 /// Keep an abort's voided range (idempotent).
