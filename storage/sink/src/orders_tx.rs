@@ -39,6 +39,7 @@ pub(crate) async fn write_orders(
         by_table.entry(r.table.as_str()).or_default().push(*id);
     }
     let mut stored = lock_rows(&mut tx, &by_table).await?;
+    let mut fresh: HashMap<OrderId, OrderRow> = HashMap::new();
     // Orders seen for the first time get a row first, so that they are
     // locked like any other (an abort makes none: an order without a row
     // has nothing to undo). A sink inserting the same one meanwhile makes
@@ -55,6 +56,9 @@ pub(crate) async fn write_orders(
                 missing.insert(table, m);
             }
         }
+        // Rows this transaction inserted are its own, as built, with no
+        // copies yet; where another sink's insert won, its row is read.
+        let mut raced: BTreeMap<&str, Vec<OrderId>> = BTreeMap::new();
         for (table, ids) in &missing {
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let sql = values_sql(
@@ -68,12 +72,20 @@ pub(crate) async fn write_orders(
                     .flat_map(|id| OrderRow::placeholder(orders[id].order).values())
                     .collect();
                 tx.exec_drop(sql, params).await.map_err(sql_err)?;
+                if tx.affected_rows() == chunk.len() as u64 {
+                    for id in chunk {
+                        fresh.insert(*id, OrderRow::placeholder(orders[id].order));
+                    }
+                } else {
+                    raced.entry(table).or_default().extend_from_slice(chunk);
+                }
             }
         }
-        stored.extend(lock_rows(&mut tx, &missing).await?);
+        stored.extend(lock_rows(&mut tx, &raced).await?);
     }
     let ids: Vec<OrderId> = stored.keys().copied().collect();
     let copies = read_copies(&mut tx, &ids).await?;
+    stored.extend(fresh);
     let mut plans: Vec<(OrderId, OrderPlan)> = Vec::new();
     for (id, row) in &stored {
         let r = &orders[id];
