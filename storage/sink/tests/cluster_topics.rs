@@ -56,7 +56,7 @@ impl Broker {
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(unique("tansu"));
+        let dir = std::env::temp_dir().join(format!("{}_{port}", unique("tansu")));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_bin())
