@@ -2,9 +2,10 @@
 //! the machine's MariaDB: three nodes' topics holding overlapping events
 //! of one sale (duplicate creations, a pay, a cancel and a timeout logged
 //! by a node other than the creator's, aborted groups), read topic by
-//! topic in two orders, all at once by pattern, and replayed whole by a
-//! restarted sink, always give the same rows, equal to the engine's fold
-//! of the de-duplicated events that stand. A node topic created after the
+//! topic in two orders, all at once by pattern, replayed whole by a
+//! restarted sink, and by one sink per node writing at once, always give
+//! the same rows, equal to the engine's fold of the de-duplicated events
+//! that stand. A node topic created after the
 //! sink started is followed too.
 //!
 //! Needs tansu: `FLASHD_TANSU`, or `~/.cache/flashd-tools/bin/tansu`
@@ -463,7 +464,37 @@ fn node_topics_read_in_any_order_and_replayed_give_the_same_rows() {
     assert_eq!(st3, replayed, "a replay changed rows");
     assert_eq!(st1, st3);
 
-    for s in s1.iter().chain(&s2).chain(&s3) {
+    // One sink per node topic, all at once into the same shards, as the
+    // nodes' embedded sinks write.
+    let s4 = fresh_shards("ct4");
+    let sinks: Vec<(Sink, u64)> = [a, b, c]
+        .iter()
+        .map(|t| {
+            let sink = Sink::start(SinkConfig {
+                kafka: broker.config(&t.name),
+                group: format!("g4-{}", t.name),
+                shards: s4.clone(),
+                batch_max: 2,
+                batch_wait: Duration::from_millis(5),
+            })
+            .unwrap();
+            (sink, records(&[t]))
+        })
+        .collect();
+    for (sink, n) in &sinks {
+        let stats = sink.stats.clone();
+        wait_until(Duration::from_secs(90), "each node's sink", || {
+            stats.events.load(Ordering::Relaxed) >= *n
+        });
+    }
+    for (sink, _) in sinks {
+        sink.stop();
+    }
+    let st4 = state(&s4);
+    check("one sink per node", &st4, &s4, &want, &statuses);
+    assert_eq!(st1, st4);
+
+    for s in s1.iter().chain(&s2).chain(&s3).chain(&s4) {
         drop_db(s);
     }
 }

@@ -386,3 +386,85 @@ fn node_topics_give_the_same_rows_in_every_order_equal_to_the_deduplicated_fold(
         }
     });
 }
+
+/// Two sinks writing at once, each its node's topic (the nodes' embedded
+/// sinks), the topics holding copies of the same orders: every order once,
+/// counters equal to the fold, however their transactions interleave.
+#[test]
+fn two_sinks_writing_the_same_orders_at_once_count_each_once() {
+    const ORDERS: u64 = 300;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let f = order_id_floor(now_ms());
+        let (mut a, mut b) = (Topic::new(A), Topic::new(B));
+        a.commit(&[sale(1, 1_000)]);
+        b.commit(&[sale(1, 1_000)]);
+        for i in 0..ORDERS {
+            let (o, user, q) = (f | i, 100 + i, 1 + (i % 3) as u32);
+            // Decided on A; B logs its copy, then pays every other one and
+            // cancels every third.
+            a.commit(&[created(o, 1, user, q)]);
+            let mut on_b = vec![created(o, 1, user, q)];
+            if i % 2 == 0 {
+                on_b.push(paid(o, 1, user, q));
+            } else if i % 3 == 0 {
+                on_b.push(cancelled(o, 1, user, q, CancelReason::Timeout));
+            }
+            b.commit(&on_b);
+        }
+        let topics = [a, b];
+        let want = reference(&topics);
+        let urls = maria::shards("concurrent", 2).await;
+        let write_all = |t: &Topic, seed: u64| {
+            let mut w = maria::writer(&urls, t.name);
+            let recs = t.recs.clone();
+            async move {
+                let mut g = Lcg(seed);
+                let mut at = 0;
+                while at < recs.len() {
+                    let n = (1 + g.next(40) as usize).min(recs.len() - at);
+                    // A deadlock between the two is transient: the sink
+                    // retries it (`retry`), and so does this.
+                    loop {
+                        match w.write(&recs[at..at + n]).await {
+                            Ok(()) => break,
+                            Err(e) if e.class == crate::Class::Transient => {}
+                            Err(e) => panic!("{}", e.msg),
+                        }
+                    }
+                    at += n;
+                }
+                w.close().await;
+            }
+        };
+        let (x, y) = (
+            tokio::spawn(write_all(&topics[0], 1)),
+            tokio::spawn(write_all(&topics[1], 2)),
+        );
+        x.await.unwrap();
+        y.await.unwrap();
+        let mut c = mysql_async::Conn::new(Opts::from_url(&urls[0]).unwrap())
+            .await
+            .unwrap();
+        let acts: Vec<(u32, i64, i64, i64, i64)> = c
+            .query("SELECT id, stock, remaining, reserved, sold FROM activities")
+            .await
+            .unwrap();
+        let _ = c.disconnect().await;
+        let st = state(&urls).await;
+        maria::drop_all(&urls).await;
+        let got: BTreeMap<ActivityId, (i64, i64, i64, i64)> = acts
+            .into_iter()
+            .map(|(id, s, r, re, so)| (id, (s, r, re, so)))
+            .collect();
+        assert_eq!(got, want);
+        let orders = st.iter().filter(|l| l.starts_with("order ")).count();
+        let events = st.iter().filter(|l| l.starts_with("event ")).count();
+        let moves = (0..ORDERS).filter(|i| i % 2 == 0 || i % 3 == 0).count();
+        assert_eq!((orders, events), (ORDERS as usize, ORDERS as usize + moves));
+    });
+}
