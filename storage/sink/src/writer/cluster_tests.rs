@@ -74,7 +74,8 @@ struct Topic {
     name: &'static str,
     next: u64,
     recs: Vec<Rec>,
-    /// (LSN, event) of every event logged, for the reference fold.
+    /// (LSN, event) of every event logged (voided ones too), for the
+    /// reference fold.
     logged: Vec<(u64, Event)>,
     voided: Vec<std::ops::Range<u64>>,
 }
@@ -121,6 +122,7 @@ impl Topic {
         for ev in evs {
             self.push(from, self.next, TopicRecord::Event(ev.clone()));
             listed.push((self.next, ev.clone()));
+            self.logged.push((self.next, ev.clone()));
             self.next += 1;
         }
         let covers = from..self.next;
@@ -184,6 +186,10 @@ fn cluster() -> (Vec<Topic>, BTreeMap<OrderId, &'static str>) {
     c.fail(&[paid(o[5], 1, 16, 1)]);
     // o7: A's group with it fails, and no retry comes: VOID.
     a.fail(&[created(o[6], 1, 17, 1)]);
+    // C's creations of sale 2 (which A and B also logged) and of sale 3
+    // (logged nowhere else) fail: sale 2 stands, sale 3 is void.
+    c.fail(&[sale(2, 5)]);
+    c.fail(&[sale(3, 4)]);
     // o8 (sale 2): decided on B, paid on A.
     b.commit(&[created(o[7], 2, 18, 1)]);
     a.commit(&[created(o[7], 2, 18, 1), paid(o[7], 2, 18, 1)]);
@@ -204,20 +210,20 @@ fn cluster() -> (Vec<Topic>, BTreeMap<OrderId, &'static str>) {
 /// per sale, `(stock, remaining, reserved, sold)`.
 fn reference(topics: &[Topic]) -> BTreeMap<ActivityId, (i64, i64, i64, i64)> {
     let mut sales: BTreeMap<ActivityId, (i64, Counters)> = BTreeMap::new();
+    // A sale keeps its stock even when every copy of its creation was
+    // undone (it is then void, with its units on sale).
+    for (_, ev) in topics.iter().flat_map(|t| &t.logged) {
+        if let Event::ActivityCreated { id, stock, .. } = ev {
+            sales.entry(*id).or_default().0 = *stock as i64;
+        }
+    }
     let mut seen: BTreeSet<(OrderId, &'static str)> = BTreeSet::new();
     for ev in topics.iter().flat_map(|t| t.standing()) {
         let (id, d) = effect(ev);
         let s = sales.entry(id).or_default();
-        match ev.order_id() {
-            Some(o) => {
-                if seen.insert((o, ev.kind().as_str())) {
-                    s.1 += d;
-                }
-            }
-            None => {
-                if let Event::ActivityCreated { stock, .. } = ev {
-                    s.0 = *stock as i64;
-                }
+        if let Some(o) = ev.order_id() {
+            if seen.insert((o, ev.kind().as_str())) {
+                s.1 += d;
             }
         }
     }
@@ -225,6 +231,23 @@ fn reference(topics: &[Topic]) -> BTreeMap<ActivityId, (i64, i64, i64, i64)> {
         .into_iter()
         .map(|(id, (stock, c))| (id, (stock, stock + c.remaining, c.reserved, c.sold)))
         .collect()
+}
+
+/// The sales no standing copy of whose creation is left.
+fn void_sales(topics: &[Topic]) -> BTreeSet<ActivityId> {
+    let logged: BTreeSet<ActivityId> = topics
+        .iter()
+        .flat_map(|t| &t.logged)
+        .filter(|(_, e)| e.order_id().is_none())
+        .map(|(_, e)| e.activity_id())
+        .collect();
+    let standing: BTreeSet<ActivityId> = topics
+        .iter()
+        .flat_map(|t| t.standing())
+        .filter(|e| e.order_id().is_none())
+        .map(|e| e.activity_id())
+        .collect();
+    logged.difference(&standing).copied().collect()
 }
 
 /// Everything a reader sees, sorted: activities, orders, order_events,
@@ -363,9 +386,15 @@ fn node_topics_give_the_same_rows_in_every_order_equal_to_the_deduplicated_fold(
                     )
                     .await
                     .unwrap();
+                let v: Vec<u32> = c
+                    .query("SELECT id FROM activities WHERE void = 1")
+                    .await
+                    .unwrap();
                 let _ = c.disconnect().await;
+                assert_eq!(v, [3], "{what}: void sales");
                 r
             };
+            assert_eq!(void_sales(&topics), BTreeSet::from([3]));
             maria::drop_all(&urls).await;
             let got: BTreeMap<ActivityId, (i64, i64, i64, i64)> = acts
                 .into_iter()
