@@ -1,7 +1,8 @@
 //! The consumer-group member: [`Sink::start`] / [`Sink::stop`], and the
-//! sink's thread, which polls a batch of records, has the [`Writer`] write
-//! it (parking what cannot be written), then commits the batch's offsets;
-//! beside that it keeps the lag gauge and rejoins a group that is stuck.
+//! sink's thread, which polls a batch of records (of every topic it
+//! follows), has the [`Writer`] write it (parking what cannot be
+//! written), then commits the batch's offsets; beside that it keeps the
+//! lag gauge and rejoins a group that is stuck.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -83,7 +83,9 @@ pub(crate) async fn write_orders(
         }
         stored.extend(lock_rows(&mut tx, &raced).await?);
     }
-    let ids: Vec<OrderId> = stored.keys().copied().collect();
+    // In id order, as every lock here is taken.
+    let mut ids: Vec<OrderId> = stored.keys().copied().collect();
+    ids.sort_unstable();
     let copies = read_copies(&mut tx, &ids).await?;
     stored.extend(fresh);
     let mut plans: Vec<(OrderId, OrderPlan)> = Vec::new();
