@@ -120,4 +120,4 @@ pub use error::SinkError;
 pub use placement::{order_table, shard_of};
 pub use schema::{check_url, migrate};
 pub use stats::{SinkStats, SINK_BATCH_BOUNDS};
-pub use topics::{node_of, Topics, NODE_TOPIC_REFRESH};
+pub use topics::{Topics, NODE_TOPIC_REFRESH};

@@ -73,7 +73,7 @@ impl Topics {
     pub fn follows(&self, topic: &str) -> bool {
         match self {
             Topics::Named(n) => n.iter().any(|t| t == topic),
-            Topics::NodesOf(base) => node_of(base, topic).is_some(),
+            Topics::NodesOf(base) => flashd_kafka::topic_node(base, topic).is_some(),
         }
     }
 
@@ -90,21 +90,6 @@ impl fmt::Display for Topics {
             Topics::NodesOf(b) => write!(f, "{b}{NODES_SUFFIX}"),
         }
     }
-}
-
-/// The node id of `topic` if it is `<base>.node<id>` as
-/// `flashd_kafka::node_topic` names it (decimal, no leading zero, fits a
-/// `u16`). The same parse as `flashd_kafka::topic_node`, kept here so that
-/// what the sink follows is decided where it is used.
-pub fn node_of(base: &str, topic: &str) -> Option<u16> {
-    let id = topic.strip_prefix(base)?.strip_prefix(".node")?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if id.len() > 1 && id.starts_with('0') {
-        return None;
-    }
-    id.parse().ok()
 }
 
 /// Kafka's rule for a topic name: 1 to 249 of `[A-Za-z0-9._-]`.
