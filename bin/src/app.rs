@@ -120,6 +120,8 @@ pub struct Shared {
     pub workers: Option<Dispatcher<Job>>,
     /// The wall clock, read once per request (or per worker batch).
     pub clock: Arc<dyn Clock>,
+    /// The latest stream event of every streamed sale.
+    pub sse: crate::stream::Hub,
 }
 
 impl Shared {
@@ -358,7 +360,16 @@ impl App {
                     }
                 }
             }
-            Route::Healthz | Route::Readyz | Route::Metrics => unreachable!("not an API route"),
+            Route::StreamActivity => crate::stream::subscribe(&self.shared, id, req, cx),
+            Route::DashboardData => match self.shared.auth.admin(auth) {
+                Ok(()) => crate::dashboard::data(&self.shared, cx),
+                Err(e) => self.unauthorized(cx, e),
+            },
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::Dashboard
+            | Route::BuyerPage => unreachable!("not an API route"),
         }
     }
 }
@@ -418,11 +429,17 @@ impl Handler for App {
                     self.text.as_bytes(),
                 );
             }
+            Route::Dashboard => crate::dashboard::page(cx),
+            Route::BuyerPage => crate::dashboard::buyer_page(params.get(0), cx),
             _ => self.api(route, params.get(0), req, cx),
         }
     }
 
     fn complete(&mut self, out: Outcome, cx: &mut Context<'_>) {
         self.respond(out, cx);
+    }
+
+    fn poll_stream(&mut self, topic: u64, have_id: u64) -> Option<flashd_reactor::StreamEvent> {
+        crate::stream::poll(&self.shared, topic, have_id)
     }
 }

@@ -28,7 +28,9 @@
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
-//!   [`exec`] (the command path to the engine and the log);
+//!   [`exec`] (the command path to the engine and the log), [`stream`]
+//!   (live stock over server-sent events), [`dashboard`] (the ops page,
+//!   its data, the buyer page);
 //! * [`clock`], [`metrics`].
 
 pub mod api;
@@ -36,6 +38,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod durable;
 pub mod exec;
 pub mod logging;
@@ -46,6 +49,7 @@ pub mod routes;
 pub mod secrets;
 pub mod serve;
 pub mod sink_process;
+pub mod stream;
 pub mod sweeper;
 pub mod sys;
 pub mod watchdog;
