@@ -489,7 +489,8 @@ pub struct SseSection {
     /// At most one event per sale this often (changes in between are
     /// coalesced into the next); also how often each reactor looks.
     pub min_interval_ms: u64,
-    /// A comment to idle subscribers this often.
+    /// A subscriber written nothing this long gets a comment at the next
+    /// heartbeat pass (passes run this often).
     pub heartbeat_ms: u64,
     /// A subscriber that takes no bytes this long while an event waits
     /// for it is dropped.

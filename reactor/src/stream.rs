@@ -49,8 +49,9 @@ pub struct StreamConfig {
     /// topics it has subscribers for (also the shortest gap between two
     /// events a subscriber can see).
     pub poll_interval: Duration,
-    /// A comment line is written to every idle subscriber this often, so
-    /// proxies and clients see a live connection.
+    /// Heartbeat passes run this often; each writes a comment line to the
+    /// subscribers written nothing since the last one, so proxies and
+    /// clients see a live connection (a byte at least every two of these).
     pub heartbeat: Duration,
     /// A subscriber whose socket takes nothing for this long while an
     /// event waits for it is dropped.

@@ -89,13 +89,18 @@ impl<H: Handler> SubReactor<H> {
         let mut expired: Vec<TimerKey> = Vec::new();
         rstats.running.store(true, Ordering::Release);
         loop {
-            let timeout = if !st.ready.is_empty() {
+            let mut timeout = if !st.ready.is_empty() {
                 Duration::ZERO
-            } else if !st.wheel.is_empty() || st.draining.is_some() || st.streams.subscribers > 0 {
+            } else if !st.wheel.is_empty() || st.draining.is_some() {
                 TIMER_TICK
             } else {
                 POLL_WAIT_MAX
             };
+            if st.streams.subscribers > 0 {
+                // Awake for the next stream poll or heartbeat, no sooner.
+                let next = st.streams.next_poll.min(st.streams.next_heartbeat);
+                timeout = timeout.min(next.saturating_duration_since(st.now));
+            }
             if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -1067,16 +1072,23 @@ impl State {
         t.behind = behind;
     }
 
-    /// A comment to every subscriber with nothing waiting, so idle
-    /// streams stay visibly alive through proxies and client timeouts.
+    /// A comment to every subscriber that has been written nothing for a
+    /// heartbeat interval, so idle streams stay visibly alive through
+    /// proxies and client timeouts (during a sale the events do that, and
+    /// no heartbeat is written).
     fn heartbeat(&mut self, rstats: &ReactorStats) {
-        self.streams.next_heartbeat = self.now + self.cfg.stream.heartbeat;
+        let interval = self.cfg.stream.heartbeat;
+        self.streams.next_heartbeat = self.now + interval;
         for t in self.streams.topics.values() {
             for &k in &t.subs {
                 let Some(c) = self.conns.get_mut(k) else {
                     continue;
                 };
-                if c.out.unwritten() > 0 || !c.out.parked.is_empty() || c.dead {
+                if c.out.unwritten() > 0
+                    || !c.out.parked.is_empty()
+                    || c.dead
+                    || c.last_active + interval > self.now
+                {
                     continue;
                 }
                 if stream::write_shared(&mut c.sock, &mut c.out.wbuf, stream::HEARTBEAT).is_err() {
