@@ -141,14 +141,19 @@ pub(crate) struct Topic {
     pub latest: Option<StreamEvent>,
     /// Connection keys; each connection's `Subscription::slot` is its index.
     pub subs: Vec<usize>,
-    /// Some subscriber has not been written `latest` yet.
+    /// A subscriber was left without `latest` (it could not take it, or
+    /// it moved behind the cursor): the next poll starts a new pass.
     pub behind: bool,
+    /// Where the write pass under way goes on (`None`: no pass).
+    pub cursor: Option<usize>,
 }
 
 /// Every topic with subscribers on one reactor, and when to poll and beat.
 pub(crate) struct Streams {
     pub topics: HashMap<u64, Topic>,
     pub subscribers: usize,
+    /// Topics with a write pass under way.
+    pub passes: usize,
     pub next_poll: Instant,
     pub next_heartbeat: Instant,
     /// Topic keys of a pass, reused so a pass allocates nothing.
@@ -162,6 +167,7 @@ impl Streams {
         Streams {
             topics: HashMap::new(),
             subscribers: 0,
+            passes: 0,
             next_poll: now + cfg.poll_interval,
             next_heartbeat: now + cfg.heartbeat,
             scratch: Vec::new(),
@@ -177,6 +183,7 @@ impl Streams {
             latest: None,
             subs: Vec::new(),
             behind: false,
+            cursor: None,
         });
         if t.latest.as_ref().is_none_or(|l| l.id < event.id) {
             t.latest = Some(event);
@@ -194,7 +201,15 @@ impl Streams {
         t.subs.swap_remove(slot);
         self.subscribers -= 1;
         let moved = t.subs.get(slot).copied();
+        if t.cursor.is_some_and(|c| slot < c) && moved.is_some() {
+            // The last subscriber moved to where the pass has been: it
+            // may have missed it.
+            t.behind = true;
+        }
         if t.subs.is_empty() {
+            if t.cursor.is_some() {
+                self.passes -= 1;
+            }
             self.topics.remove(&topic);
         }
         moved
@@ -258,6 +273,29 @@ mod tests {
         assert_eq!(s.remove(7, 0), None);
         assert!(s.topics.is_empty(), "an empty topic is forgotten");
         assert_eq!(s.subscribers, 0);
+    }
+
+    /// A subscriber the pass has not reached, moved into a slot it has
+    /// passed, is not lost: the topic is marked for a new pass. A topic
+    /// that empties mid-pass ends its pass.
+    #[test]
+    fn a_subscriber_moved_behind_the_cursor_gets_a_new_pass() {
+        let mut s = Streams::new(Instant::now(), &StreamConfig::default());
+        for k in 0..4 {
+            s.add(k, 7, ev(1));
+        }
+        s.topics.get_mut(&7).unwrap().cursor = Some(2);
+        s.passes = 1;
+        // Slot 3 (not reached) leaves: nothing moves behind the cursor.
+        assert_eq!(s.remove(7, 3), None);
+        assert!(!s.topics[&7].behind);
+        // Slot 0 leaves: key 2 (not reached) moves into slot 0 (passed).
+        assert_eq!(s.remove(7, 0), Some(2));
+        assert!(s.topics[&7].behind);
+        assert_eq!(s.remove(7, 0), Some(1));
+        assert_eq!(s.remove(7, 0), None);
+        assert!(s.topics.is_empty());
+        assert_eq!(s.passes, 0);
     }
 
     /// The cap is exact across threads: places are taken by CAS.

@@ -96,7 +96,10 @@ impl<H: Handler> SubReactor<H> {
             } else {
                 POLL_WAIT_MAX
             };
-            if st.streams.subscribers > 0 {
+            if st.streams.passes > 0 {
+                // A write pass is under way: go on with it after this turn.
+                timeout = Duration::ZERO;
+            } else if st.streams.subscribers > 0 {
                 // Awake for the next stream poll or heartbeat, no sooner.
                 let next = st.streams.next_poll.min(st.streams.next_heartbeat);
                 timeout = timeout.min(next.saturating_duration_since(st.now));
@@ -162,7 +165,10 @@ impl<H: Handler> SubReactor<H> {
             }
             if st.streams.subscribers > 0 {
                 if st.now >= st.streams.next_poll {
-                    st.poll_streams(&mut handler, rstats);
+                    st.poll_streams(&mut handler);
+                }
+                if st.streams.passes > 0 {
+                    st.write_streams(rstats);
                 }
                 if st.now >= st.streams.next_heartbeat {
                     st.heartbeat(rstats);
@@ -990,8 +996,10 @@ impl State {
     }
 
     /// Ask the handler for newer events of every topic with subscribers
-    /// here, and write each topic's latest to those that lack it.
-    fn poll_streams<H: Handler>(&mut self, handler: &mut H, rstats: &ReactorStats) {
+    /// here. A topic with a newer event, or with subscribers left behind
+    /// by the last pass, starts a write pass over its subscribers (from the
+    /// first again if one was under way: every one needs the newest).
+    fn poll_streams<H: Handler>(&mut self, handler: &mut H) {
         self.streams.next_poll = self.now + self.cfg.stream.poll_interval;
         let mut keys = mem::take(&mut self.streams.scratch);
         keys.clear();
@@ -1001,14 +1009,42 @@ impl State {
                 continue;
             };
             let have = t.latest.as_ref().map_or(0, |l| l.id);
-            if let Some(ev) = handler.poll_stream(topic, have) {
-                if ev.id > have {
+            let newer = match handler.poll_stream(topic, have) {
+                Some(ev) if ev.id > have => {
                     t.latest = Some(ev);
-                    t.behind = true;
+                    true
+                }
+                _ => false,
+            };
+            if newer || t.behind {
+                t.behind = false;
+                if t.cursor.replace(0).is_none() {
+                    self.streams.passes += 1;
                 }
             }
-            if t.behind {
-                self.write_topic(topic, rstats);
+        }
+        self.streams.scratch = keys;
+    }
+
+    /// Carry the write passes under way on by at most
+    /// `STREAM_WRITES_PER_TURN` writes: a pass over 10^4 subscribers is
+    /// spread over turns, so the requests of this reactor are served in
+    /// between instead of waiting behind all of it.
+    fn write_streams(&mut self, rstats: &ReactorStats) {
+        let mut keys = mem::take(&mut self.streams.scratch);
+        keys.clear();
+        keys.extend(
+            self.streams
+                .topics
+                .iter()
+                .filter(|(_, t)| t.cursor.is_some())
+                .map(|(k, _)| *k),
+        );
+        let mut budget = STREAM_WRITES_PER_TURN;
+        for &topic in &keys {
+            budget = self.write_topic(topic, budget, rstats);
+            if budget == 0 {
+                break;
             }
         }
         self.streams.scratch = keys;
@@ -1020,18 +1056,25 @@ impl State {
         self.streams.touched = touched;
     }
 
-    /// Write `topic`'s latest event to each of its subscribers here that
-    /// has not had it and can take it now; the rest stay behind for the
-    /// next pass (they need only the latest, so nothing is queued).
-    fn write_topic(&mut self, topic: u64, rstats: &ReactorStats) {
+    /// Write `topic`'s latest event to its subscribers from the pass's
+    /// cursor on, while `budget` lasts; returns what is left of it. One
+    /// that cannot take it now (still taking an earlier event or answer)
+    /// is left behind for the next poll: it needs only the latest, so
+    /// nothing is queued for it.
+    fn write_topic(&mut self, topic: u64, mut budget: usize, rstats: &ReactorStats) -> usize {
         let Some(t) = self.streams.topics.get_mut(&topic) else {
-            return;
+            return budget;
         };
-        let Some(ev) = t.latest.clone() else {
-            return;
+        let (Some(ev), Some(mut i)) = (t.latest.clone(), t.cursor) else {
+            return budget;
         };
-        let mut behind = false;
-        for &k in &t.subs {
+        while i < t.subs.len() {
+            if budget == 0 {
+                t.cursor = Some(i);
+                return 0;
+            }
+            let k = t.subs[i];
+            i += 1;
             let Some(c) = self.conns.get_mut(k) else {
                 continue;
             };
@@ -1042,11 +1085,10 @@ impl State {
                 continue;
             }
             if !c.out.parked.is_empty() || (c.out.unwritten() > 0 && !ev.last) {
-                // Still taking an earlier event (or an earlier answer):
-                // it gets the latest once it has.
-                behind = true;
+                t.behind = true;
                 continue;
             }
+            budget -= 1;
             if c.out.unwritten() > 0 {
                 // The final event goes behind the remainder it waits on:
                 // at most two events held, and the stream ends after.
@@ -1069,7 +1111,9 @@ impl State {
             rstats.stream_events.inc();
             self.streams.touched.push(k);
         }
-        t.behind = behind;
+        t.cursor = None;
+        self.streams.passes -= 1;
+        budget
     }
 
     /// A comment to every subscriber that has been written nothing for a

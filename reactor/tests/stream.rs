@@ -3,7 +3,8 @@
 //! handler reports (coalesced to the latest), heartbeats while idle, the
 //! end of the topic closes it; the subscriber cap refuses with the
 //! handler's answer; a reader that stops reading is dropped, not buffered
-//! for; a client that already has the current event is not sent it again.
+//! for; a client that already has the current event is not sent it again;
+//! a pass over more subscribers than one turn writes to reaches them all.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -279,6 +280,29 @@ fn head_is_answered_without_a_stream() {
     read_until(&mut s, &mut g, |g| g.contains("\r\n\r\n"));
     assert!(g.starts_with("HTTP/1.1 200"), "{g}");
     assert_eq!(h.stats().stream_subscribers.load(Ordering::SeqCst), 0);
+    h.shutdown();
+    h.join().unwrap();
+}
+
+/// More subscribers than one turn writes to (`STREAM_WRITES_PER_TURN`):
+/// the pass goes on over several turns and every subscriber gets the event.
+#[test]
+fn a_pass_larger_than_a_turn_reaches_every_subscriber() {
+    let n = flashd_reactor::STREAM_WRITES_PER_TURN + 200;
+    let (h, topic) = start(StreamConfig {
+        max_subscribers: n,
+        ..fast()
+    });
+    let mut subs: Vec<TcpStream> = (0..n).map(|_| subscribe(h.local_addr(), None)).collect();
+    let stats = h.stats().clone();
+    wait_for("every subscriber", || {
+        stats.stream_subscribers.load(Ordering::SeqCst) == n
+    });
+    topic.id.store(2, Ordering::SeqCst);
+    for s in &mut subs {
+        let mut g = String::new();
+        assert!(read_until(s, &mut g, |g| g.contains("id: 2\n")));
+    }
     h.shutdown();
     h.join().unwrap();
 }
