@@ -108,6 +108,20 @@ pub mod limits {
     /// A sold-out answer cached for more than a minute would keep
     /// returned units off sale too long.
     pub const SOLD_OUT_RECHECK_MS_MAX: u64 = 60_000;
+    /// Stream events at most 100 a second per sale: each reactor polls the
+    /// streamed sales this often (the reactor's timer tick is 10 ms).
+    pub const SSE_MIN_INTERVAL_MS_MIN: u64 = 10;
+    /// A minute between stock updates is no longer "live".
+    pub const SSE_MIN_INTERVAL_MS_MAX: u64 = 60_000;
+    /// Heartbeats more often than a second are noise on 10^4 sockets.
+    pub const SSE_HEARTBEAT_MS_MIN: u64 = 1_000;
+    /// Proxies commonly cut a silent connection after 60 s; five minutes
+    /// is the most that can make sense.
+    pub const SSE_HEARTBEAT_MS_MAX: u64 = 300_000;
+    /// Under 100 ms a healthy client on a busy link would be dropped.
+    pub const SSE_STALL_TIMEOUT_MS_MIN: u64 = 100;
+    /// Ten minutes of holding an event for a reader that does not read.
+    pub const SSE_STALL_TIMEOUT_MS_MAX: u64 = 600_000;
 }
 
 use limits::*;
@@ -117,6 +131,7 @@ use limits::*;
 pub struct Config {
     pub server: ServerSection,
     pub reactor: ReactorSection,
+    pub sse: SseSection,
     pub workers: WorkersSection,
     pub engine: EngineSection,
     pub rate_limit: RateLimitSection,
@@ -474,6 +489,37 @@ impl Default for ReactorSection {
     }
 }
 
+/// `[sse]`: the live stock streams (`GET /api/v1/activities/{id}/stream`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SseSection {
+    /// At most one event per sale this often (changes in between are
+    /// coalesced into the next); also how often each reactor looks.
+    pub min_interval_ms: u64,
+    /// A subscriber written nothing this long gets a comment at the next
+    /// heartbeat pass (passes run this often).
+    pub heartbeat_ms: u64,
+    /// A subscriber that takes no bytes this long while an event waits
+    /// for it is dropped.
+    pub stall_timeout_ms: u64,
+    /// Subscribers on this node at most; past it, `503`. 0 turns streaming
+    /// off.
+    pub max_subscribers: usize,
+}
+
+impl Default for SseSection {
+    fn default() -> Self {
+        SseSection {
+            // Four updates a second: faster than a buyer reads a number,
+            // and it bounds the writes to 4 per subscriber per second.
+            min_interval_ms: 250,
+            heartbeat_ms: 15_000,
+            stall_timeout_ms: 10_000,
+            max_subscribers: 50_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingSection {
@@ -723,6 +769,30 @@ impl Config {
             ),
             Bound::new("reactor.sub_reactors", r.sub_reactors, 0, THREADS_MAX),
             Bound::new("reactor.completion_ring", r.completion_ring, 1, RING_MAX),
+            Bound::new(
+                "sse.min_interval_ms",
+                self.sse.min_interval_ms,
+                SSE_MIN_INTERVAL_MS_MIN,
+                SSE_MIN_INTERVAL_MS_MAX,
+            ),
+            Bound::new(
+                "sse.heartbeat_ms",
+                self.sse.heartbeat_ms,
+                SSE_HEARTBEAT_MS_MIN,
+                SSE_HEARTBEAT_MS_MAX,
+            ),
+            Bound::new(
+                "sse.stall_timeout_ms",
+                self.sse.stall_timeout_ms,
+                SSE_STALL_TIMEOUT_MS_MIN,
+                SSE_STALL_TIMEOUT_MS_MAX,
+            ),
+            Bound::new(
+                "sse.max_subscribers",
+                self.sse.max_subscribers,
+                0,
+                CONNECTIONS_MAX,
+            ),
             Bound::new("workers.count", w.count, 0, THREADS_MAX),
             Bound::new("workers.ring_capacity", w.ring_capacity, 1, RING_MAX),
             Bound::new("workers.batch_max", w.batch_max, 1, RING_MAX),
@@ -1099,6 +1169,12 @@ impl Config {
             pin_cpus: self.reactor.pin_cpus,
             shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
             completion_ring: self.reactor.completion_ring,
+            stream: flashd_reactor::StreamConfig {
+                max_subscribers: self.sse.max_subscribers,
+                poll_interval: Duration::from_millis(self.sse.min_interval_ms),
+                heartbeat: Duration::from_millis(self.sse.heartbeat_ms),
+                stall_timeout: Duration::from_millis(self.sse.stall_timeout_ms),
+            },
         }
     }
 }

@@ -29,7 +29,9 @@
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
-//!   [`exec`] (the command path to the engine and the log);
+//!   [`exec`] (the command path to the engine and the log), [`stream`]
+//!   (live stock over server-sent events), [`dashboard`] (the ops page,
+//!   its data, the buyer page);
 //! * cluster mode: [`cluster`] (Redis decides, this node records);
 //! * [`clock`], [`metrics`].
 
@@ -39,6 +41,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod durable;
 pub mod exec;
 pub mod logging;
@@ -50,6 +53,7 @@ pub mod routes;
 pub mod secrets;
 pub mod serve;
 pub mod sink_process;
+pub mod stream;
 pub mod sweeper;
 pub mod sys;
 pub mod watchdog;
