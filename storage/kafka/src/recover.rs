@@ -286,36 +286,50 @@ impl PartStream {
     /// The next message below this round's end, or `None` when there is
     /// none (its offsets up to the end hold nothing more).
     fn read(&mut self, topic: &str) -> Result<Option<Decoded>, LogError> {
-        let (off, payload) = match self.peeked.take() {
-            Some((off, v)) if off < self.end => (off, v),
+        let (id, end) = (self.id, self.end);
+        let decode = |off: i64, v: &[u8]| {
+            decode_message(v)
+                .map(|(g, recs)| (off, g, recs))
+                .map_err(|e| LogError::Corrupt {
+                    path: format!("kafka:{topic}/{id}").into(),
+                    offset: off as u64,
+                    why: e.into(),
+                })
+        };
+        let got = match self.peeked.take() {
+            Some((off, v)) if off < end => decode(off, &v)?,
             Some(p) => {
                 self.peeked = Some(p);
-                self.next_offset = self.end;
+                self.next_offset = end;
                 return Ok(None);
             }
-            None => match self.poll(topic)? {
-                (off, v) if off < self.end => (off, v),
-                p => {
+            // Decoded straight from the consumer's buffer: the hot path
+            // of a replay copies nothing.
+            None => match self.poll(topic, |off, v| {
+                if off < end {
+                    Ok(decode(off, v))
+                } else {
+                    Err((off, v.to_vec()))
+                }
+            })? {
+                Ok(d) => d?,
+                Err(p) => {
                     // Offsets below the end that hold no message: keep
                     // this one for the round whose end passes it.
                     self.peeked = Some(p);
-                    self.next_offset = self.end;
+                    self.next_offset = end;
                     return Ok(None);
                 }
             },
         };
-        self.next_offset = off + 1;
+        self.next_offset = got.0 + 1;
         self.records += 1;
-        let (g, recs) = decode_message(&payload).map_err(|e| LogError::Corrupt {
-            path: format!("kafka:{topic}/{}", self.id).into(),
-            offset: off as u64,
-            why: e.into(),
-        })?;
-        Ok(Some((off, g, recs)))
+        Ok(Some(got))
     }
 
-    /// The consumer's next message (its offset and value).
-    fn poll(&mut self, topic: &str) -> Result<(i64, Vec<u8>), LogError> {
+    /// The consumer's next message, handed to `take` (its offset and
+    /// value).
+    fn poll<T>(&mut self, topic: &str, take: impl FnOnce(i64, &[u8]) -> T) -> Result<T, LogError> {
         let last_progress = Instant::now();
         loop {
             match self.consumer.poll(Duration::from_millis(200)) {
@@ -334,7 +348,7 @@ impl PartStream {
                 Some(Err(e)) => return Err(kafka_err(e)),
                 // Read before (fetched again after a reassignment).
                 Some(Ok(m)) if m.offset() < self.next_offset => {}
-                Some(Ok(m)) => return Ok((m.offset(), m.payload().unwrap_or(&[]).to_vec())),
+                Some(Ok(m)) => return Ok(take(m.offset(), m.payload().unwrap_or(&[]))),
             }
         }
     }
@@ -648,10 +662,12 @@ impl PartStream {
     /// and check it is the same one (a recreated topic has another there,
     /// or none).
     fn check_anchor(&mut self, topic: &str, a: Anchor) -> Result<(), LogError> {
-        let (off, v) = self.poll(topic)?;
-        let found = decode_message(&v)
-            .ok()
-            .map(|(g, recs)| (g, recs.first().map_or(u64::MAX, |r| r.0)));
+        let (off, found) = self.poll(topic, |off, v| {
+            let found = decode_message(v)
+                .ok()
+                .map(|(g, recs)| (g, recs.first().map_or(u64::MAX, |r| r.0)));
+            (off, found)
+        })?;
         if off != a.offset || found != Some((a.group, a.first_lsn)) {
             return Err(mismatch(topic, format!("partition {}: the snapshot's last message before its offset is at {} (group {}, LSN {}), the topic has {} at {off} (the topic was recreated)", self.id, a.offset, a.group, a.first_lsn, match found { Some((g, l)) => format!("group {g}, LSN {l}"), None => "an undecodable message".into() })));
         }
