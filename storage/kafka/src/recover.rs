@@ -456,7 +456,7 @@ impl TopicReader {
             tpl.add_partition_offset(&topic, p, Offset::Offset(start))
                 .map_err(kafka_err)?;
             consumer.assign(&tpl).map_err(kafka_err)?;
-            let mut s = PartStream {
+            let s = PartStream {
                 consumer,
                 id: p,
                 end: high,
@@ -472,11 +472,19 @@ impl TopicReader {
                 done_group: pc.and_then(|c| c.group),
                 anchor: pc.and_then(|c| c.anchor),
             };
-            if let Some(a) = anchor {
-                s.check_anchor(&topic, a)?;
-            }
-            parts.push(s);
+            parts.push((s, anchor));
         }
+        // Every consumer is assigned (and fetching) before the first is
+        // waited on: the checks cost one fetch's latency, not one each.
+        let parts: Vec<PartStream> = parts
+            .into_iter()
+            .map(|(mut s, anchor)| {
+                if let Some(a) = anchor {
+                    s.check_anchor(&topic, a)?;
+                }
+                Ok(s)
+            })
+            .collect::<Result<_, LogError>>()?;
         let mut skipped = Skipped::default();
         let mut out = KafkaRecovered {
             partitions: vec![0; ids.len()],
