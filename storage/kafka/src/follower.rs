@@ -254,13 +254,22 @@ impl Follower {
             return Ok(());
         };
         let t0 = Instant::now();
-        let path = write_kafka_snapshot(&self.cfg.dir, &sh.engine, &cut, self.cfg.fsync)?;
-        self.last_snapshot_lsn.store(at, Ordering::Release);
-        tracing::info!(path = %path.display(), lsn = at, ms = t0.elapsed().as_millis() as u64, "kafka snapshot written");
-        if let Err(e) = prune_kafka_snapshots(&self.cfg.dir, self.cfg.keep) {
-            tracing::warn!(error = %e, "pruning old kafka snapshots failed");
+        match write_kafka_snapshot(&self.cfg.dir, &sh.engine, &cut, self.cfg.fsync) {
+            Ok(path) => {
+                self.last_snapshot_lsn.store(at, Ordering::Release);
+                tracing::info!(path = %path.display(), lsn = at, ms = t0.elapsed().as_millis() as u64, "kafka snapshot written");
+                if let Err(e) = prune_kafka_snapshots(&self.cfg.dir, self.cfg.keep) {
+                    tracing::warn!(error = %e, "pruning old kafka snapshots failed");
+                }
+                self.backoff = RETRY_FIRST;
+            }
+            // The engine is still good: the next poll tries again, as the
+            // file backend's follower does (the older snapshots stay).
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, lsn = at, "kafka snapshot failed");
+            }
         }
-        self.backoff = RETRY_FIRST;
         Ok(())
     }
 }
