@@ -1,8 +1,10 @@
 //! The durable path, opened once recovery has rebuilt the engine: the log
-//! opened for appending, its writer thread, the snapshot follower (file
-//! backend) and the embedded sink (`sink.embedded`, Kafka backend). Also
-//! publishes what `/metrics` and `/readyz` show of them ([`LogView`]).
+//! opened for appending, its writer thread, the snapshot follower (of the
+//! segments, or of the topic) and the embedded sink (`sink.embedded`,
+//! Kafka backend). Also publishes what `/metrics` and `/readyz` show of
+//! them ([`LogView`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,19 @@ use crate::clock::SystemClock;
 use crate::config::{Config, LogBackend};
 use crate::exec::{Completions, Core, Outcome, Pending};
 use crate::recovery::{self, RecoveryError};
+
+/// Snapshots each backend's follower keeps: the newest, and one before it
+/// should the newest turn out damaged.
+const SNAPSHOTS_KEPT: usize = 2;
+/// How often a follower looks for newly committed events.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// The Kafka backend's snapshots: in the node's own data directory (under
+/// its lock), since a snapshot holds this node's engine and its place in
+/// this node's topic.
+pub fn kafka_snapshot_dir(data_dir: &str) -> PathBuf {
+    Path::new(data_dir).join("kafka-snapshots")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DurableError {
@@ -35,8 +50,10 @@ pub enum DurableError {
 /// command may arrive any more): [`Durable::stop`].
 pub struct Durable {
     pub writer: LogWriter<Pending>,
-    /// File backend only (Kafka state is rebuilt from the topic).
+    /// File backend.
     pub snapshotter: Option<Snapshotter>,
+    /// Kafka backend.
+    pub kafka_snapshotter: Option<flashd_kafka::KafkaSnapshotter>,
     /// `sink.embedded`.
     pub sink: Option<flashd_sink::Sink>,
 }
@@ -63,6 +80,9 @@ impl Durable {
     pub fn stop(self) {
         self.writer.stop();
         if let Some(s) = self.snapshotter {
+            s.stop();
+        }
+        if let Some(s) = self.kafka_snapshotter {
             s.stop();
         }
         if let Some(s) = self.sink {
@@ -107,10 +127,10 @@ fn open_file(
         st::SnapshotterConfig {
             dir,
             every_events: cfg.log.snapshot_every_events,
-            keep: 2,
+            keep: SNAPSHOTS_KEPT,
             retain_segments: cfg.log.retain_segments,
             fsync: cfg.log.fsync,
-            poll: Duration::from_millis(200),
+            poll: FOLLOW_POLL,
         },
         cfg.engine_config(),
         rec.snapshot.map(|s| (s.lsn, s.path)),
@@ -133,6 +153,7 @@ fn open_file(
     Ok(Durable {
         writer,
         snapshotter: Some(snapshotter),
+        kafka_snapshotter: None,
         sink: None,
     })
 }
@@ -145,10 +166,25 @@ fn open_kafka(
     shared: &Shared,
 ) -> Result<Durable, DurableError> {
     let kcfg = cfg.kafka_config();
-    let rec = recovery::recover_kafka(&kcfg, cfg.log.kafka.partitions, &core.engine)?;
+    let dir = kafka_snapshot_dir(&cfg.server.data_dir);
+    let rec = recovery::recover_kafka(&kcfg, cfg.log.kafka.partitions, &dir, &core.engine)?;
     let log = flashd_kafka::KafkaLog::open(kcfg.clone(), rec.topic.next_lsn)
         .map_err(DurableError::Open)?;
     let writer = start_writer(cfg, Box::new(log), core, completer, reactors, kcfg.timeout)?;
+    let snapshotter = flashd_kafka::KafkaSnapshotter::start(
+        flashd_kafka::KafkaSnapshotterConfig {
+            dir,
+            every_events: cfg.log.snapshot_every_events,
+            keep: SNAPSHOTS_KEPT,
+            fsync: cfg.log.fsync,
+            poll: FOLLOW_POLL,
+        },
+        kcfg.clone(),
+        cfg.engine_config(),
+        rec.snapshot.as_ref().map_or(0, |s| s.lsn),
+        writer.committed_lsn.clone(),
+    )
+    .map_err(DurableError::Snapshotter)?;
     let sink = if cfg.sink.embedded {
         Some(flashd_sink::Sink::start(cfg.sink_config()).map_err(DurableError::Sink)?)
     } else {
@@ -157,10 +193,12 @@ fn open_kafka(
     let _ = shared.log.set(LogView {
         stats: writer.stats.clone(),
         committed_lsn: writer.committed_lsn.clone(),
-        snapshot_lsn: Arc::new(AtomicU64::new(0)),
+        snapshot_lsn: snapshotter.last_snapshot_lsn.clone(),
+        // Its failures of every kind (an event that does not apply too)
+        // count as errors.
         snapshot_apply_failures: Arc::new(AtomicU64::new(0)),
         snapshot_stalled_lsn: Arc::new(AtomicU64::new(flashd_log::NOT_STALLED)),
-        snapshot_errors: Arc::new(AtomicU64::new(0)),
+        snapshot_errors: snapshotter.errors.clone(),
         recovery_ms: rec.total_ms,
         recovered_events: rec.topic.events,
         depth: writer.handle(),
@@ -170,6 +208,7 @@ fn open_kafka(
     Ok(Durable {
         writer,
         snapshotter: None,
+        kafka_snapshotter: Some(snapshotter),
         sink,
     })
 }

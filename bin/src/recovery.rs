@@ -1,7 +1,9 @@
 //! Recovery: rebuild an [`Engine`] from what the order log holds, before
 //! anything is served. File backend: the newest verified snapshot, then the
-//! log's events after it. Kafka backend: the whole topic, merged by LSN
-//! (abort records undo what a failed delivery left behind).
+//! log's events after it. Kafka backend: the newest snapshot in the node's
+//! own directory that fits the topic, then each partition's tail after it
+//! (or the whole topic), merged by LSN (abort records undo what a failed
+//! delivery left behind).
 //!
 //! Nothing here opens the log for appending or starts a thread (that is
 //! [`crate::durable`]): a test runs recovery into a fresh engine and
@@ -142,19 +144,34 @@ pub fn recover_file(
 /// What Kafka recovery found, and how long it took.
 #[derive(Debug)]
 pub struct KafkaRecovered {
+    /// What the replay after the snapshot (or of the whole topic) found.
     pub topic: flashd_kafka::KafkaRecovered,
+    /// The snapshot recovery started from.
+    pub snapshot: Option<LoadedSnapshot>,
+    /// Why the newest snapshot was refused (then the replay was full).
+    pub refused: Option<String>,
+    /// Milliseconds to load the snapshot, to replay after it, and in all.
+    pub load_ms: u64,
+    pub replay_ms: u64,
     pub total_ms: u64,
 }
 
-/// Rebuild `engine` (fresh) from the whole topic, creating the topic with
-/// `partitions` if it does not exist.
+/// Rebuild `engine` (fresh) from the newest snapshot in `snapshot_dir`
+/// that fits the topic and the topic after it (or the whole topic),
+/// creating the topic with `partitions` if it does not exist.
+/// `snapshot_dir` is this node's own and is created if absent.
 pub fn recover_kafka(
     cfg: &flashd_kafka::KafkaConfig,
     partitions: i32,
+    snapshot_dir: &Path,
     engine: &Engine,
 ) -> Result<KafkaRecovered, RecoveryError> {
     use flashd_kafka as kafka;
     let t0 = Instant::now();
+    std::fs::create_dir_all(snapshot_dir).map_err(|source| RecoveryError::CreateDir {
+        path: snapshot_dir.to_path_buf(),
+        source,
+    })?;
     let created = kafka::ensure_topic(cfg, partitions).map_err(|source| RecoveryError::Topic {
         brokers: cfg.brokers.clone(),
         source,
@@ -162,27 +179,23 @@ pub fn recover_kafka(
     if created {
         tracing::info!(topic = %cfg.topic, partitions, "created the topic");
     }
-    let rec = kafka::recover_topic(cfg, &mut |lsn, r| match r {
-        kafka::LogRecord::Event(ev) => engine
-            .apply(&ev)
-            .map_err(|source| LogError::Replay { lsn, source }),
-        kafka::LogRecord::Abort(evs) => {
-            for ev in evs.iter().rev() {
-                engine.revert_replayed(ev);
-            }
-            Ok(())
+    let r = kafka::recover_with_snapshot(cfg, snapshot_dir, engine).map_err(|source| {
+        RecoveryError::Kafka {
+            topic: cfg.topic.clone(),
+            source,
         }
-    })
-    .map_err(|source| RecoveryError::Kafka {
-        topic: cfg.topic.clone(),
-        source,
     })?;
     engine
         .check_invariants()
         .map_err(RecoveryError::Invariant)?;
     let total_ms = ms_since(t0);
+    let rec = r.rec;
     tracing::info!(
         topic = %cfg.topic,
+        snapshot_lsn = r.snapshot.as_ref().map_or(0, |s| s.0),
+        snapshot_refused = r.refused.is_some(),
+        snapshot_load_ms = r.load_ms,
+        replay_ms = r.replay_ms,
         events = rec.events,
         aborts = rec.aborts,
         voided = rec.voided,
@@ -196,6 +209,10 @@ pub fn recover_kafka(
     );
     Ok(KafkaRecovered {
         topic: rec,
+        snapshot: r.snapshot.map(|(lsn, path)| LoadedSnapshot { lsn, path }),
+        refused: r.refused,
+        load_ms: r.load_ms,
+        replay_ms: r.replay_ms,
         total_ms,
     })
 }

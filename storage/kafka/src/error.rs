@@ -45,6 +45,10 @@ pub enum KafkaLogError {
         end: i64,
         stalled: Duration,
     },
+    /// A snapshot's place in the topic that does not fit the topic: it is
+    /// refused, and recovery replays the whole topic instead.
+    #[error("snapshot refused for topic {topic}: {why}")]
+    CutMismatch { topic: String, why: String },
 }
 
 impl From<KafkaLogError> for flashd_log::LogError {

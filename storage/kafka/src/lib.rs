@@ -49,21 +49,40 @@
 //! * Recovery hands out LSNs strictly increasing, never an event an abort
 //!   voids, never a late record.
 //!
+//! Snapshots: start-up would otherwise replay the whole topic. A follower
+//! ([`KafkaSnapshotter`]) merges the topic into an engine of its own up to
+//! the committed LSN and writes that engine's snapshot with the merge's
+//! place in the topic ([`TopicCut`]: per partition the offset replay
+//! resumes at, and what the merge needs to judge what follows: groups,
+//! the highest LSN, abort ranges ahead); start-up
+//! ([`recover_with_snapshot`]) loads the newest one that fits the topic
+//! and replays only the tail, with the same merge, so the result is the
+//! full replay's. The files are the node's own (its data directory).
+//!
 //! Where things are: `config` ([`KafkaConfig`] and the client settings all
 //! share), `record` (the format on the topic: kinds, encode/decode,
 //! [`Tombstones`]; what the sink reads), `producer` ([`KafkaLog`] and its
-//! delivery reports), `recover` ([`recover_topic`], the k-way merge),
+//! delivery reports), `recover` ([`TopicReader`], the k-way merge, and
+//! [`recover_topic`]), `cut` ([`TopicCut`], a snapshot's place in the
+//! topic), `snapshot` (the snapshot files: write, read, prune), `resume`
+//! ([`recover_with_snapshot`]), `follower` ([`KafkaSnapshotter`]),
 //! `topic` ([`ensure_topic`]), `error` ([`KafkaLogError`]).
 
 mod config;
+mod cut;
 mod error;
+mod follower;
 mod producer;
 mod record;
 mod recover;
+mod resume;
+mod snapshot;
 mod topic;
 
 pub use config::KafkaConfig;
+pub use cut::{Anchor, PartitionCut, TopicCut, CUT_MAGIC, CUT_VERSION};
 pub use error::KafkaLogError;
+pub use follower::{KafkaSnapshotter, KafkaSnapshotterConfig};
 pub use producer::KafkaLog;
 pub use record::{
     decode_message, decode_records, decode_value, encode_abort, encode_events, encode_group_events,
@@ -71,7 +90,12 @@ pub use record::{
     KIND_EVENTS, KIND_GROUP_EVENTS, RECORD_FORMAT,
 };
 pub use recover::{
-    recover_topic, KafkaRecovered, FETCH_BYTES, RECOVERY_PREFETCH_KBYTES,
-    RECOVERY_PREFETCH_MESSAGES,
+    is_cut_mismatch, recover_topic, KafkaRecovered, TopicReader, FETCH_BYTES,
+    RECOVERY_PREFETCH_KBYTES, RECOVERY_PREFETCH_MESSAGES,
+};
+pub use resume::{apply_replayed, recover_with_snapshot, Resumed, REFUSED_SUFFIX};
+pub use snapshot::{
+    cut_name, list_cuts, newest_kafka_snapshot, prune_kafka_snapshots, read_kafka_snapshot,
+    remove_stale_kafka_temps, write_kafka_snapshot, KafkaSnapshot,
 };
 pub use topic::{ensure_topic, node_topic, node_topics, topic_node};
