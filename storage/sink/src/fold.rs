@@ -16,11 +16,16 @@ use flashd_engine::{ActivityId, Counters, Event, OrderId};
 use crate::rows::{ActivityRow, LsnEvent, OrderRef, RowStatus};
 
 /// What an abort does to one sale: its counters move back, and a sale
-/// whose creation is undone becomes void.
+/// whose creation is undone becomes void; stock an admin added leaves it,
+/// and a window an admin moved is the one before the group's first move.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SaleUndo {
     pub counters: Counters,
     pub void: bool,
+    /// Units to take out of the `stock` column (added stock undone).
+    pub stock_removed: u64,
+    /// The window to put back, if the group moved it.
+    pub window: Option<(u64, u64)>,
 }
 
 /// An order row as found before an abort.
@@ -62,6 +67,17 @@ pub(crate) fn undo_group(evs: &[&Event], lsn: u64, found: HashMap<OrderId, RowSt
         match undo(ev, now) {
             Undo::Nothing => {}
             Undo::VoidSale(id) => out.sales.entry(id).or_default().void = true,
+            Undo::StockRemoved { activity, units } => {
+                let u = out.sales.entry(activity).or_default();
+                u.stock_removed += units;
+                u.counters.remaining -= units as i64;
+            }
+            // Newest first: the oldest move's window is the last one set.
+            Undo::Window {
+                activity,
+                start_at,
+                end_at,
+            } => out.sales.entry(activity).or_default().window = Some((start_at, end_at)),
             Undo::Order {
                 activity,
                 delta,
@@ -118,6 +134,11 @@ pub(crate) fn fold_into(
         row.fresh = false;
         row.counters += u.counters;
         row.void |= u.void;
+        row.stock -= u.stock_removed as i64;
+        if let Some((start_at, end_at)) = u.window {
+            row.start_at = start_at;
+            row.end_at = end_at;
+        }
         row.version = lsn;
         changed.insert(*id);
     }
@@ -125,8 +146,19 @@ pub(crate) fn fold_into(
 }
 
 /// One event's change of its sale's row: the engine's effect on the
-/// counters, and for a sale's creation its columns.
+/// counters, for a sale's creation its columns, for an admin's change the
+/// stock or the window it changed.
 fn fold_event(row: &mut ActivityRow, ev: &Event) {
+    match ev {
+        Event::StockAdded { added, .. } => row.stock += *added as i64,
+        Event::ActivityWindowChanged {
+            start_at, end_at, ..
+        } => {
+            row.start_at = *start_at;
+            row.end_at = *end_at;
+        }
+        _ => {}
+    }
     if let Event::ActivityCreated {
         sku_id,
         name,
@@ -338,5 +370,62 @@ mod tests {
             HashMap::from([(5, row(OrderStatus::Created, 10))]),
         );
         assert!(u.changes.is_empty());
+    }
+
+    fn stock_added(added: u64) -> Event {
+        Event::StockAdded { id: 1, added, at: 5 }
+    }
+
+    fn window(start_at: u64, end_at: u64, prev: (u64, u64)) -> Event {
+        Event::ActivityWindowChanged {
+            id: 1,
+            start_at,
+            end_at,
+            prev_start_at: prev.0,
+            prev_end_at: prev.1,
+            at: 5,
+        }
+    }
+
+    #[test]
+    fn an_admins_changes_move_the_stock_and_the_window_columns() {
+        let r = fold(&[
+            sale(1, 10),
+            created(5, 2),
+            stock_added(4),
+            window(0, 500, (0, 1_000)),
+        ]);
+        assert_eq!(r.stock, 14);
+        assert_eq!(
+            (r.counters.remaining, r.counters.reserved, r.counters.sold),
+            (12, 2, 0)
+        );
+        assert_eq!((r.start_at, r.end_at), (0, 500));
+        assert_eq!(r.version, 3);
+    }
+
+    #[test]
+    fn undoing_an_admins_changes_takes_the_stock_out_and_puts_the_first_window_back() {
+        let (a, w1, w2) = (
+            stock_added(4),
+            window(0, 500, (0, 1_000)),
+            window(0, 400, (0, 500)),
+        );
+        let u = undo_group(&[&a, &w1, &w2], 10, HashMap::new());
+        let s = u.sales[&1];
+        assert_eq!(s.stock_removed, 4);
+        assert_eq!(s.counters.remaining, -4);
+        assert_eq!(s.window, Some((0, 1_000)), "the window before the group");
+        // Folded into the row the group had reached.
+        let mut rows = BTreeMap::new();
+        let mut row = fold(&[sale(1, 10), a.clone(), w1.clone(), w2.clone()]);
+        assert_eq!((row.stock, row.end_at), (14, 400));
+        row.version = 3;
+        rows.insert(1, row);
+        fold_into(&mut rows, &BTreeMap::new(), Some((10, &u.sales)));
+        let r = &rows[&1];
+        assert_eq!((r.stock, r.counters.remaining), (10, 10));
+        assert_eq!((r.start_at, r.end_at), (0, 1_000));
+        assert_eq!(r.version, 10);
     }
 }

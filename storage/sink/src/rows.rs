@@ -107,6 +107,8 @@ impl EventRow {
             Event::OrderPaid { at, .. } => ("", *at),
             Event::OrderCancelled { reason, at, .. } => (reason.as_str(), *at),
             Event::ActivityCreated { created_at, .. } => ("", *created_at),
+            // Only order events have order rows (`OrderRef::of`).
+            Event::StockAdded { at, .. } | Event::ActivityWindowChanged { at, .. } => ("", *at),
         };
         let kind = ev.kind().as_str();
         EventRow {
@@ -172,7 +174,9 @@ impl OrderRow {
                 row.updated_at = *created_at;
             }
             Event::OrderPaid { at, .. } | Event::OrderCancelled { at, .. } => row.updated_at = *at,
-            Event::ActivityCreated { .. } => {}
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => {}
         }
         row
     }
