@@ -12,6 +12,7 @@ use flashd_engine::{Engine, Placed, Reject, UserId};
 use flashd_protocol::{Request, RouteMatch, Router};
 use flashd_reactor::{Context, Dispatcher, Handler, ServerStats};
 
+use crate::admin;
 use crate::api;
 use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
@@ -248,6 +249,13 @@ impl App {
                 }
                 None => cx.respond_error(500, "internal", "created activity not found", &[]),
             },
+            Outcome::ActivityChanged(id) => match self.shared.engine.activity(id) {
+                Some(a) => {
+                    api::write_activity(&mut self.body, a, self.shared.now_ms());
+                    cx.respond_json(200, &self.body);
+                }
+                None => Self::not_found(cx),
+            },
             Outcome::Rejected(r) => {
                 let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
                 inc(&self.stats().rejected[i]);
@@ -306,6 +314,15 @@ impl App {
                     Err(e) => self.invalid(cx, &e.0),
                 }
             }
+            Route::ListActivities
+            | Route::ChangeActivity
+            | Route::EndActivity
+            | Route::AddStock => {
+                if let Err(e) = self.shared.auth.admin(auth) {
+                    return self.unauthorized(cx, e);
+                }
+                self.admin(route, id, req, cx)
+            }
             Route::GetActivity => match id
                 .and_then(|s| s.parse().ok())
                 .and_then(|id| self.shared.engine.activity(id))
@@ -359,6 +376,51 @@ impl App {
                 }
             }
             Route::Healthz | Route::Readyz | Route::Metrics => unreachable!("not an API route"),
+        }
+    }
+}
+
+impl App {
+    /// The admin API past its token: a page of sales, answered here from
+    /// memory, or a change of a sale, run as a command like a purchase
+    /// (through the log, answered once durable).
+    fn admin(&mut self, route: Route, id: Option<&str>, req: &Request<'_>, cx: &mut Context<'_>) {
+        if route == Route::ListActivities {
+            return match admin::parse_page(req.query) {
+                Ok(page) => {
+                    self.body.clear();
+                    admin::write_page(
+                        &mut self.body,
+                        &self.shared.engine,
+                        page,
+                        self.shared.now_ms(),
+                    );
+                    cx.respond_json(200, &self.body);
+                }
+                Err(e) => self.invalid(cx, &e.0),
+            };
+        }
+        // An unknown sale is a 404 whatever the body: nothing to change.
+        let Some(activity) = id
+            .and_then(|s| s.parse().ok())
+            .filter(|&a| self.shared.engine.activity(a).is_some())
+        else {
+            return Self::not_found(cx);
+        };
+        let cmd = match route {
+            Route::ChangeActivity => admin::parse_window(req.body).map(|w| Command::ChangeWindow {
+                activity,
+                start_at: w.start_at,
+                end_at: w.end_at,
+            }),
+            Route::EndActivity => {
+                admin::parse_end(req.body).map(|()| Command::EndActivity { activity })
+            }
+            _ => admin::parse_stock(req.body).map(|units| Command::AddStock { activity, units }),
+        };
+        match cmd {
+            Ok(cmd) => self.run(cmd, cx),
+            Err(e) => self.invalid(cx, &e.0),
         }
     }
 }

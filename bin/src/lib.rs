@@ -28,9 +28,11 @@
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
-//!   [`exec`] (the command path to the engine and the log);
+//!   [`admin`] (the admin API's pages and changes of a sale), [`exec`]
+//!   (the command path to the engine and the log);
 //! * [`clock`], [`metrics`].
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;

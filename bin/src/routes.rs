@@ -14,11 +14,15 @@ pub enum Route {
     GetOrder = 8,
     PayOrder = 9,
     CancelOrder = 10,
+    ListActivities = 11,
+    ChangeActivity = 12,
+    EndActivity = 13,
+    AddStock = 14,
 }
 
 /// Index = route number; 0 is the reactor's own answers (framing errors,
 /// timeouts), 4 is "no route matched" (404/405).
-pub const ROUTE_NAMES: [&str; 11] = [
+pub const ROUTE_NAMES: [&str; 15] = [
     "none",
     "healthz",
     "readyz",
@@ -30,6 +34,10 @@ pub const ROUTE_NAMES: [&str; 11] = [
     "get_order",
     "pay_order",
     "cancel_order",
+    "list_activities",
+    "change_activity",
+    "end_activity",
+    "add_stock",
 ];
 pub const ROUTE_UNMATCHED: u16 = 4;
 
@@ -39,7 +47,23 @@ pub fn router() -> Router<Route> {
         .route(Method::Get, "/readyz", Route::Readyz)
         .route(Method::Get, "/metrics", Route::Metrics)
         .route(Method::Post, "/api/v1/activities", Route::CreateActivity)
+        .route(Method::Get, "/api/v1/activities", Route::ListActivities)
         .route(Method::Get, "/api/v1/activities/{id}", Route::GetActivity)
+        .route(
+            Method::Patch,
+            "/api/v1/activities/{id}",
+            Route::ChangeActivity,
+        )
+        .route(
+            Method::Post,
+            "/api/v1/activities/{id}/end",
+            Route::EndActivity,
+        )
+        .route(
+            Method::Post,
+            "/api/v1/activities/{id}/stock",
+            Route::AddStock,
+        )
         .route(
             Method::Post,
             "/api/v1/activities/{id}/orders",
@@ -69,6 +93,7 @@ mod tests {
             ("/healthz", Route::Healthz),
             ("/readyz", Route::Readyz),
             ("/metrics", Route::Metrics),
+            ("/api/v1/activities", Route::ListActivities),
             ("/api/v1/activities/7", Route::GetActivity),
             ("/api/v1/orders/7", Route::GetOrder),
         ];
@@ -79,14 +104,24 @@ mod tests {
             }
         }
         for path in [
-            "/api/v1/activities",
             "/api/v1/activities/7/orders",
+            "/api/v1/activities/7/end",
+            "/api/v1/activities/7/stock",
             "/api/v1/orders/7/pay",
             "/api/v1/orders/7/cancel",
         ] {
             match r.find(Method::Head, path) {
                 RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "POST", "{path}"),
                 other => panic!("HEAD {path}: {other:?}"),
+            }
+        }
+        for (path, allow) in [
+            ("/api/v1/activities", "GET, HEAD, POST"),
+            ("/api/v1/activities/7", "GET, HEAD, PATCH"),
+        ] {
+            match r.find(Method::Delete, path) {
+                RouteMatch::MethodNotAllowed { allow: a } => assert_eq!(a, allow, "{path}"),
+                other => panic!("DELETE {path}: {other:?}"),
             }
         }
         match r.find(Method::Post, "/healthz") {

@@ -11,7 +11,10 @@
 //!   people are buying in, or move history); its end may move to any
 //!   instant from now on: now ends it at once, later extends it;
 //! * a sale not started yet may move both, to a start from now on;
-//! * the window is never empty (`end_at > start_at`), as at creation;
+//! * the window is never empty (`end_at > start_at`), as at creation,
+//!   except by ending a sale ([`Engine::end_sale`]): its end moves to now,
+//!   and a sale not started yet gets the empty window `[now, now)`, so it
+//!   never opens;
 //! * stock is added to a sale not ended, in `1..=STOCK_MAX` units, and the
 //!   sum stays within [`STOCK_MAX`].
 //!
@@ -128,6 +131,34 @@ impl Engine {
             id,
             start_at,
             end_at,
+            prev_start_at: prev.0,
+            prev_end_at: prev.1,
+            at: now,
+        };
+        self.apply_sale_change(a, &ev, Mode::Live);
+        sink.emit(ev);
+        Ok(a.view(now))
+    }
+
+    /// End sale `id` at `now`: its end moves to now (a sale not started
+    /// yet gets the empty window `[now, now)`). Buyers whose `now` is at or
+    /// past it are refused from the moment this returns.
+    pub fn end_sale(
+        &self,
+        id: ActivityId,
+        now: Millis,
+        sink: &mut dyn EventSink,
+    ) -> Result<ActivityView, Reject> {
+        let a = self.activity(id).ok_or(Reject::NotFound)?;
+        let _admin = self.admin.lock();
+        let prev = (a.start_at(), a.end_at());
+        if now >= prev.1 {
+            return Err(Reject::SaleOver);
+        }
+        let ev = Event::ActivityWindowChanged {
+            id,
+            start_at: prev.0.min(now),
+            end_at: now,
             prev_start_at: prev.0,
             prev_end_at: prev.1,
             at: now,

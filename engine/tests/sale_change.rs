@@ -138,7 +138,7 @@ fn ending_early_stops_buys_at_once_and_undoes_to_the_old_window() {
     e.create_activity(&spec(10), T0 - 10, &mut log).unwrap();
     let now = T0 + 100;
     buy(&e, 1, 1, now, &mut log).unwrap();
-    let v = e.change_window(1, None, Some(now), now, &mut log).unwrap();
+    let v = e.end_sale(1, now, &mut log).unwrap();
     assert_eq!(
         (v.start_at, v.end_at, v.state),
         (T0, now, ActivityState::Ended)
@@ -170,6 +170,23 @@ fn ending_early_stops_buys_at_once_and_undoes_to_the_old_window() {
     assert_eq!((a.start_at(), a.end_at()), (T0, T0 + HOUR));
     buy(&e, 2, 1, now + 1, &mut log).unwrap();
     e.check_invariants().unwrap();
+}
+
+#[test]
+fn ending_a_sale_not_started_yet_means_it_never_opens() {
+    let e = engine(false);
+    let mut log = Vec::new();
+    e.create_activity(&spec(10), T0 - 10, &mut log).unwrap();
+    let now = T0 - 5;
+    let v = e.end_sale(1, now, &mut log).unwrap();
+    assert_eq!(
+        (v.start_at, v.end_at, v.state),
+        (now, now, ActivityState::Ended)
+    );
+    assert_eq!(buy(&e, 1, 1, T0 + 1, &mut log), Err(Reject::Ended));
+    assert_eq!(e.end_sale(1, now, &mut log), Err(Reject::SaleOver));
+    assert_eq!(e.end_sale(2, now, &mut log), Err(Reject::NotFound));
+    assert_eq!(replayed(&log).dump(), e.dump());
 }
 
 #[test]
