@@ -297,3 +297,64 @@ fn admin_changes_over_http_survive_restarts() {
     assert_eq!(activity(f.addr, running)["stock"], 6);
     assert_eq!(activity(f.addr, running)["remaining"], 1);
 }
+
+/// A metric's value from `/metrics`.
+fn metric(f: &Flashd, name: &str) -> u64 {
+    let r = f.get("/metrics");
+    let text = r.body_str();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_snapshot_taken_after_changes_restores_them() {
+    raise_nofile();
+    let config = sale_config("[rate_limit]\nper_user_rps = 0\n[log]\nsnapshot_every_events = 1\n");
+    let f = Flashd::start(&config);
+    let a = create(f.addr, 4, 5, -5, 3600);
+    let b = create(f.addr, 4, 5, 3600, 7200);
+    let (s, v) = call(
+        &f,
+        &post(
+            &format!("/api/v1/activities/{a}/stock"),
+            ADMIN,
+            r#"{"add":3}"#,
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let r = request(f.addr, &buy_req(a, 1, 2, "x"));
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    let (s, v) = call(&f, &post(&format!("/api/v1/activities/{b}/end"), ADMIN, ""));
+    assert_eq!(s, 200, "{v}");
+    let ended_at = v["end_at"].clone();
+    // Wait for the snapshotter to cover the whole log.
+    let committed = metric(&f, "flashd_log_committed_lsn");
+    let t0 = std::time::Instant::now();
+    while metric(&f, "flashd_log_snapshot_lsn") < committed {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "no snapshot covers LSN {committed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = f.crash();
+    let f = Flashd::start_in(dir, &config, &[]);
+    let va = activity(f.addr, a);
+    assert_eq!(
+        (
+            va["stock"].as_u64(),
+            va["remaining"].as_u64(),
+            va["reserved"].as_u64()
+        ),
+        (Some(7), Some(5), Some(2))
+    );
+    let vb = activity(f.addr, b);
+    assert_eq!(
+        (&vb["end_at"], &vb["start_at"], &vb["state"]),
+        (&ended_at, &ended_at, &Value::from("ended"))
+    );
+}
