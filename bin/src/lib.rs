@@ -29,9 +29,11 @@
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
 //!   [`admin`] (the admin API's pages and changes of a sale), [`exec`]
-//!   (the command path to the engine and the log);
+//!   (the command path to the engine and the log), [`request_id`] (the
+//!   `X-Request-Id` taken, made and echoed), [`access_log`];
 //! * [`clock`], [`metrics`].
 
+pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod app;
@@ -44,6 +46,7 @@ pub mod logging;
 pub mod metrics;
 pub mod migrate;
 pub mod recovery;
+pub mod request_id;
 pub mod routes;
 pub mod secrets;
 pub mod serve;

@@ -116,7 +116,7 @@ mod tests {
             }
         }
         for (path, allow) in [
-            ("/api/v1/activities", "GET, HEAD, POST"),
+            ("/api/v1/activities", "POST, GET, HEAD"),
             ("/api/v1/activities/7", "GET, HEAD, PATCH"),
         ] {
             match r.find(Method::Delete, path) {

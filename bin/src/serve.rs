@@ -127,6 +127,9 @@ impl Service {
             events,
             workers: pool.as_ref().map(|p| p.dispatcher(0)),
             clock: clock.clone(),
+            node_id: cfg.engine.node_id,
+            start_ms: clock.now_ms(),
+            access_log: crate::access_log::AccessLog::new(&cfg.logging),
         });
         let app_shared = shared.clone();
         let reactors = server

@@ -475,6 +475,7 @@ impl State {
             route: 0,
             started: now,
             omit_body,
+            tag: 0,
         });
         let parked_before = !c.parked.is_empty();
         let out = Self::slot(c, pool);
@@ -489,6 +490,7 @@ impl State {
             now,
             reactor,
             omit_body,
+            tag: 0,
         };
         handler.handle(req, &mut cx);
         let (deferred, route, status) = (cx.deferred, cx.route, cx.status);
@@ -586,6 +588,7 @@ impl State {
                     now,
                     reactor: id,
                     omit_body: t.omit_body,
+                    tag: t.tag,
                 };
                 handler.complete(d, &mut cx);
                 if cx.status == 0 {
