@@ -38,7 +38,7 @@ impl AccessLog {
             AccessLogMode::Errors => status >= ERROR_STATUS_MIN,
             AccessLogMode::All => {
                 self.seen += 1;
-                self.seen % self.every == 0
+                self.seen.is_multiple_of(self.every)
             }
         }
     }
