@@ -6,9 +6,9 @@
 
 use serde::Deserialize;
 
-use flashd_engine::{ActivityId, Engine, Millis, STOCK_MAX};
+use flashd_engine::{Activity, ActivityId, Engine, Millis, STOCK_MAX};
 
-use crate::api::{from_json, parse_time, write_activity, Invalid};
+use crate::api::{from_json, parse_time, Invalid};
 
 /// Sales in one page of `GET /api/v1/activities` unless `limit` says
 /// fewer: enough for a dashboard's table.
@@ -62,10 +62,16 @@ pub fn parse_page(query: Option<&str>) -> Result<Page, Invalid> {
     Ok(page)
 }
 
-/// One page of sales, by id, as `{"activities":[…],"next":<id>|null}`:
-/// `next` is the `after` of the next page, `null` on the last one. Ids
-/// only grow, so paging by `after` is stable while sales are created.
-pub fn write_page(out: &mut Vec<u8>, engine: &Engine, page: Page, now: Millis) {
+/// One page of sales, by id, as `{"activities":[…],"next":<id>|null}`,
+/// each sale's JSON appended by `sale` (as `GET` of one writes it): `next`
+/// is the `after` of the next page, `null` on the last one. Paging by id
+/// is stable while sales are created: a page never repeats or skips one.
+pub fn write_page(
+    out: &mut Vec<u8>,
+    engine: &Engine,
+    page: Page,
+    mut sale: impl FnMut(&mut Vec<u8>, &Activity),
+) {
     out.extend_from_slice(b"{\"activities\":[");
     let mut sales = engine.activities().skip_while(|a| a.id <= page.after);
     let mut last = None;
@@ -73,7 +79,7 @@ pub fn write_page(out: &mut Vec<u8>, engine: &Engine, page: Page, now: Millis) {
         if last.is_some() {
             out.push(b',');
         }
-        write_activity(out, a, now);
+        sale(out, a);
         last = Some(a.id);
     }
     out.extend_from_slice(b"],\"next\":");

@@ -34,6 +34,8 @@ pub struct AppStats {
     pub unauthorized: AtomicU64,
     pub invalid: AtomicU64,
     pub log_unavailable: AtomicU64,
+    /// Cluster mode: answered 503 because Redis did not answer.
+    pub authority_unavailable: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -330,6 +332,31 @@ impl App {
         }
     }
 
+    /// A sale as `GET` answers it into `self.body`: its counters from
+    /// this engine, or in cluster mode Redis's as last read.
+    fn write_sale(
+        shared: &Shared,
+        body: &mut Vec<u8>,
+        a: &flashd_engine::Activity,
+        now: flashd_engine::Millis,
+    ) {
+        body.clear();
+        Self::append_sale(shared, body, a, now);
+    }
+
+    /// A sale's JSON appended to `out` (cluster mode: with Redis's counts).
+    fn append_sale(
+        shared: &Shared,
+        out: &mut Vec<u8>,
+        a: &flashd_engine::Activity,
+        now: flashd_engine::Millis,
+    ) {
+        match shared.core.cluster.as_ref().and_then(|c| c.counters(a.id)) {
+            Some(c) => api::write_activity_with(out, a, c, now),
+            None => api::write_activity(out, a, now),
+        }
+    }
+
     fn respond(&mut self, out: Outcome, cx: &mut Context<'_>) {
         self.body.clear();
         match out {
@@ -365,7 +392,7 @@ impl App {
                                 "sale changed"
                             }
                         );
-                        api::write_activity(&mut self.body, a, self.shared.now_ms());
+                        Self::write_sale(&self.shared, &mut self.body, a, self.shared.now_ms());
                         self.json(cx, if created { 201 } else { 200 }, &self.body);
                     }
                     None if created => {
@@ -378,6 +405,22 @@ impl App {
                     }
                     None => self.not_found(cx),
                 }
+            }
+            Outcome::Activity(id) => match self.shared.engine.activity(id) {
+                Some(a) => {
+                    Self::write_sale(&self.shared, &mut self.body, a, self.shared.now_ms());
+                    self.json(cx, 200, &self.body);
+                }
+                None => self.not_found(cx),
+            },
+            Outcome::AuthorityUnavailable => {
+                inc(&self.stats().authority_unavailable);
+                self.error(cx,
+                    503,
+                    "unavailable",
+                    "the stock authority (redis) did not answer: retry with the same request_id to learn the outcome",
+                    &[("Retry-After", "1")],
+                );
             }
             Outcome::Rejected(r) => {
                 let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
@@ -449,20 +492,27 @@ impl App {
                 }
                 self.admin(route, id, req, cx)
             }
-            Route::GetActivity => match id
-                .and_then(|s| s.parse().ok())
-                .and_then(|id| self.shared.engine.activity(id))
-            {
-                Some(a) => {
-                    self.body.clear();
-                    // The turn's clock (refreshed every reactor turn): a
-                    // clock read per GET was ~60 instructions of its ~3,500.
-                    let now = self.shared.clock.turn_ms();
-                    api::write_activity(&mut self.body, a, now);
-                    self.json(cx, 200, &self.body);
+            Route::GetActivity => {
+                let Some(sale) = id.and_then(|s| s.parse().ok()) else {
+                    return self.not_found(cx);
+                };
+                match self.shared.engine.activity(sale) {
+                    Some(a) => {
+                        self.body.clear();
+                        // The turn's clock (refreshed every reactor turn): a
+                        // clock read per GET was ~60 instructions of its ~3,500.
+                        let now = self.shared.clock.turn_ms();
+                        Self::write_sale(&self.shared, &mut self.body, a, now);
+                        self.json(cx, 200, &self.body);
+                    }
+                    // Cluster mode: it may have been created on another
+                    // node; a worker asks Redis.
+                    None if self.shared.core.cluster.is_some() => {
+                        self.run(Command::GetActivity(sale), cx)
+                    }
+                    None => self.not_found(cx),
                 }
-                None => self.not_found(cx),
-            },
+            }
             Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
                 let user = match self.shared.auth.user(auth, self.shared.now_ms() / 1000) {
                     Ok(u) => u,
@@ -515,16 +565,25 @@ impl App {
             return match admin::parse_page(req.query) {
                 Ok(page) => {
                     self.body.clear();
-                    admin::write_page(
-                        &mut self.body,
-                        &self.shared.engine,
-                        page,
-                        self.shared.now_ms(),
-                    );
+                    let (shared, now) = (&self.shared, self.shared.now_ms());
+                    admin::write_page(&mut self.body, &shared.engine, page, |out, a| {
+                        Self::append_sale(shared, out, a, now)
+                    });
                     self.json(cx, 200, &self.body);
                 }
                 Err(e) => self.invalid(cx, &e.0),
             };
+        }
+        // Cluster mode: Redis holds every node's view of a sale's stock and
+        // window; a change made here alone would split them.
+        if self.shared.core.cluster.is_some() {
+            return self.error(
+                cx,
+                501,
+                "not_supported",
+                "changing a sale is not supported in cluster mode yet: Redis holds its stock and window for every node",
+                &[],
+            );
         }
         // An unknown sale is a 404 whatever the body: nothing to change.
         let Some(activity) = id
@@ -611,6 +670,15 @@ impl App {
                     self.error(cx, 503, "not_ready", "reactors starting", &[])
                 } else if !self.shared.ready.load(Ordering::Acquire) {
                     self.error(cx, 503, "not_ready", "recovering the order log", &[])
+                } else if let Some(why) = self
+                    .shared
+                    .core
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.health.down_reason())
+                {
+                    let why = format!("redis unavailable: {why}");
+                    self.error(cx, 503, "not_ready", &why, &[])
                 } else if let Some(w) = self
                     .shared
                     .core
@@ -629,6 +697,7 @@ impl App {
                 metrics::render(&self.shared.stats, &mut self.text);
                 metrics::render_app(&self.shared, &mut self.text);
                 metrics::render_log(&self.shared, &mut self.text);
+                metrics::render_cluster(&self.shared, &mut self.text);
                 self.raw(
                     cx,
                     200,

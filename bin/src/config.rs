@@ -102,6 +102,12 @@ pub mod limits {
     pub const SINK_BATCH_WAIT_MS_MAX: u64 = 10_000;
     /// Each shard is a connection pool; more than 1024 is a typo.
     pub const SHARDS_MAX: usize = 1024;
+    /// A Redis call waits at most a minute: longer is a hung cluster,
+    /// and a buyer would long have given up.
+    pub const REDIS_TIMEOUT_MS_MAX: u64 = 60_000;
+    /// A sold-out answer cached for more than a minute would keep
+    /// returned units off sale too long.
+    pub const SOLD_OUT_RECHECK_MS_MAX: u64 = 60_000;
 }
 
 use limits::*;
@@ -119,6 +125,7 @@ pub struct Config {
     pub mysql: MysqlSection,
     pub sink: SinkSection,
     pub logging: LoggingSection,
+    pub cluster: ClusterSection,
 }
 
 /// `log.backend`.
@@ -521,6 +528,40 @@ pub enum AccessLogMode {
     All,
 }
 
+/// `[cluster]`: one sale served by many nodes, Redis deciding stock
+/// (`docs/cluster.md`). Off by default: a single node decides in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    pub enabled: bool,
+    /// Where every node's decisions are made: one Redis (or a proxy to
+    /// one primary). The node's own id is `engine.node_id`, which every
+    /// order id and the node's topic carry: it must differ between nodes.
+    pub redis_url: String,
+    /// A Redis call not answered within this long is a 503 (fail closed).
+    pub redis_timeout_ms: u64,
+    /// Refuse to start unless Redis has `appendonly yes` and
+    /// `appendfsync always` (nothing acknowledged is lost when Redis is
+    /// killed). Off: start with a loud warning naming the setting.
+    pub require_durable_redis: bool,
+    /// After Redis answered "sold out" for a sale, this node answers 409
+    /// locally for this long before asking Redis again: units a cancel or
+    /// timeout gives back are on sale again on every node within it.
+    pub sold_out_recheck_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            enabled: false,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_timeout_ms: 250,
+            require_durable_redis: true,
+            sold_out_recheck_ms: 100,
+        }
+    }
+}
+
 /// One problem with one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -791,6 +832,18 @@ impl Config {
                 1,
                 UNAVAILABLE_MS_MAX,
             ),
+            Bound::new(
+                "cluster.redis_timeout_ms",
+                self.cluster.redis_timeout_ms,
+                1,
+                REDIS_TIMEOUT_MS_MAX,
+            ),
+            Bound::new(
+                "cluster.sold_out_recheck_ms",
+                self.cluster.sold_out_recheck_ms,
+                1,
+                SOLD_OUT_RECHECK_MS_MAX,
+            ),
             Bound::new("sink.batch_max", self.sink.batch_max, 1, SINK_BATCH_MAX),
             Bound::new(
                 "sink.batch_wait_ms",
@@ -899,6 +952,8 @@ impl Config {
             }
             if let Some(why) = topic_problem(&k.topic) {
                 bad("log.kafka.topic", why);
+            } else if let Some(why) = topic_problem(&self.log_topic()) {
+                bad("log.kafka.topic", format!("with cluster.enabled: {why}"));
             }
         }
         for key in ["enable.idempotence", "acks", "message.timeout.ms"] {
@@ -946,6 +1001,43 @@ impl Config {
                 format!("not an IP:port address: {:?}", self.sink.metrics_listen),
             );
         }
+        let c = &self.cluster;
+        if c.enabled {
+            // Every node's orders go to its own topic of one broker
+            // cluster; the file log would keep a node's orders on a disk
+            // no other node (or the sink) can read.
+            if l.backend != LogBackend::Kafka {
+                bad(
+                    "cluster.enabled",
+                    "needs log.backend = \"kafka\" (every node's orders must reach the sink)"
+                        .into(),
+                );
+            }
+            // A Redis call blocks its thread for up to the timeout: never
+            // a reactor.
+            if w.count == 0 {
+                bad(
+                    "workers.count",
+                    "must be at least 1 with cluster.enabled (Redis calls run on workers, never on reactors)"
+                        .into(),
+                );
+            }
+            if let Err(why) = flashd_redis::ClientConfig::check_url(&c.redis_url) {
+                bad("cluster.redis_url", why);
+            }
+            if in_range("cluster.redis_timeout_ms")
+                && in_range("server.request_timeout_ms")
+                && c.redis_timeout_ms >= self.server.request_timeout_ms
+            {
+                bad(
+                    "cluster.redis_timeout_ms",
+                    format!(
+                        "must be below server.request_timeout_ms ({}), got {}",
+                        self.server.request_timeout_ms, c.redis_timeout_ms
+                    ),
+                );
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             bad(
                 "logging.level",
@@ -974,11 +1066,22 @@ impl Config {
             .saturating_add(NOFILE_SPARE)
     }
 
+    /// The topic this node writes: `log.kafka.topic`, or in cluster mode
+    /// that name with the node's id (`flashd-orders.node3`), because
+    /// each node's log is a single writer's sequence of LSNs.
+    pub fn log_topic(&self) -> String {
+        if self.cluster.enabled {
+            flashd_kafka::node_topic(&self.log.kafka.topic, self.engine.node_id)
+        } else {
+            self.log.kafka.topic.clone()
+        }
+    }
+
     pub fn kafka_config(&self) -> flashd_kafka::KafkaConfig {
         let k = &self.log.kafka;
         flashd_kafka::KafkaConfig {
             brokers: k.brokers.clone(),
-            topic: k.topic.clone(),
+            topic: self.log_topic(),
             timeout: Duration::from_millis(k.unavailable_ms),
             properties: k
                 .properties
@@ -1004,7 +1107,9 @@ impl Config {
             order_ttl_ms: self.engine.order_ttl_ms,
             max_activities: self.engine.max_activities,
             // The log is always attached: cancelled units wait for it.
-            hold_released_until_durable: true,
+            // In cluster mode Redis holds the units; the engine only
+            // records what this node logged.
+            hold_released_until_durable: !self.cluster.enabled,
         }
     }
 
@@ -1138,6 +1243,54 @@ mod tests {
         assert_eq!(
             ok.kafka_config().properties,
             [("linger.ms".to_string(), "2".to_string())]
+        );
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_by_path() {
+        // Cluster mode needs the Kafka log and workers.
+        let e = errs("[cluster]\nenabled = true\n");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("cluster.enabled: needs log.backend = \"kafka\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("workers.count: must be at least 1")),
+            "{e:?}"
+        );
+        let base = "[log]\nbackend = \"kafka\"\n[workers]\ncount = 2\n[cluster]\nenabled = true\n";
+        let ok = Config::parse(base).unwrap();
+        assert_eq!(ok.log_topic(), "flashd-orders.node0");
+        assert_eq!(ok.kafka_config().topic, "flashd-orders.node0");
+        let ok = Config::parse(&format!("{base}[engine]\nnode_id = 7\n")).unwrap();
+        assert_eq!(ok.log_topic(), "flashd-orders.node7");
+        // Off, the topic is the configured one.
+        let single = Config::parse("[log]\nbackend = \"kafka\"\n").unwrap();
+        assert_eq!(single.log_topic(), "flashd-orders");
+        assert_eq!(
+            errs(&format!("{base}redis_url = \"http://x\"\n")),
+            ["cluster.redis_url: must be a redis://host:port/db URL, got \"http://x\""]
+        );
+        assert!(
+            errs(&format!("{base}redis_url = \"redis://\"\n"))[0].starts_with("cluster.redis_url:")
+        );
+        assert_eq!(
+            errs(&format!("{base}redis_timeout_ms = 0\n")),
+            ["cluster.redis_timeout_ms: must be > 0"]
+        );
+        assert_eq!(
+            errs(&format!("{base}redis_timeout_ms = 20000\n")),
+            ["cluster.redis_timeout_ms: must be below server.request_timeout_ms (10000), got 20000"]
+        );
+        assert_eq!(
+            errs(&format!("{base}sold_out_recheck_ms = 70000\n")),
+            ["cluster.sold_out_recheck_ms: must be between 1 and 60000, got 70000"]
+        );
+        assert_eq!(
+            errs(&format!("{base}nodes = 3\n")),
+            ["cluster.nodes: unknown key"]
         );
     }
 }

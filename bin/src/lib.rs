@@ -31,6 +31,7 @@
 //!   [`admin`] (the admin API's pages and changes of a sale), [`exec`]
 //!   (the command path to the engine and the log), [`request_id`] (the
 //!   `X-Request-Id` taken, made and echoed), [`access_log`];
+//! * cluster mode: [`cluster`] (Redis decides, this node records);
 //! * [`clock`], [`metrics`].
 
 pub mod access_log;
@@ -39,6 +40,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod exec;

@@ -184,7 +184,6 @@ impl Engine {
                 e @ (ReplayError::Duplicate { .. }
                 | ReplayError::UnknownOrder { .. }
                 | ReplayError::BadMove { .. }
-                | ReplayError::ActivityOutOfOrder { .. }
                 | ReplayError::ActivityBeyondCapacity { .. }
                 | ReplayError::ActivityTwice { .. }
                 | ReplayError::SnapshotStripeOverfull { .. }

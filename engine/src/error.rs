@@ -40,9 +40,6 @@ pub enum ReplayError {
         event: EventKind,
         from: OrderStatus,
     },
-    /// Sale ids are logged increasing (not necessarily dense).
-    #[error("event does not apply: activity {id} created out of order (next is {next})")]
-    ActivityOutOfOrder { id: ActivityId, next: ActivityId },
     /// The sale's id is past `engine.max_activities` (or is 0).
     #[error("event does not apply: activity {id} beyond engine.max_activities")]
     ActivityBeyondCapacity { id: ActivityId },
@@ -119,10 +116,6 @@ mod tests {
                     from: OrderStatus::Paid,
                 },
                 "event does not apply: order 5 cancelled from Paid",
-            ),
-            (
-                ReplayError::ActivityOutOfOrder { id: 2, next: 3 },
-                "event does not apply: activity 2 created out of order (next is 3)",
             ),
             (
                 ReplayError::ActivityBeyondCapacity { id: 9 },

@@ -116,14 +116,10 @@ impl Engine {
         else {
             unreachable!("install_activity takes ActivityCreated");
         };
-        // Increasing, not necessarily dense: a creation that failed to
-        // become durable leaves its id unused.
-        if *id < *next {
-            return Err(ReplayError::ActivityOutOfOrder {
-                id: *id,
-                next: *next,
-            });
-        }
+        // Any order, any gaps: a creation that failed to become durable
+        // leaves its id unused, and in cluster mode ids come from Redis
+        // for every node, so a node installs the sales it serves in the
+        // order it meets them. A slot is written once (`ActivityTwice`).
         let slot = self
             .activities
             .get(*id as usize - 1)
@@ -139,7 +135,7 @@ impl Engine {
         };
         slot.set(Activity::new(*id, spec, *created_at))
             .map_err(|_| ReplayError::ActivityTwice { id: *id })?;
-        *next = *id + 1;
+        *next = (*next).max(*id + 1);
         Ok(())
     }
 }

@@ -40,3 +40,51 @@ pub fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<bool, LogError
     }
     Ok(true)
 }
+
+/// The topic of node `node` in cluster mode: `base.node<id>`. Every node
+/// is the single writer of its own topic (its LSNs are its own sequence,
+/// which recovery and the sink's abort handling rely on); the sink reads
+/// them all.
+pub fn node_topic(base: &str, node: u16) -> String {
+    format!("{base}.node{node}")
+}
+
+/// The node id of a topic named by [`node_topic`] from `base`; `None` for
+/// any other topic.
+pub fn topic_node(base: &str, topic: &str) -> Option<u16> {
+    let rest = topic.strip_prefix(base)?.strip_prefix(".node")?;
+    if rest.is_empty() || rest.len() > 5 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // No leading zeros: one name per node.
+    if rest.len() > 1 && rest.starts_with('0') {
+        return None;
+    }
+    rest.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_topics_round_trip_and_nothing_else_parses() {
+        for n in [0u16, 1, 9, 10, 1023] {
+            assert_eq!(
+                topic_node("flashd-orders", &node_topic("flashd-orders", n)),
+                Some(n)
+            );
+        }
+        for t in [
+            "flashd-orders",
+            "flashd-orders.node",
+            "flashd-orders.node01",
+            "flashd-orders.node1x",
+            "flashd-orders.node1.x",
+            "other.node1",
+            "flashd-orders.node999999",
+        ] {
+            assert_eq!(topic_node("flashd-orders", t), None, "{t}");
+        }
+    }
+}

@@ -58,6 +58,17 @@ impl ClientConfig {
             node,
         }
     }
+
+    /// Why `url` cannot name a Redis server, checked without connecting
+    /// (for the configuration's checks).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        if !url.starts_with("redis://") {
+            return Err(format!("must be a redis://host:port/db URL, got {url:?}"));
+        }
+        redis::IntoConnectionInfo::into_connection_info(url)
+            .map(|_| ())
+            .map_err(|e| format!("not a Redis URL ({e}): {url:?}"))
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
@@ -163,7 +174,7 @@ impl RedisClient {
         &self.cfg
     }
 
-    fn submit<T: Send + 'static>(
+    pub(crate) fn submit<T: Send + 'static>(
         &self,
         op: &'static str,
         admin: bool,
@@ -211,6 +222,17 @@ impl RedisClient {
     /// creation is fine; another spec under the same id is
     /// [`RedisError::SaleConflict`]. Answers whether this call created it.
     pub fn create_sale(&self, sale: ActivityId, spec: SaleSpec) -> Pending<bool> {
+        self.create_sale_with(sale, spec, None)
+    }
+
+    /// [`RedisClient::create_sale`], with the sale's sku, name and
+    /// creation time stored beside it when given (`crate::catalog`).
+    pub(crate) fn create_sale_with(
+        &self,
+        sale: ActivityId,
+        spec: SaleSpec,
+        names: Option<(String, String, Millis)>,
+    ) -> Pending<bool> {
         self.submit("create_sale", false, move |s| {
             let want = [
                 spec.stock,
@@ -223,6 +245,9 @@ impl RedisClient {
             let v = s.eval("create_sale", 0, &[keys::meta(sale)], |c| {
                 for a in want {
                     c.arg(a);
+                }
+                if let Some((sku, name, created)) = &names {
+                    c.arg(sku).arg(name).arg(*created);
                 }
             })?;
             match v {

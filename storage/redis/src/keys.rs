@@ -33,6 +33,19 @@ pub fn due(sale: ActivityId) -> String {
     format!("{}:due", tag(sale))
 }
 
+/// String: the last sale id handed out (`INCR`), shared by every node so
+/// two nodes never create two sales under one id. Not a sale's key, so
+/// it carries no sale tag: it is touched once per sale creation, never by
+/// a script.
+pub const SALE_SEQ: &str = "flashd:sale_seq";
+
+/// String: which running process holds node id `node` (a lease, renewed
+/// while it runs), so two processes configured with one node id cannot
+/// both make order ids.
+pub fn node_lease(node: u16) -> String {
+    format!("flashd:node:{node}")
+}
+
 /// Every key of `sale`.
 pub fn all(sale: ActivityId) -> [String; 3] {
     [meta(sale), users(sale), due(sale)]

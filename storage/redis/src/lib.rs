@@ -34,6 +34,7 @@
 //! Redis decided, answers after both), the `flashd reconcile` command, the
 //! multi-node fault test.
 
+mod catalog;
 mod client;
 mod decision;
 mod durability;
@@ -42,6 +43,7 @@ pub mod keys;
 mod reconcile;
 pub mod script;
 
+pub use catalog::FIND_SALES_MAX;
 pub use client::{ClientConfig, Pending, RedisClient};
 pub use decision::{node_of, Buy, Claim, ClaimStatus, Decision, Settle, Settled};
 pub use durability::{AppendFsync, DurabilityReport, Guarantee};

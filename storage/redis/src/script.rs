@@ -93,7 +93,9 @@ pub const BATCH_MAX: usize = 4000;
 
 /// Create a sale's meta hash if absent.
 ///
-/// `KEYS`: meta. `ARGV`: stock, limit, orders_max, start, end, price.
+/// `KEYS`: meta. `ARGV`: stock, limit, orders_max, start, end, price, and
+/// optionally sku, name, created (what another node needs to serve the
+/// sale: `crate::catalog`).
 /// Returns `1` when it created the sale, or the existing
 /// `{stock, limit, orders_max, start, end, price}` so the caller can tell
 /// a repeat of the same creation (fine) from a different sale under the
@@ -104,6 +106,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'sold', 0, 'reserved', 0, 'limit', ARGV[2],
   'orders_max', ARGV[3], 'start', ARGV[4], 'end', ARGV[5], 'price', ARGV[6])
+if #ARGV >= 9 then
+  redis.call('HSET', KEYS[1], 'sku', ARGV[7], 'name', ARGV[8], 'created', ARGV[9])
+end
 return 1
 "#;
 
