@@ -2,8 +2,8 @@
 //! path: the real `flashd` binary on a Kafka-API broker (tansu, as
 //! `bin/tests/kafka.rs` runs it) with the embedded sink writing into
 //! MariaDB, whose `activities` row then holds the added stock and the moved
-//! and ended windows; and a restart of the server on the same topic
-//! replays them.
+//! and ended windows; a restart of the server on the same topic replays
+//! them; and in cluster mode (a private Redis) a change is refused.
 
 mod common;
 
@@ -243,4 +243,89 @@ fn admin_changes_reach_mysql_through_kafka_and_the_sink() {
     assert_eq!(want(&activity(srv.addr, b)), want(&vb));
     drop(srv);
     drop_db(&db);
+}
+
+/// A private redis-server (durable: AOF fsynced always), killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "redis not up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Cluster mode: Redis holds a sale's stock and window for every node, so
+/// a change made on one node is refused (501) and changes nothing; the
+/// list of sales still answers.
+#[test]
+fn cluster_mode_refuses_changes_of_a_sale() {
+    raise_nofile();
+    let tmp = TempDir::new("admin-cluster");
+    let (bdir, rdir) = (tmp.path().join("broker"), tmp.path().join("redis"));
+    std::fs::create_dir_all(&bdir).unwrap();
+    std::fs::create_dir_all(&rdir).unwrap();
+    let broker = Broker::start(&bdir);
+    let redis = Redis::start(&rdir);
+    let cfg = sale_config(&format!(
+        "[workers]\ncount = 1\n[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"127.0.0.1:{}\"\ntopic = \"admin-cluster\"\npartitions = 1\nunavailable_ms = 1000\n[cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}/\"\n",
+        broker.port, redis.port
+    ));
+    let srv = Flashd::start(&cfg);
+    let a = create_when_log_ready(srv.addr, 5, 1, -5, 3600, Duration::from_secs(30));
+    let before = activity(srv.addr, a);
+    for raw in [
+        post(
+            &format!("/api/v1/activities/{a}/stock"),
+            ADMIN,
+            r#"{"add":1}"#,
+        ),
+        post(&format!("/api/v1/activities/{a}/end"), ADMIN, ""),
+        patch(
+            &format!("/api/v1/activities/{a}"),
+            &format!(r#"{{"end_at":"{}"}}"#, rfc3339(60)),
+        ),
+    ] {
+        let r = request(srv.addr, &raw);
+        assert_eq!(r.status, 501, "{}", r.body_str());
+        assert_eq!(json(&r)["error"], "not_supported");
+    }
+    assert_eq!(activity(srv.addr, a), before);
+    let r = request(srv.addr, &get("/api/v1/activities", ADMIN));
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(json(&r)["activities"][0]["id"], a);
 }
