@@ -544,9 +544,13 @@ pub struct ClusterSection {
     /// `appendfsync always` (nothing acknowledged is lost when Redis is
     /// killed). Off: start with a loud warning naming the setting.
     pub require_durable_redis: bool,
-    /// After Redis answered "sold out" for a sale, this node answers 409
-    /// locally for this long before asking Redis again: units a cancel or
-    /// timeout gives back are on sale again on every node within it.
+    /// 0 (the default): every purchase asks Redis. Otherwise, after Redis
+    /// answered "sold out" for a sale, this node answers 409 locally for
+    /// this long before asking again: a stampede on a sold-out sale costs
+    /// Redis nothing, at two prices: a unit a cancel or timeout gives back
+    /// waits up to this long on a node that saw the sale sold out, and a
+    /// retry of a purchase whose answer was lost, sent to such a node,
+    /// hears `sold_out` instead of its order (whose claim then times out).
     pub sold_out_recheck_ms: u64,
 }
 
@@ -557,7 +561,7 @@ impl Default for ClusterSection {
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_timeout_ms: 250,
             require_durable_redis: true,
-            sold_out_recheck_ms: 100,
+            sold_out_recheck_ms: 0,
         }
     }
 }
@@ -841,7 +845,7 @@ impl Config {
             Bound::new(
                 "cluster.sold_out_recheck_ms",
                 self.cluster.sold_out_recheck_ms,
-                1,
+                0,
                 SOLD_OUT_RECHECK_MS_MAX,
             ),
             Bound::new("sink.batch_max", self.sink.batch_max, 1, SINK_BATCH_MAX),
@@ -1286,7 +1290,7 @@ mod tests {
         );
         assert_eq!(
             errs(&format!("{base}sold_out_recheck_ms = 70000\n")),
-            ["cluster.sold_out_recheck_ms: must be between 1 and 60000, got 70000"]
+            ["cluster.sold_out_recheck_ms: must be between 0 and 60000, got 70000"]
         );
         assert_eq!(
             errs(&format!("{base}nodes = 3\n")),

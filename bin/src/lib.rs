@@ -22,7 +22,8 @@
 //!
 //! Modules, by concern:
 //! * the command line's helpers: [`config`], [`secrets`], [`logging`],
-//!   [`migrate`] (`flashd migrate`), [`sink_process`] (`flashd sink`);
+//!   [`migrate`] (`flashd migrate`), [`sink_process`] (`flashd sink`),
+//!   [`reconcile`] (`flashd reconcile`: Redis against the nodes' logs);
 //! * a server: [`serve`] (the [`serve::Service`] and `flashd serve`),
 //!   [`recovery`] (the engine rebuilt from the log), [`durable`] (the log
 //!   opened for appending: writer, snapshotter, embedded sink),
@@ -47,6 +48,7 @@ pub mod exec;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod reconcile;
 pub mod recovery;
 pub mod request_id;
 pub mod routes;
