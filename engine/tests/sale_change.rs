@@ -306,3 +306,59 @@ fn adding_stock_under_a_stampede_never_oversells() {
     assert_eq!((a.remaining, a.reserved), (0, START + 2 * ADDS));
     e.check_invariants().unwrap();
 }
+
+#[test]
+fn no_purchase_that_starts_after_the_end_returns_succeeds() {
+    use std::sync::atomic::AtomicBool;
+    const THREADS: u64 = 4;
+    /// Purchases each buyer makes once it has seen the end returned.
+    const AFTER: u64 = 100;
+    let e = Arc::new(engine(true));
+    let mut log = Vec::new();
+    e.create_activity(&spec(1_000_000), T0 - 10, &mut log)
+        .unwrap();
+    let now = T0 + 100;
+    let ended = Arc::new(AtomicBool::new(false));
+    let (late, tried_after) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    std::thread::scope(|sc| {
+        for t in 0..THREADS {
+            let (e, ended) = (e.clone(), ended.clone());
+            let (late, tried_after) = (late.clone(), tried_after.clone());
+            sc.spawn(move || {
+                let mut log = Vec::new();
+                let mut after = 0;
+                // Bounded: the end comes within milliseconds.
+                for u in 0..200_000u64 {
+                    // Read before the purchase starts: if the end had
+                    // returned by then, the purchase must be refused.
+                    let after_end = ended.load(Ordering::Acquire);
+                    let r = buy(&e, t * 1_000_000 + u, 1, now, &mut log);
+                    if after_end {
+                        after += 1;
+                        tried_after.fetch_add(1, Ordering::Relaxed);
+                        if r.is_ok() {
+                            late.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if after == AFTER {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        let (e, ended) = (e.clone(), ended.clone());
+        sc.spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut log = Vec::new();
+            e.end_sale(1, now, &mut log).unwrap();
+            ended.store(true, Ordering::Release);
+        });
+    });
+    assert_eq!(tried_after.load(Ordering::Relaxed), THREADS * AFTER);
+    assert_eq!(late.load(Ordering::Relaxed), 0, "purchases after the end");
+    assert!(
+        e.activity(1).unwrap().view(now).reserved > 0,
+        "buys before it"
+    );
+    e.check_invariants().unwrap();
+}
