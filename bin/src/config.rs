@@ -1105,6 +1105,17 @@ impl Config {
         }
     }
 
+    /// What `flashd sink` (a process of its own) follows: the log's topic,
+    /// or in cluster mode every node's topic of the base name, now and
+    /// later (`<base>.node*`, a pattern subscription).
+    pub fn standalone_sink_config(&self) -> flashd_sink::SinkConfig {
+        let mut c = self.sink_config();
+        if self.cluster.enabled {
+            c.kafka.topic = format!("{}.node*", self.log.kafka.topic);
+        }
+        c
+    }
+
     pub fn engine_config(&self) -> flashd_engine::EngineConfig {
         flashd_engine::EngineConfig {
             node_id: self.engine.node_id,
@@ -1273,6 +1284,14 @@ mod tests {
         // Off, the topic is the configured one.
         let single = Config::parse("[log]\nbackend = \"kafka\"\n").unwrap();
         assert_eq!(single.log_topic(), "flashd-orders");
+        assert_eq!(single.standalone_sink_config().kafka.topic, "flashd-orders");
+        // A node's embedded sink reads its topic; `flashd sink` all of them.
+        let ok = Config::parse(base).unwrap();
+        assert_eq!(ok.sink_config().kafka.topic, "flashd-orders.node0");
+        assert_eq!(
+            ok.standalone_sink_config().kafka.topic,
+            "flashd-orders.node*"
+        );
         assert_eq!(
             errs(&format!("{base}redis_url = \"http://x\"\n")),
             ["cluster.redis_url: must be a redis://host:port/db URL, got \"http://x\""]
