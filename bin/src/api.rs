@@ -18,7 +18,7 @@ use flashd_protocol::rfc3339::format_rfc3339;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Invalid(pub String);
 
-fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Invalid> {
+pub(crate) fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Invalid> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -50,7 +50,7 @@ fn one() -> u32 {
     1
 }
 
-fn parse_time(field: &str, s: &str) -> Result<Millis, Invalid> {
+pub(crate) fn parse_time(field: &str, s: &str) -> Result<Millis, Invalid> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| Invalid(format!("{field}: not an RFC 3339 time ({e})")))?;
     let ms = t.unix_timestamp_nanos() / 1_000_000;
@@ -316,7 +316,8 @@ pub fn write_order(out: &mut Vec<u8>, o: &OrderView) {
     out.push(b'}');
 }
 
-/// The fields of a sale that never change once it exists, and their JSON.
+/// The fields of a sale that change rarely (stock and window only by an
+/// admin), and their JSON.
 #[derive(Default)]
 struct FixedPart {
     id: u64,
@@ -335,9 +336,9 @@ impl FixedPart {
         !self.json.is_empty()
             && self.id == a.id as u64
             && self.price_cents == a.price_cents
-            && self.stock == a.stock
-            && self.start_at == a.start_at
-            && self.end_at == a.end_at
+            && self.stock == a.stock()
+            && self.start_at == a.start_at()
+            && self.end_at == a.end_at()
             && self.per_user_limit == a.per_user_limit
             && self.sku_id == a.sku_id
             && self.name == a.name
@@ -350,9 +351,9 @@ impl FixedPart {
         self.name.clear();
         self.name.push_str(&a.name);
         self.price_cents = a.price_cents;
-        self.stock = a.stock;
-        self.start_at = a.start_at;
-        self.end_at = a.end_at;
+        self.stock = a.stock();
+        self.start_at = a.start_at();
+        self.end_at = a.end_at();
         self.per_user_limit = a.per_user_limit;
         let out = &mut self.json;
         out.clear();
@@ -365,11 +366,11 @@ impl FixedPart {
         out.extend_from_slice(b"\",\"price_cents\":");
         push_u64(out, a.price_cents);
         out.extend_from_slice(b",\"stock\":");
-        push_u64(out, a.stock);
+        push_u64(out, self.stock);
         out.extend_from_slice(b",\"start_at\":");
-        push_time(out, a.start_at);
+        push_time(out, self.start_at);
         out.extend_from_slice(b",\"end_at\":");
-        push_time(out, a.end_at);
+        push_time(out, self.end_at);
         out.extend_from_slice(b",\"per_user_limit\":");
         push_u64(out, a.per_user_limit as u64);
     }

@@ -12,13 +12,16 @@ use flashd_engine::{Engine, Placed, Reject, UserId};
 use flashd_protocol::{Request, RouteMatch, Router};
 use flashd_reactor::{Context, Dispatcher, Handler, ServerStats};
 
+use crate::access_log::{self, AccessLog};
+use crate::admin;
 use crate::api;
 use crate::auth::{Auth, AuthError};
 use crate::clock::Clock;
 use crate::config::RateLimitSection;
 use crate::exec::{self, Command, Job, Outcome};
 use crate::metrics;
-use crate::routes::{self, Route, ROUTE_UNMATCHED};
+use crate::request_id::{Ids, Parked, RequestId, Tag, REQUEST_ID_HEADER};
+use crate::routes::{self, Route, ROUTE_NAMES, ROUTE_UNMATCHED};
 
 /// Counters one sub-reactor keeps about the sale API (single writer).
 #[derive(Default)]
@@ -124,6 +127,12 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// The latest stream event of every streamed sale.
     pub sse: crate::stream::Hub,
+    /// This node's id and the process's start (ms): generated request
+    /// ids are made of them (`request_id.rs`).
+    pub node_id: u16,
+    pub start_ms: u64,
+    /// The access log as configured; each reactor samples with its copy.
+    pub access_log: AccessLog,
 }
 
 impl Shared {
@@ -145,6 +154,23 @@ impl Shared {
     }
 }
 
+/// Extra headers one answer carries at most besides `X-Request-Id`.
+const EXTRA_HEADERS_MAX: usize = 2;
+
+/// `X-Request-Id: id` and `extra`, on the stack: the headers of an answer
+/// and how many there are.
+fn with_id<'a>(
+    id: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> ([(&'a str, &'a str); EXTRA_HEADERS_MAX + 1], usize) {
+    debug_assert!(extra.len() <= EXTRA_HEADERS_MAX, "{extra:?}");
+    let mut h = [("", ""); EXTRA_HEADERS_MAX + 1];
+    h[0] = (REQUEST_ID_HEADER, id);
+    let n = extra.len().min(EXTRA_HEADERS_MAX);
+    h[1..=n].copy_from_slice(&extra[..n]);
+    (h, n + 1)
+}
+
 pub struct App {
     shared: Arc<Shared>,
     router: Router<Route>,
@@ -152,6 +178,13 @@ pub struct App {
     reactor: usize,
     body: Vec<u8>,
     text: String,
+    /// This request's id (or the deferred request's being answered).
+    rid: RequestId,
+    /// Requests this reactor has handled: the `n` of generated ids.
+    requests: u64,
+    ids: Ids,
+    parked: Parked,
+    access: AccessLog,
 }
 
 impl App {
@@ -159,12 +192,21 @@ impl App {
         // Each reactor starts its round-robin at a different ring.
         let dispatcher = shared.workers.as_ref().map(|d| d.starting_at(reactor));
         App {
-            shared,
+            shared: shared.clone(),
             router: routes::router(),
             dispatcher,
             reactor,
             body: Vec::with_capacity(512),
             text: String::new(),
+            rid: RequestId::default(),
+            requests: 0,
+            ids: Ids {
+                node_id: shared.node_id,
+                reactor: reactor as u16,
+                start_ms: shared.start_ms,
+            },
+            parked: Parked::default(),
+            access: shared.access_log.clone(),
         }
     }
 
@@ -176,7 +218,8 @@ impl App {
         inc(&self.stats().rate_limited);
         let secs = wait_ns.div_ceil(1_000_000_000).max(1);
         let mut b = itoa::Buffer::new();
-        cx.respond_error(
+        self.error(
+            cx,
             429,
             "rate_limited",
             "too many requests",
@@ -186,7 +229,8 @@ impl App {
 
     fn unauthorized(&self, cx: &mut Context<'_>, e: AuthError) {
         inc(&self.stats().unauthorized);
-        cx.respond_error(
+        self.error(
+            cx,
             401,
             "unauthorized",
             e.message(),
@@ -196,11 +240,71 @@ impl App {
 
     fn invalid(&self, cx: &mut Context<'_>, msg: &str) {
         inc(&self.stats().invalid);
-        cx.respond_error(400, "invalid_request", msg, &[]);
+        self.error(cx, 400, "invalid_request", msg, &[]);
     }
 
-    fn not_found(cx: &mut Context<'_>) {
-        cx.respond_error(404, "not_found", "no such resource", &[]);
+    fn not_found(&self, cx: &mut Context<'_>) {
+        self.error(cx, 404, "not_found", "no such resource", &[]);
+    }
+
+    /// Answer with a JSON error, this request's id echoed.
+    fn error(
+        &self,
+        cx: &mut Context<'_>,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let (h, n) = with_id(self.rid.as_str(), extra);
+        cx.respond_error(status, code, message, &h[..n]);
+    }
+
+    /// Answer with a JSON body, this request's id echoed.
+    fn json(&self, cx: &mut Context<'_>, status: u16, body: &[u8]) {
+        cx.respond(
+            status,
+            "application/json",
+            &[(REQUEST_ID_HEADER, self.rid.as_str())],
+            body,
+        );
+    }
+
+    /// Answer with any body, this request's id echoed.
+    fn raw(&self, cx: &mut Context<'_>, status: u16, content_type: &'static str, body: &[u8]) {
+        cx.respond(
+            status,
+            content_type,
+            &[(REQUEST_ID_HEADER, self.rid.as_str())],
+            body,
+        );
+    }
+
+    /// Take this request's id (the client's, or a new one), and tag the
+    /// request so a deferred answer finds it again.
+    fn begin(&mut self, req: &Request<'_>, cx: &mut Context<'_>) -> Tag {
+        self.requests += 1;
+        let n = self.requests;
+        let client = req.header("x-request-id").and_then(RequestId::accept);
+        self.rid = client.unwrap_or_else(|| self.ids.format(n));
+        let tag = Tag {
+            n,
+            client: client.is_some(),
+        };
+        cx.set_tag(tag.to_u64());
+        tag
+    }
+
+    /// The request's access-log line, if the mode wants one.
+    fn access(&mut self, cx: &Context<'_>) {
+        let status = cx.status();
+        if self.access.wants(status) {
+            let route = ROUTE_NAMES
+                .get(cx.route() as usize)
+                .copied()
+                .unwrap_or("none");
+            access_log::write(self.rid.as_str(), route, status, cx.peer());
+        }
     }
 
     /// Run a state-changing command: inline, or handed to a worker. The
@@ -209,7 +313,8 @@ impl App {
     fn run(&mut self, cmd: Command, cx: &mut Context<'_>) {
         let Some(ticket) = cx.defer() else {
             inc(&self.shared.app[self.reactor].ring_full);
-            return cx.respond_error(
+            return self.error(
+                cx,
                 503,
                 "overloaded",
                 "too many requests in flight",
@@ -228,7 +333,8 @@ impl App {
                 if let Err(job) = d.submit(Job { ticket, cmd }) {
                     cx.undefer(job.ticket);
                     inc(&self.shared.app[self.reactor].ring_full);
-                    cx.respond_error(
+                    self.error(
+                        cx,
                         503,
                         "overloaded",
                         "worker queues are full",
@@ -248,7 +354,17 @@ impl App {
         now: flashd_engine::Millis,
     ) {
         body.clear();
-        api::write_activity_with(body, a, shared.counters(a), now);
+        Self::append_sale(shared, body, a, now);
+    }
+
+    /// A sale's JSON appended to `out` (cluster mode: with Redis's counts).
+    fn append_sale(
+        shared: &Shared,
+        out: &mut Vec<u8>,
+        a: &flashd_engine::Activity,
+        now: flashd_engine::Millis,
+    ) {
+        api::write_activity_with(out, a, shared.counters(a), now);
     }
 
     fn respond(&mut self, out: Outcome, cx: &mut Context<'_>) {
@@ -257,34 +373,59 @@ impl App {
             Outcome::Placed(Placed::Created(o)) => {
                 inc(&self.stats().orders_created);
                 api::write_order(&mut self.body, &o);
-                cx.respond_json(201, &self.body);
+                self.json(cx, 201, &self.body);
             }
             Outcome::Placed(Placed::Existing(o)) => {
                 inc(&self.stats().orders_replayed);
                 api::write_order(&mut self.body, &o);
-                cx.respond_json(200, &self.body);
+                self.json(cx, 200, &self.body);
             }
             Outcome::Moved(o) => {
                 api::write_order(&mut self.body, &o);
-                cx.respond_json(200, &self.body);
+                self.json(cx, 200, &self.body);
             }
-            Outcome::ActivityCreated(id) => match self.shared.engine.activity(id) {
-                Some(a) => {
-                    api::write_activity(&mut self.body, a, self.shared.now_ms());
-                    cx.respond_json(201, &self.body);
+            Outcome::ActivityCreated(id) | Outcome::ActivityChanged(id) => {
+                let created = matches!(out, Outcome::ActivityCreated(_));
+                match self.shared.engine.activity(id) {
+                    Some(a) => {
+                        // An admin's change, durable now: the audit trail.
+                        tracing::info!(
+                            request_id = self.rid.as_str(),
+                            activity = id,
+                            stock = a.stock(),
+                            start_at = a.start_at(),
+                            end_at = a.end_at(),
+                            "{}",
+                            if created {
+                                "sale created"
+                            } else {
+                                "sale changed"
+                            }
+                        );
+                        Self::write_sale(&self.shared, &mut self.body, a, self.shared.now_ms());
+                        self.json(cx, if created { 201 } else { 200 }, &self.body);
+                    }
+                    None if created => {
+                        tracing::error!(
+                            request_id = self.rid.as_str(),
+                            activity = id,
+                            "created sale not found"
+                        );
+                        self.error(cx, 500, "internal", "created activity not found", &[])
+                    }
+                    None => self.not_found(cx),
                 }
-                None => cx.respond_error(500, "internal", "created activity not found", &[]),
-            },
+            }
             Outcome::Activity(id) => match self.shared.engine.activity(id) {
                 Some(a) => {
                     Self::write_sale(&self.shared, &mut self.body, a, self.shared.now_ms());
-                    cx.respond_json(200, &self.body);
+                    self.json(cx, 200, &self.body);
                 }
-                None => Self::not_found(cx),
+                None => self.not_found(cx),
             },
             Outcome::AuthorityUnavailable => {
                 inc(&self.stats().authority_unavailable);
-                cx.respond_error(
+                self.error(cx,
                     503,
                     "unavailable",
                     "the stock authority (redis) did not answer: retry with the same request_id to learn the outcome",
@@ -294,11 +435,12 @@ impl App {
             Outcome::Rejected(r) => {
                 let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
                 inc(&self.stats().rejected[i]);
-                cx.respond_error(r.status(), r.code(), r.message(), &[]);
+                self.error(cx, r.status(), r.code(), r.message(), &[]);
             }
             Outcome::LogUnavailable => {
                 inc(&self.stats().log_unavailable);
-                cx.respond_error(
+                self.error(
+                    cx,
                     503,
                     "unavailable",
                     "orders cannot be made durable right now; nothing was changed",
@@ -307,7 +449,7 @@ impl App {
             }
             Outcome::OutcomeUnknown => {
                 inc(&self.stats().log_unavailable);
-                cx.respond_error(
+                self.error(cx,
                     503,
                     "outcome_unknown",
                     "the order log failed and undoing this request is not yet durable: its outcome is unknown; retry with the same request_id to learn it",
@@ -316,7 +458,8 @@ impl App {
             }
             Outcome::LogBusy => {
                 inc(&self.stats().ring_full);
-                cx.respond_error(
+                self.error(
+                    cx,
                     503,
                     "overloaded",
                     "the order log is saturated",
@@ -328,7 +471,8 @@ impl App {
 
     fn api(&mut self, route: Route, id: Option<&str>, req: &Request<'_>, cx: &mut Context<'_>) {
         if !self.shared.ready.load(Ordering::Acquire) {
-            return cx.respond_error(
+            return self.error(
+                cx,
                 503,
                 "unavailable",
                 "recovering the order log",
@@ -349,9 +493,18 @@ impl App {
                     Err(e) => self.invalid(cx, &e.0),
                 }
             }
+            Route::ListActivities
+            | Route::ChangeActivity
+            | Route::EndActivity
+            | Route::AddStock => {
+                if let Err(e) = self.shared.auth.admin(auth) {
+                    return self.unauthorized(cx, e);
+                }
+                self.admin(route, id, req, cx)
+            }
             Route::GetActivity => {
                 let Some(sale) = id.and_then(|s| s.parse().ok()) else {
-                    return Self::not_found(cx);
+                    return self.not_found(cx);
                 };
                 match self.shared.engine.activity(sale) {
                     Some(a) => {
@@ -360,14 +513,14 @@ impl App {
                         // clock read per GET was ~60 instructions of its ~3,500.
                         let now = self.shared.clock.turn_ms();
                         Self::write_sale(&self.shared, &mut self.body, a, now);
-                        cx.respond_json(200, &self.body);
+                        self.json(cx, 200, &self.body);
                     }
                     // Cluster mode: it may have been created on another
                     // node; a worker asks Redis.
                     None if self.shared.core.cluster.is_some() => {
                         self.run(Command::GetActivity(sale), cx)
                     }
-                    None => Self::not_found(cx),
+                    None => self.not_found(cx),
                 }
             }
             Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
@@ -381,7 +534,7 @@ impl App {
                 match route {
                     Route::PlaceOrder => {
                         let Some(activity) = id.and_then(|s| s.parse().ok()) else {
-                            return Self::not_found(cx);
+                            return self.not_found(cx);
                         };
                         match api::parse_buy(req.body) {
                             Ok((quantity, request_id)) => self.run(
@@ -398,7 +551,7 @@ impl App {
                     }
                     _ => {
                         let Some(order) = id.and_then(|s| s.parse().ok()) else {
-                            return Self::not_found(cx);
+                            return self.not_found(cx);
                         };
                         match route {
                             Route::GetOrder => self.run(Command::Get { user, order }, cx),
@@ -422,15 +575,103 @@ impl App {
     }
 }
 
+impl App {
+    /// The admin API past its token: a page of sales, answered here from
+    /// memory, or a change of a sale, run as a command like a purchase
+    /// (through the log, answered once durable).
+    fn admin(&mut self, route: Route, id: Option<&str>, req: &Request<'_>, cx: &mut Context<'_>) {
+        if route == Route::ListActivities {
+            return match admin::parse_page(req.query) {
+                Ok(page) => {
+                    self.body.clear();
+                    let (shared, now) = (&self.shared, self.shared.now_ms());
+                    admin::write_page(&mut self.body, &shared.engine, page, |out, a| {
+                        Self::append_sale(shared, out, a, now)
+                    });
+                    self.json(cx, 200, &self.body);
+                }
+                Err(e) => self.invalid(cx, &e.0),
+            };
+        }
+        // Cluster mode: Redis holds every node's view of a sale's stock and
+        // window; a change made here alone would split them.
+        if self.shared.core.cluster.is_some() {
+            return self.error(
+                cx,
+                501,
+                "not_supported",
+                "changing a sale is not supported in cluster mode yet: Redis holds its stock and window for every node",
+                &[],
+            );
+        }
+        // An unknown sale is a 404 whatever the body: nothing to change.
+        let Some(activity) = id
+            .and_then(|s| s.parse().ok())
+            .filter(|&a| self.shared.engine.activity(a).is_some())
+        else {
+            return self.not_found(cx);
+        };
+        let cmd = match route {
+            Route::ChangeActivity => admin::parse_window(req.body).map(|w| Command::ChangeWindow {
+                activity,
+                start_at: w.start_at,
+                end_at: w.end_at,
+            }),
+            Route::EndActivity => {
+                admin::parse_end(req.body).map(|()| Command::EndActivity { activity })
+            }
+            _ => admin::parse_stock(req.body).map(|units| Command::AddStock { activity, units }),
+        };
+        match cmd {
+            Ok(cmd) => self.run(cmd, cx),
+            Err(e) => self.invalid(cx, &e.0),
+        }
+    }
+}
+
 impl Handler for App {
     type Deferred = Outcome;
 
     fn handle(&mut self, req: &Request<'_>, cx: &mut Context<'_>) {
+        let tag = self.begin(req, cx);
+        self.dispatch(req, cx);
+        if cx.status() == 0 {
+            // Deferred: answered from its completion, where the tag leads
+            // back to the id.
+            if tag.client {
+                self.parked.put(tag.n, self.rid);
+            }
+        } else {
+            self.access(cx);
+        }
+    }
+
+    fn complete(&mut self, out: Outcome, cx: &mut Context<'_>) {
+        let tag = Tag::from_u64(cx.tag());
+        self.rid = match tag.client {
+            true => self
+                .parked
+                .take(tag.n)
+                .unwrap_or_else(|| self.ids.format(tag.n)),
+            false => self.ids.format(tag.n),
+        };
+        self.respond(out, cx);
+        self.access(cx);
+    }
+
+    fn poll_stream(&mut self, topic: u64, have_id: u64) -> Option<flashd_reactor::StreamEvent> {
+        crate::stream::poll(&self.shared, topic, have_id)
+    }
+}
+
+impl App {
+    fn dispatch(&mut self, req: &Request<'_>, cx: &mut Context<'_>) {
         let (route, params) = match self.router.find(req.method, req.path) {
             RouteMatch::Found(r, p) => (r, p),
             RouteMatch::MethodNotAllowed { allow } => {
                 cx.set_route(ROUTE_UNMATCHED);
-                return cx.respond_error(
+                return self.error(
+                    cx,
                     405,
                     "method_not_allowed",
                     "method not allowed on this path",
@@ -439,19 +680,19 @@ impl Handler for App {
             }
             RouteMatch::NotFound => {
                 cx.set_route(ROUTE_UNMATCHED);
-                return cx.respond_error(404, "not_found", "no such path", &[]);
+                return self.error(cx, 404, "not_found", "no such path", &[]);
             }
         };
         cx.set_route(route as u16);
         match route {
-            Route::Healthz => cx.respond_json(200, br#"{"status":"ok"}"#),
+            Route::Healthz => self.json(cx, 200, br#"{"status":"ok"}"#),
             Route::Readyz => {
                 if self.shared.stats.shutting_down.load(Ordering::Relaxed) {
-                    cx.respond_error(503, "not_ready", "shutting down", &[])
+                    self.error(cx, 503, "not_ready", "shutting down", &[])
                 } else if !self.shared.stats.all_running() {
-                    cx.respond_error(503, "not_ready", "reactors starting", &[])
+                    self.error(cx, 503, "not_ready", "reactors starting", &[])
                 } else if !self.shared.ready.load(Ordering::Acquire) {
-                    cx.respond_error(503, "not_ready", "recovering the order log", &[])
+                    self.error(cx, 503, "not_ready", "recovering the order log", &[])
                 } else if let Some(why) = self
                     .shared
                     .core
@@ -460,7 +701,7 @@ impl Handler for App {
                     .and_then(|c| c.health.down_reason())
                 {
                     let why = format!("redis unavailable: {why}");
-                    cx.respond_error(503, "not_ready", &why, &[])
+                    self.error(cx, 503, "not_ready", &why, &[])
                 } else if let Some(w) = self
                     .shared
                     .core
@@ -469,9 +710,9 @@ impl Handler for App {
                     .filter(|w| w.gate.is_open(self.shared.now_ms()) || w.gate.is_failing())
                 {
                     let why = format!("order log unavailable: {}", w.gate.reason());
-                    cx.respond_error(503, "not_ready", &why, &[])
+                    self.error(cx, 503, "not_ready", &why, &[])
                 } else {
-                    cx.respond_json(200, br#"{"status":"ready"}"#)
+                    self.json(cx, 200, br#"{"status":"ready"}"#)
                 }
             }
             Route::Metrics => {
@@ -480,10 +721,10 @@ impl Handler for App {
                 metrics::render_app(&self.shared, &mut self.text);
                 metrics::render_log(&self.shared, &mut self.text);
                 metrics::render_cluster(&self.shared, &mut self.text);
-                cx.respond(
+                self.raw(
+                    cx,
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    &[],
                     self.text.as_bytes(),
                 );
             }
@@ -491,13 +732,5 @@ impl Handler for App {
             Route::BuyerPage => crate::dashboard::buyer_page(params.get(0), cx),
             _ => self.api(route, params.get(0), req, cx),
         }
-    }
-
-    fn complete(&mut self, out: Outcome, cx: &mut Context<'_>) {
-        self.respond(out, cx);
-    }
-
-    fn poll_stream(&mut self, topic: u64, have_id: u64) -> Option<flashd_reactor::StreamEvent> {
-        crate::stream::poll(&self.shared, topic, have_id)
     }
 }

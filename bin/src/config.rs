@@ -524,14 +524,54 @@ impl Default for SseSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingSection {
     pub level: String,
+    /// `logging.format`: lines for people, or JSON lines for a shipper.
+    pub format: LogFormat,
+    /// `logging.access_log`: which requests get a line.
+    pub access_log: AccessLogMode,
+    /// `logging.access_sample_every`: with `access_log = "all"`, one
+    /// request in this many gets a line (1: every one).
+    pub access_sample_every: u32,
 }
+
+/// Most requests between two access-log lines: one in a million still
+/// shows a stampede's shape; a sparser sample shows nothing.
+pub const ACCESS_SAMPLE_EVERY_MAX: u32 = 1_000_000;
 
 impl Default for LoggingSection {
     fn default() -> Self {
         LoggingSection {
             level: "info".into(),
+            format: LogFormat::Text,
+            access_log: AccessLogMode::Off,
+            access_sample_every: 1,
         }
     }
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with
+    /// `message`), `target`, and the span's fields (`request_id`).
+    Json,
+}
+
+/// `logging.access_log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogMode {
+    /// No access log: the request path does nothing for it.
+    Off,
+    /// Requests answered with a status of 500 or more: what the server
+    /// got wrong. 4xx are left out: a flash sale answers millions of 409
+    /// (sold out) and 429 (rate limited) by design, and `/metrics` counts
+    /// them by route and status.
+    Errors,
+    /// Every request, or one in `logging.access_sample_every`.
+    All,
 }
 
 /// `[cluster]`: one sale served by many nodes, Redis deciding stock
@@ -885,6 +925,12 @@ impl Config {
                 0,
                 SINK_BATCH_WAIT_MS_MAX,
             ),
+            Bound::new(
+                "logging.access_sample_every",
+                self.logging.access_sample_every,
+                1,
+                ACCESS_SAMPLE_EVERY_MAX,
+            ),
         ]
     }
 
@@ -1232,6 +1278,29 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("server.max_header_bytes:")));
         assert!(e.iter().any(|m| m.starts_with("reactor.sub_reactors:")));
         assert!(errs("[server]\nbacklog = -1\n")[0].starts_with("server.backlog:"));
+    }
+
+    #[test]
+    fn logging_keys_are_checked() {
+        assert_eq!(
+            errs("[logging]\nformat = \"xml\"\n"),
+            ["logging.format: unknown variant `xml`, expected `text` or `json`"]
+        );
+        assert_eq!(
+            errs("[logging]\naccess_log = \"some\"\n"),
+            ["logging.access_log: unknown variant `some`, expected one of `off`, `errors`, `all`"]
+        );
+        assert_eq!(
+            errs("[logging]\naccess_sample_every = 0\n"),
+            ["logging.access_sample_every: must be > 0"]
+        );
+        let c = Config::parse(
+            "[logging]\nformat = \"json\"\naccess_log = \"all\"\naccess_sample_every = 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.logging.format, LogFormat::Json);
+        assert_eq!(c.logging.access_log, AccessLogMode::All);
+        assert_eq!(c.logging.access_sample_every, 100);
     }
 
     #[test]

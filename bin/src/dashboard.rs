@@ -87,13 +87,13 @@ pub fn data(shared: &Shared, cx: &mut Context<'_>) {
                 "id": a.id,
                 "sku_id": a.sku_id,
                 "name": a.name,
-                "stock": a.stock,
+                "stock": a.stock(),
                 "remaining": c.remaining.max(0),
                 "sold": c.sold.max(0),
                 "reserved": c.reserved.max(0),
                 "state": a.state_with(now, c.remaining).as_str(),
-                "start_at": a.start_at,
-                "end_at": a.end_at,
+                "start_at": a.start_at(),
+                "end_at": a.end_at(),
             })
         })
         .collect();

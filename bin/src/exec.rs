@@ -40,6 +40,21 @@ pub enum Command {
         user: UserId,
         order: OrderId,
     },
+    /// Admin: add units to a sale's stock.
+    AddStock {
+        activity: ActivityId,
+        units: u64,
+    },
+    /// Admin: move a sale's window (absent: unchanged).
+    ChangeWindow {
+        activity: ActivityId,
+        start_at: Option<Millis>,
+        end_at: Option<Millis>,
+    },
+    /// Admin: end a sale now (its end moves to the worker's `now`).
+    EndActivity {
+        activity: ActivityId,
+    },
     /// Read an order. Not a change, but what it reports may still be on
     /// its way to the log: in durable mode it is answered after the commit
     /// that covers it, so a client never sees a state a failure takes back.
@@ -63,6 +78,8 @@ pub enum Outcome {
     Placed(Placed),
     Moved(OrderView),
     ActivityCreated(ActivityId),
+    /// An admin's change of a sale applied (or asked for what it was).
+    ActivityChanged(ActivityId),
     /// A sale, as `GET` answers it.
     Activity(ActivityId),
     Rejected(Reject),
@@ -222,6 +239,19 @@ pub fn execute(engine: &Engine, cmd: &Command, now: Millis, sink: &mut dyn Event
         Command::Cancel { user, order } => {
             engine.cancel(*user, *order, now, sink).map(Outcome::Moved)
         }
+        Command::AddStock { activity, units } => engine
+            .add_stock(*activity, *units, now, sink)
+            .map(|v| Outcome::ActivityChanged(v.id)),
+        Command::ChangeWindow {
+            activity,
+            start_at,
+            end_at,
+        } => engine
+            .change_window(*activity, *start_at, *end_at, now, sink)
+            .map(|v| Outcome::ActivityChanged(v.id)),
+        Command::EndActivity { activity } => engine
+            .end_sale(*activity, now, sink)
+            .map(|v| Outcome::ActivityChanged(v.id)),
         Command::GetActivity(id) => engine
             .activity(*id)
             .map(|a| Outcome::Activity(a.id))

@@ -29,12 +29,16 @@
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
-//!   [`exec`] (the command path to the engine and the log), [`stream`]
+//!   [`admin`] (the admin API's pages and changes of a sale), [`exec`]
+//!   (the command path to the engine and the log), [`request_id`] (the
+//!   `X-Request-Id` taken, made and echoed), [`access_log`], [`stream`]
 //!   (live stock over server-sent events), [`dashboard`] (the ops page,
 //!   its data, the buyer page);
 //! * cluster mode: [`cluster`] (Redis decides, this node records);
 //! * [`clock`], [`metrics`].
 
+pub mod access_log;
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -49,6 +53,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod reconcile;
 pub mod recovery;
+pub mod request_id;
 pub mod routes;
 pub mod secrets;
 pub mod serve;

@@ -18,11 +18,15 @@ pub enum Route {
     Dashboard = 12,
     DashboardData = 13,
     BuyerPage = 14,
+    ListActivities = 15,
+    ChangeActivity = 16,
+    EndActivity = 17,
+    AddStock = 18,
 }
 
 /// Index = route number; 0 is the reactor's own answers (framing errors,
 /// timeouts), 4 is "no route matched" (404/405).
-pub const ROUTE_NAMES: [&str; 15] = [
+pub const ROUTE_NAMES: [&str; 19] = [
     "none",
     "healthz",
     "readyz",
@@ -38,6 +42,10 @@ pub const ROUTE_NAMES: [&str; 15] = [
     "dashboard",
     "dashboard_data",
     "buyer_page",
+    "list_activities",
+    "change_activity",
+    "end_activity",
+    "add_stock",
 ];
 pub const ROUTE_UNMATCHED: u16 = 4;
 
@@ -47,7 +55,23 @@ pub fn router() -> Router<Route> {
         .route(Method::Get, "/readyz", Route::Readyz)
         .route(Method::Get, "/metrics", Route::Metrics)
         .route(Method::Post, "/api/v1/activities", Route::CreateActivity)
+        .route(Method::Get, "/api/v1/activities", Route::ListActivities)
         .route(Method::Get, "/api/v1/activities/{id}", Route::GetActivity)
+        .route(
+            Method::Patch,
+            "/api/v1/activities/{id}",
+            Route::ChangeActivity,
+        )
+        .route(
+            Method::Post,
+            "/api/v1/activities/{id}/end",
+            Route::EndActivity,
+        )
+        .route(
+            Method::Post,
+            "/api/v1/activities/{id}/stock",
+            Route::AddStock,
+        )
         .route(
             Method::Post,
             "/api/v1/activities/{id}/orders",
@@ -85,6 +109,7 @@ mod tests {
             ("/healthz", Route::Healthz),
             ("/readyz", Route::Readyz),
             ("/metrics", Route::Metrics),
+            ("/api/v1/activities", Route::ListActivities),
             ("/api/v1/activities/7", Route::GetActivity),
             ("/api/v1/orders/7", Route::GetOrder),
             ("/api/v1/activities/7/stream", Route::StreamActivity),
@@ -99,14 +124,24 @@ mod tests {
             }
         }
         for path in [
-            "/api/v1/activities",
             "/api/v1/activities/7/orders",
+            "/api/v1/activities/7/end",
+            "/api/v1/activities/7/stock",
             "/api/v1/orders/7/pay",
             "/api/v1/orders/7/cancel",
         ] {
             match r.find(Method::Head, path) {
                 RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, "POST", "{path}"),
                 other => panic!("HEAD {path}: {other:?}"),
+            }
+        }
+        for (path, allow) in [
+            ("/api/v1/activities", "POST, GET, HEAD"),
+            ("/api/v1/activities/7", "GET, HEAD, PATCH"),
+        ] {
+            match r.find(Method::Delete, path) {
+                RouteMatch::MethodNotAllowed { allow: a } => assert_eq!(a, allow, "{path}"),
+                other => panic!("DELETE {path}: {other:?}"),
             }
         }
         match r.find(Method::Post, "/healthz") {

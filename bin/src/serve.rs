@@ -138,6 +138,9 @@ impl Service {
             workers: pool.as_ref().map(|p| p.dispatcher(0)),
             clock: clock.clone(),
             sse: crate::stream::Hub::new(&cfg.sse),
+            node_id: cfg.engine.node_id,
+            start_ms: clock.now_ms(),
+            access_log: crate::access_log::AccessLog::new(&cfg.logging),
         });
         let app_shared = shared.clone();
         let reactors = server

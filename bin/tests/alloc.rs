@@ -168,6 +168,18 @@ fn hot_requests_allocate_nothing() {
         &mut buf,
     );
     assert_eq!(sold, 1 << 2, "the one unit");
+    // Its id, from the answer still in the buffer.
+    let order_id: u64 = {
+        let text = String::from_utf8_lossy(&buf);
+        let key = "\"order_id\":\"";
+        let at = text.find(key).expect("an order id") + key.len();
+        text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
     // The snapshot follower (a background thread polling every 200 ms)
     // applies those two events to its own engine copy, allocating as it
     // decodes them: let it, before anything is counted.
@@ -181,15 +193,46 @@ fn hot_requests_allocate_nothing() {
         })
         .collect();
     let sale = one(get("/api/v1/activities/1"));
+    // With a client's X-Request-Id: echoed, and for the order (answered
+    // after the commit that covers it, from the reactor's completion
+    // ring) parked until then.
+    let with_id = |mut b: Vec<u8>| {
+        let at = b.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        b.splice(
+            at..at,
+            b"X-Request-Id: 7d9f6c1e-client-id-0123456789\r\n"
+                .iter()
+                .copied(),
+        );
+        b
+    };
+    let buys_with_id: Vec<Batch> = buys.iter().map(|b| one(with_id(b.bytes.clone()))).collect();
+    let order = one(with_id(
+        format!(
+            "GET /api/v1/orders/{order_id} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+            tokens[0]
+        )
+        .into_bytes(),
+    ));
     let health = Batch {
         bytes: get("/healthz").repeat(16),
         answers: 16,
     };
 
-    let scenarios: [(&str, Vec<&Batch>, u32); 3] = [
+    let scenarios: [(&str, Vec<&Batch>, u32); 5] = [
         // 409 sold out
         ("buy on a sold-out sale", buys.iter().collect(), 1 << 4),
+        (
+            "buy on a sold-out sale, X-Request-Id",
+            buys_with_id.iter().collect(),
+            1 << 4,
+        ),
         ("GET a sale", vec![&sale], 1 << 2),
+        (
+            "GET an order after its commit, X-Request-Id",
+            vec![&order],
+            1 << 2,
+        ),
         ("/healthz pipelined x16", vec![&health], 1 << 2),
     ];
     for (what, batches, want) in &scenarios {

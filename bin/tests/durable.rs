@@ -56,7 +56,10 @@ fn on_disk(dir: &Path) -> OnDisk {
                 *d.net.entry(activity_id).or_default() -= quantity as i64;
                 d.status.insert(order_id, "CANCELLED");
             }
-            Event::ActivityCreated { .. } => {}
+            // Events of a sale itself hold no units of any buyer.
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => {}
         }
         Ok(())
     })

@@ -71,8 +71,10 @@ fn head_on_every_get_route_is_the_get_head_without_a_body() {
         ("/api/v1/orders/999".into(), "", 401),
         ("/metrics".into(), "", 200),
         ("/nope".into(), "", 404),
+        // The admin's list of sales: no token, 401, still no body.
+        ("/api/v1/activities".into(), "", 401),
         // POST-only: 405 whose Allow does not list HEAD, still no body.
-        ("/api/v1/activities".into(), "", 405),
+        (format!("/api/v1/activities/{id}/stock"), "", 405),
     ];
     let mut s = f.connect();
     for (path, extra, status) in &cases {

@@ -9,10 +9,17 @@
 //! * cancel: subtract from `reserved`, park in `releasing`; once the cancel
 //!   is durable, move from `releasing` to `remaining`.
 //!
+//! An admin may add stock and move the window of a live sale, so `stock`,
+//! `start_at` and `end_at` are atomics too: each is one load on the hot
+//! path, and every change is serialised by the engine's admin lock
+//! (`sale_change.rs`). Added stock keeps the order of updates above:
+//! `stock` grows first, then `remaining` (or `releasing`, until the change
+//! is durable); undoing it takes them back in the opposite order.
+//!
 //! How much each event moves is in [`crate::fold`]; the moves themselves
-//! are made in `transition.rs`.
+//! are made in `transition.rs` and `sale_change.rs`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::spec::ActivitySpec;
 use crate::types::*;
@@ -23,9 +30,13 @@ pub struct Activity {
     pub sku_id: String,
     pub name: String,
     pub price_cents: u64,
-    pub stock: u64,
-    pub start_at: Millis,
-    pub end_at: Millis,
+    /// Units the sale holds in all (opened with, plus what admins added):
+    /// read with [`Activity::stock`].
+    pub(crate) stock: AtomicU64,
+    /// The window `[start_at, end_at)`: read with [`Activity::start_at`]
+    /// and [`Activity::end_at`].
+    pub(crate) start_at: AtomicU64,
+    pub(crate) end_at: AtomicU64,
     pub per_user_limit: u32,
     pub created_at: Millis,
     /// Signed so that replay, which applies the log's commutative counter
@@ -34,9 +45,10 @@ pub struct Activity {
     pub(crate) remaining: AtomicI64,
     pub(crate) sold: AtomicI64,
     pub(crate) reserved: AtomicI64,
-    /// Units of cancelled orders whose cancellation is not durable yet.
-    /// They go back to `remaining` only once the log holds the cancel, so
-    /// no purchase can consume a unit that a crash could take back.
+    /// Units of cancelled orders whose cancellation is not durable yet,
+    /// and units an admin added whose addition is not durable yet. They go
+    /// to `remaining` only once the log holds the event, so no purchase can
+    /// consume a unit that a crash could take back.
     pub(crate) releasing: AtomicI64,
     /// Its creation could not be made durable: it does not exist for
     /// anyone (a tombstone keeps the write-once slot).
@@ -73,12 +85,31 @@ impl Activity {
             sku_id: spec.sku_id,
             name: spec.name,
             price_cents: spec.price_cents,
-            stock: spec.stock,
-            start_at: spec.start_at,
-            end_at: spec.end_at,
+            stock: AtomicU64::new(spec.stock),
+            start_at: AtomicU64::new(spec.start_at),
+            end_at: AtomicU64::new(spec.end_at),
             per_user_limit: spec.per_user_limit,
             created_at,
         }
+    }
+
+    /// Units the sale holds in all: what it opened with plus what admins
+    /// added.
+    #[inline]
+    pub fn stock(&self) -> u64 {
+        self.stock.load(Ordering::Acquire)
+    }
+
+    /// When the sale opens (ms).
+    #[inline]
+    pub fn start_at(&self) -> Millis {
+        self.start_at.load(Ordering::Acquire)
+    }
+
+    /// When the sale ends (ms, exclusive).
+    #[inline]
+    pub fn end_at(&self) -> Millis {
+        self.end_at.load(Ordering::Acquire)
     }
 
     /// Take `q` units if that many remain: the CAS at the heart of the
@@ -104,9 +135,9 @@ impl Activity {
     /// The state at `now` with `remaining` units on sale (cluster mode:
     /// Redis's count, not this node's share).
     pub fn state_with(&self, now: Millis, remaining: i64) -> ActivityState {
-        if now < self.start_at {
+        if now < self.start_at() {
             ActivityState::Upcoming
-        } else if now >= self.end_at {
+        } else if now >= self.end_at() {
             ActivityState::Ended
         } else if remaining <= 0 {
             ActivityState::SoldOut
@@ -115,15 +146,16 @@ impl Activity {
         }
     }
 
-    /// What the sale was opened with.
+    /// The sale as it stands: what it was opened with, with the stock and
+    /// window admins have changed since (what a snapshot keeps).
     pub(crate) fn spec(&self) -> ActivitySpec {
         ActivitySpec {
             sku_id: self.sku_id.clone(),
             name: self.name.clone(),
             price_cents: self.price_cents,
-            stock: self.stock,
-            start_at: self.start_at,
-            end_at: self.end_at,
+            stock: self.stock(),
+            start_at: self.start_at(),
+            end_at: self.end_at(),
             per_user_limit: self.per_user_limit,
         }
     }
@@ -134,9 +166,9 @@ impl Activity {
             sku_id: self.sku_id.clone(),
             name: self.name.clone(),
             price_cents: self.price_cents,
-            stock: self.stock,
-            start_at: self.start_at,
-            end_at: self.end_at,
+            stock: self.stock(),
+            start_at: self.start_at(),
+            end_at: self.end_at(),
             per_user_limit: self.per_user_limit,
             remaining: self.remaining().max(0) as u64,
             sold: self.sold.load(Ordering::Acquire).max(0) as u64,

@@ -32,6 +32,9 @@ pub struct Engine {
     pub(crate) activities: Box<[OnceLock<Activity>]>,
     /// Serialises sale creation (rare) so ids are dense and in log order.
     pub(crate) next_activity: Mutex<ActivityId>,
+    /// Serialises admins' changes of existing sales (rare): the log holds
+    /// them in the order they were applied (`sale_change.rs`).
+    pub(crate) admin: Mutex<()>,
     pub(crate) users: Users,
     pub(crate) ids: OrderIdGen,
 }
@@ -42,6 +45,7 @@ impl Engine {
         Engine {
             activities: (0..cfg.max_activities).map(|_| OnceLock::new()).collect(),
             next_activity: Mutex::new(1),
+            admin: Mutex::new(()),
             users: Users::new(),
             ids: OrderIdGen::new(cfg.node_id),
             cfg,
@@ -131,10 +135,10 @@ impl Engine {
             }
             return Ok(Placed::Existing(OrderView::from(o)));
         }
-        if now < a.start_at {
+        if now < a.start_at() {
             return Err(Reject::NotStarted);
         }
-        if now >= a.end_at {
+        if now >= a.end_at() {
             return Err(Reject::Ended);
         }
         let mine = stripe.sale(cmd.user_id, a.id);
@@ -185,7 +189,8 @@ impl Engine {
                 | ReplayError::SnapshotStripeOverfull { .. }
                 | ReplayError::SnapshotIntoNonEmpty
                 | ReplayError::SnapshotActivityBeyondCapacity { .. }
-                | ReplayError::SnapshotActivityTwice { .. }),
+                | ReplayError::SnapshotActivityTwice { .. }
+                | ReplayError::UnknownSale { .. }),
             )) => {
                 debug_assert!(false, "a live creation cannot meet {e:?}");
                 Err(Reject::SoldOut)

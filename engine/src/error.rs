@@ -55,6 +55,10 @@ pub enum ReplayError {
     SnapshotActivityBeyondCapacity { id: ActivityId },
     #[error("event does not apply: snapshot activity {id} twice")]
     SnapshotActivityTwice { id: ActivityId },
+    /// A change of a sale (stock added, window moved) this engine does not
+    /// have.
+    #[error("event does not apply: {event} of unknown activity {id}")]
+    UnknownSale { id: ActivityId, event: EventKind },
 }
 
 /// Why [`crate::Engine`]'s one state-changing function changed nothing.
@@ -136,6 +140,13 @@ mod tests {
             (
                 ReplayError::SnapshotActivityTwice { id: 9 },
                 "event does not apply: snapshot activity 9 twice",
+            ),
+            (
+                ReplayError::UnknownSale {
+                    id: 9,
+                    event: EventKind::StockAdded,
+                },
+                "event does not apply: stock_added of unknown activity 9",
             ),
         ];
         for (e, words) in cases {

@@ -45,6 +45,23 @@ pub enum Event {
         reason: CancelReason,
         at: Millis,
     },
+    /// An admin added `added` units to a sale's stock (they go on sale).
+    StockAdded {
+        id: ActivityId,
+        added: u64,
+        at: Millis,
+    },
+    /// An admin moved a sale's window (ending it early is moving its end
+    /// to now). The window it replaced travels with it, so undoing the
+    /// change (a failed log write, an aborted group) needs no other state.
+    ActivityWindowChanged {
+        id: ActivityId,
+        start_at: Millis,
+        end_at: Millis,
+        prev_start_at: Millis,
+        prev_end_at: Millis,
+        at: Millis,
+    },
 }
 
 /// Which of the [`Event`]s an event is (for messages, metrics and rows).
@@ -54,17 +71,22 @@ pub enum EventKind {
     OrderCreated,
     OrderPaid,
     OrderCancelled,
+    StockAdded,
+    ActivityWindowChanged,
 }
 
 impl EventKind {
     /// `"activity_created"`, `"created"`, `"paid"`, `"cancelled"`: an
-    /// order event by the move it makes.
+    /// order event by the move it makes; `"stock_added"`,
+    /// `"window_changed"`: an admin's change to a sale.
     pub const fn as_str(self) -> &'static str {
         match self {
             EventKind::ActivityCreated => "activity_created",
             EventKind::OrderCreated => "created",
             EventKind::OrderPaid => "paid",
             EventKind::OrderCancelled => "cancelled",
+            EventKind::StockAdded => "stock_added",
+            EventKind::ActivityWindowChanged => "window_changed",
         }
     }
 }
@@ -82,45 +104,57 @@ impl Event {
             Event::OrderCreated { .. } => EventKind::OrderCreated,
             Event::OrderPaid { .. } => EventKind::OrderPaid,
             Event::OrderCancelled { .. } => EventKind::OrderCancelled,
+            Event::StockAdded { .. } => EventKind::StockAdded,
+            Event::ActivityWindowChanged { .. } => EventKind::ActivityWindowChanged,
         }
     }
 
     /// The sale the event concerns.
     pub const fn activity_id(&self) -> ActivityId {
         match self {
-            Event::ActivityCreated { id, .. } => *id,
+            Event::ActivityCreated { id, .. }
+            | Event::StockAdded { id, .. }
+            | Event::ActivityWindowChanged { id, .. } => *id,
             Event::OrderCreated { activity_id, .. }
             | Event::OrderPaid { activity_id, .. }
             | Event::OrderCancelled { activity_id, .. } => *activity_id,
         }
     }
 
-    /// The order the event concerns (`None` for a sale's creation).
+    /// The order the event concerns (`None` for an event of the sale
+    /// itself: its creation, an admin's change).
     pub const fn order_id(&self) -> Option<OrderId> {
         match self {
-            Event::ActivityCreated { .. } => None,
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => None,
             Event::OrderCreated { order_id, .. }
             | Event::OrderPaid { order_id, .. }
             | Event::OrderCancelled { order_id, .. } => Some(*order_id),
         }
     }
 
-    /// The buyer the event concerns (`None` for a sale's creation): whose
+    /// The buyer the event concerns (`None` for an event of the sale
+    /// itself): whose
     /// stripe it is applied under, and whose events keep their order.
     pub const fn user_id(&self) -> Option<UserId> {
         match self {
-            Event::ActivityCreated { .. } => None,
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => None,
             Event::OrderCreated { user_id, .. }
             | Event::OrderPaid { user_id, .. }
             | Event::OrderCancelled { user_id, .. } => Some(*user_id),
         }
     }
 
-    /// Units of the order the event concerns (`None` for a sale's
-    /// creation).
+    /// Units of the order the event concerns (`None` for an event of the
+    /// sale itself).
     pub const fn quantity(&self) -> Option<u32> {
         match self {
-            Event::ActivityCreated { .. } => None,
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => None,
             Event::OrderCreated { quantity, .. }
             | Event::OrderPaid { quantity, .. }
             | Event::OrderCancelled { quantity, .. } => Some(*quantity),

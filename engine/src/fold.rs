@@ -15,7 +15,9 @@
 //!
 //! An event moves its order from one row to another ([`effect`]); undoing
 //! it moves the order back ([`undo`]). So every order event conserves
-//! `remaining + reserved + sold`, and a sale's creation sets it to `stock`.
+//! `remaining + reserved + sold`, a sale's creation sets it to `stock`,
+//! and an admin's added stock raises both by the units added
+//! ([`stock_added`]); moving a sale's window moves no counter.
 //!
 //! The engine parks a cancelled order's units in a fourth counter,
 //! `releasing`, until the cancel is durable: here they count as
@@ -161,6 +163,17 @@ pub const fn opened(stock: u64) -> Counters {
     }
 }
 
+/// An admin adds `units` to a sale: they go on sale (and the sale's
+/// `stock` rises by as much).
+#[inline]
+pub const fn stock_added(units: u64) -> Counters {
+    Counters {
+        remaining: units as i64,
+        reserved: 0,
+        sold: 0,
+    }
+}
+
 /// What applying `ev` does to its sale's counters: the sale, and the
 /// change. Any event applies whatever state its order is in (checking that
 /// the move is allowed is the caller's part: the engine refuses events
@@ -184,15 +197,19 @@ pub const fn effect(ev: &Event) -> (ActivityId, Counters) {
             quantity,
             ..
         } => (*activity_id, cancelled(*quantity)),
+        Event::StockAdded { id, added, .. } => (*id, stock_added(*added)),
+        Event::ActivityWindowChanged { id, .. } => (*id, Counters::ZERO),
     }
 }
 
-/// The status an order is left in by the order event `ev` (`None` for a
-/// sale's creation).
+/// The status an order is left in by the order event `ev` (`None` for an
+/// event of the sale itself).
 #[inline]
 pub const fn status_after(ev: &Event) -> Option<OrderStatus> {
     match ev {
-        Event::ActivityCreated { .. } => None,
+        Event::ActivityCreated { .. }
+        | Event::StockAdded { .. }
+        | Event::ActivityWindowChanged { .. } => None,
         Event::OrderCreated { .. } => Some(OrderStatus::Created),
         Event::OrderPaid { .. } => Some(OrderStatus::Paid),
         Event::OrderCancelled { .. } => Some(OrderStatus::Cancelled),
@@ -209,6 +226,18 @@ pub enum Undo {
     /// A sale's creation is undone: the sale becomes void, a tombstone
     /// nobody can see or buy from. No counter moves.
     VoidSale(ActivityId),
+    /// Added stock is undone: `units` leave the sale's `stock` and its
+    /// `remaining` ([`stock_added`] negated).
+    StockRemoved { activity: ActivityId, units: u64 },
+    /// A window change is undone: the sale's window is `[start_at,
+    /// end_at)` again. Changes of one sale are undone newest first (the
+    /// log writer and an abort both do), so the oldest one's window is
+    /// where they end.
+    Window {
+        activity: ActivityId,
+        start_at: crate::types::Millis,
+        end_at: crate::types::Millis,
+    },
     /// Add `delta` to the sale's counters; the order is then in `status`,
     /// or gone (`None`: its creation was undone, whatever became of it
     /// since).
@@ -220,7 +249,7 @@ pub enum Undo {
 }
 
 /// Undo `ev` with its order now in `status_now` (`None`: the order is
-/// unknown, or gone already; ignored for a sale's creation). Events may be
+/// unknown, or gone already; ignored for an event of the sale itself). Events may be
 /// undone in any order:
 /// * a creation removes the order and returns all it holds, whatever its
 ///   status (a paid order's units leave `sold`, a cancelled one holds
@@ -234,6 +263,24 @@ pub enum Undo {
 pub const fn undo(ev: &Event, status_now: Option<OrderStatus>) -> Undo {
     let (activity, quantity, made) = match ev {
         Event::ActivityCreated { id, .. } => return Undo::VoidSale(*id),
+        Event::StockAdded { id, added, .. } => {
+            return Undo::StockRemoved {
+                activity: *id,
+                units: *added,
+            }
+        }
+        Event::ActivityWindowChanged {
+            id,
+            prev_start_at,
+            prev_end_at,
+            ..
+        } => {
+            return Undo::Window {
+                activity: *id,
+                start_at: *prev_start_at,
+                end_at: *prev_end_at,
+            }
+        }
         Event::OrderCreated {
             activity_id,
             quantity,
@@ -395,7 +442,9 @@ mod tests {
                     };
                     assert_eq!(status, back, "{ev:?}");
                 }
-                Undo::Nothing => panic!("{ev:?} undoes nothing"),
+                Undo::Nothing | Undo::StockRemoved { .. } | Undo::Window { .. } => {
+                    panic!("{ev:?} undoes as {:?}", undo(&ev, status_after(&ev)))
+                }
             }
         }
     }
@@ -443,6 +492,52 @@ mod tests {
         }
         assert_eq!(undo(&open, None), Undo::VoidSale(4));
         assert_eq!(undo(&open, Some(OrderStatus::Paid)), Undo::VoidSale(4));
+    }
+
+    #[test]
+    fn changes_of_a_sale_move_its_stock_or_nothing_and_undo_to_where_they_were() {
+        let add = Event::StockAdded {
+            id: 4,
+            added: 5,
+            at: 2,
+        };
+        let window = Event::ActivityWindowChanged {
+            id: 4,
+            start_at: 10,
+            end_at: 20,
+            prev_start_at: 1,
+            prev_end_at: 30,
+            at: 2,
+        };
+        // Added units go on sale: the total (the stock) rises by as much.
+        assert_eq!(effect(&add), (4, c(5, 0, 0)));
+        assert_eq!(effect(&add).1.total(), 5);
+        assert_eq!(effect(&window), (4, Counters::ZERO));
+        assert_eq!(status_after(&add), None);
+        assert_eq!(status_after(&window), None);
+        // Undone whatever an order's status (they concern no order).
+        for s in [None, Some(OrderStatus::Created)] {
+            assert_eq!(
+                undo(&add, s),
+                Undo::StockRemoved {
+                    activity: 4,
+                    units: 5
+                }
+            );
+            assert_eq!(
+                undo(&window, s),
+                Undo::Window {
+                    activity: 4,
+                    start_at: 1,
+                    end_at: 30
+                }
+            );
+        }
+        // A sale opened, orders, added stock: remaining = stock - held.
+        let [open, create, pay, _, _] = events();
+        let s = effect(&open).1 + effect(&create).1 + effect(&pay).1 + effect(&add).1;
+        assert_eq!(s, c(12, 0, 3));
+        assert_eq!(s.total(), 15);
     }
 
     #[test]

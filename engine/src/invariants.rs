@@ -69,10 +69,11 @@ impl Engine {
                     a.id
                 ));
             }
-            if (s + v) as u64 > a.stock || (r + s + v + l) as u64 != a.stock {
+            let stock = a.stock();
+            if (s + v) as u64 > stock || (r + s + v + l) as u64 != stock {
                 return Err(format!(
                     "activity {}: remaining {r} + sold {s} + reserved {v} + releasing {l} != stock {}",
-                    a.id, a.stock
+                    a.id, stock
                 ));
             }
             if held_per_activity[a.id as usize] != (s + v) as u64 {

@@ -22,7 +22,9 @@
 //!
 //! Where things are, one concept per file:
 //! * `engine.rs`: the [`Engine`] and its live commands (create a sale,
-//!   buy, pay, cancel, expire, read an order);
+//!   buy, pay, cancel, expire, read an order); `sale_change.rs`: an
+//!   admin's changes of a sale (add stock, move or end its window) and
+//!   their rules ([`window_change`]);
 //! * `transition.rs`: the one function that changes order state, undoing
 //!   an event, finishing one once durable; debug checks of every move;
 //! * [`fold`]: how each event moves a sale's counters, and undoing it:
@@ -50,6 +52,7 @@ pub mod limits;
 pub mod ratelimit;
 mod record;
 mod replay;
+mod sale_change;
 mod snapshot;
 mod spec;
 mod transition;
@@ -66,6 +69,7 @@ pub use ids::{order_created_ms, order_id_floor, EPOCH_MS, NODE_ID_MAX};
 pub use invariants::{ActivityDump, EngineDump};
 pub use limits::*;
 pub use record::Recorded;
+pub use sale_change::{window_change, WindowDecision};
 pub use snapshot::{ActivitySnapshot, EngineSnapshot};
 pub use spec::{ActivitySpec, EngineConfig, InvalidSpec};
 pub use types::*;

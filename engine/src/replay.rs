@@ -21,6 +21,9 @@ impl Engine {
                 let mut next = self.next_activity.lock();
                 self.install_activity(ev, &mut next)
             }
+            Event::StockAdded { .. } | Event::ActivityWindowChanged { .. } => {
+                self.replay_sale_change(ev)
+            }
             Event::OrderCreated { user_id, .. }
             | Event::OrderPaid { user_id, .. }
             | Event::OrderCancelled { user_id, .. } => {
@@ -37,16 +40,18 @@ impl Engine {
     }
 
     /// Apply a run of logged events (replay) on every core. Equivalent to
-    /// [`Engine::apply`] on each in order: sales are created first (an
-    /// order never precedes its sale in the log, and creating a sale
-    /// depends on nothing else), then each thread applies, in log order,
+    /// [`Engine::apply`] on each in order: the events of sales themselves
+    /// come first, in log order (an order never precedes its sale in the
+    /// log, creating a sale depends on nothing else, a change of a sale
+    /// only on its creation, and the counters an added stock moves are
+    /// commutative with the orders' in replay), then each thread applies, in log order,
     /// the events of the users in its share of the stripes. Only one
     /// user's events are ordered with respect to each other, and the sale
     /// counters they touch are commutative in replay. On failure, the
     /// failing event's LSN.
     pub fn apply_batch(&self, events: &[(u64, Event)]) -> Result<(), (u64, ReplayError)> {
         for (lsn, ev) in events {
-            if matches!(ev, Event::ActivityCreated { .. }) {
+            if ev.user_id().is_none() {
                 self.apply(ev).map_err(|e| (*lsn, e))?;
             }
         }
@@ -58,7 +63,7 @@ impl Engine {
         let share = |t: usize| USER_STRIPES * t / threads..USER_STRIPES * (t + 1) / threads;
         let run = |stripes: std::ops::Range<usize>| -> Result<(), (u64, ReplayError)> {
             for (lsn, ev) in events {
-                // Sales were installed above.
+                // Sales and their changes were applied above.
                 let Some(user) = ev.user_id() else {
                     continue;
                 };

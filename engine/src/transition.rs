@@ -16,7 +16,7 @@
 //! Release builds do exactly the atomic adds: the checks compile away.
 
 use std::cmp::Reverse;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::activity::Activity;
 use crate::engine::Engine;
@@ -45,15 +45,19 @@ pub(crate) enum Mode {
 /// replays stripes in parallel, so even a valid log may pass a counter
 /// through a value no live instant had (a create applied before another
 /// stripe's earlier cancel).
+///
+/// `stock` is the sale's (an atomic an admin may raise): loaded only by the
+/// check, so release builds do the one add.
 #[inline(always)]
-fn shift(counter: &AtomicI64, d: i64, stock: u64, live: bool) {
+pub(crate) fn shift(counter: &AtomicI64, d: i64, stock: &AtomicU64, live: bool) {
     let _prev = counter.fetch_add(d, Ordering::AcqRel);
     debug_assert!(
         !live
             || _prev
                 .checked_add(d)
-                .is_some_and(|n| (0..=stock as i64).contains(&n)),
-        "a counter at {_prev} moved by {d} leaves 0..={stock}"
+                .is_some_and(|n| (0..=stock.load(Ordering::Acquire) as i64).contains(&n)),
+        "a counter at {_prev} moved by {d} leaves 0..={}",
+        stock.load(Ordering::Acquire)
     );
 }
 
@@ -61,11 +65,15 @@ fn shift(counter: &AtomicI64, d: i64, stock: u64, live: bool) {
 /// pass below zero in replay (commutative moves applied out of the order
 /// they raced in) and in an undone cancel whose units were sold again.
 #[inline(always)]
-fn shift_remaining(counter: &AtomicI64, d: i64, stock: u64, live: bool) {
+pub(crate) fn shift_remaining(counter: &AtomicI64, d: i64, stock: &AtomicU64, live: bool) {
     let _prev = counter.fetch_add(d, Ordering::AcqRel);
     debug_assert!(
-        !live || _prev.checked_add(d).is_some_and(|n| n <= stock as i64),
-        "remaining at {_prev} moved by {d} exceeds the stock {stock}"
+        !live
+            || _prev
+                .checked_add(d)
+                .is_some_and(|n| n <= stock.load(Ordering::Acquire) as i64),
+        "remaining at {_prev} moved by {d} exceeds the stock {}",
+        stock.load(Ordering::Acquire)
     );
 }
 
@@ -83,8 +91,10 @@ impl Engine {
     ) -> Result<OrderView, ApplyError> {
         let live = mode == Mode::Live;
         match ev {
-            Event::ActivityCreated { .. } => {
-                unreachable!("activities are installed, not applied under a user lock")
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => {
+                unreachable!("events of a sale itself are not applied under a user lock")
             }
             Event::OrderCreated {
                 order_id,
@@ -127,9 +137,9 @@ impl Engine {
                         return Err(ApplyError::SoldOut);
                     }
                 } else {
-                    shift_remaining(&a.remaining, d.remaining, a.stock, live);
+                    shift_remaining(&a.remaining, d.remaining, &a.stock, live);
                 }
-                shift(&a.reserved, d.reserved, a.stock, live);
+                shift(&a.reserved, d.reserved, &a.stock, live);
                 let order = Order {
                     id: *order_id,
                     activity_id: *activity_id,
@@ -185,8 +195,8 @@ impl Engine {
                 o.updated_at = *at;
                 let d = fold::paid(*quantity);
                 // Reserved first, then sold: the sum never exceeds stock.
-                shift(&a.reserved, d.reserved, a.stock, live);
-                shift(&a.sold, d.sold, a.stock, live);
+                shift(&a.reserved, d.reserved, &a.stock, live);
+                shift(&a.sold, d.sold, &a.stock, live);
                 Ok(OrderView::from(&*o))
             }
             Event::OrderCancelled {
@@ -223,11 +233,11 @@ impl Engine {
                 let d = fold::cancelled(*quantity);
                 // Out of reserve first, then back on sale: parked until
                 // the cancel is durable, with a log that waits for that.
-                shift(&a.reserved, d.reserved, a.stock, live);
+                shift(&a.reserved, d.reserved, &a.stock, live);
                 if mode == Mode::Live && self.cfg.hold_released_until_durable {
-                    shift(&a.releasing, d.remaining, a.stock, live);
+                    shift(&a.releasing, d.remaining, &a.stock, live);
                 } else {
-                    shift_remaining(&a.remaining, d.remaining, a.stock, live);
+                    shift_remaining(&a.remaining, d.remaining, &a.stock, live);
                 }
                 Ok(view)
             }
@@ -235,23 +245,24 @@ impl Engine {
     }
 
     /// The log holds `ev` now: finish what waited for that (units of a
-    /// cancelled order go back on sale).
+    /// cancelled order, or units an admin added, go on sale).
     pub fn durable(&self, ev: &Event) {
         if !self.cfg.hold_released_until_durable {
             return;
         }
         let live = true;
-        if let Event::OrderCancelled {
-            activity_id,
-            quantity,
-            ..
-        } = ev
-        {
-            if let Some(a) = self.activity_any(*activity_id) {
-                let q = *quantity as i64;
-                shift(&a.releasing, -q, a.stock, live);
-                shift_remaining(&a.remaining, q, a.stock, live);
-            }
+        let (id, units) = match ev {
+            Event::OrderCancelled {
+                activity_id,
+                quantity,
+                ..
+            } => (*activity_id, *quantity as i64),
+            Event::StockAdded { id, added, .. } => (*id, *added as i64),
+            _ => return,
+        };
+        if let Some(a) = self.activity_any(id) {
+            shift(&a.releasing, -units, &a.stock, live);
+            shift_remaining(&a.remaining, units, &a.stock, live);
         }
     }
 
@@ -276,12 +287,18 @@ impl Engine {
         let live = mode == Mode::Live;
         let parked = live && self.cfg.hold_released_until_durable;
         let (Some(user), Some(order)) = (ev.user_id(), ev.order_id()) else {
-            // Slots are write-once: the sale becomes a tombstone that
-            // nobody can see or buy from; its id is not reused.
-            if let Undo::VoidSale(id) = fold::undo(ev, None) {
-                if let Some(a) = self.activity_any(id) {
-                    a.void.store(true, Ordering::Release);
+            match fold::undo(ev, None) {
+                // Slots are write-once: the sale becomes a tombstone that
+                // nobody can see or buy from; its id is not reused.
+                Undo::VoidSale(id) => {
+                    if let Some(a) = self.activity_any(id) {
+                        a.void.store(true, Ordering::Release);
+                    }
                 }
+                u @ (Undo::StockRemoved { .. } | Undo::Window { .. }) => {
+                    self.undo_sale_change(u, parked, live)
+                }
+                Undo::Nothing | Undo::Order { .. } => {}
             }
             return;
         };
@@ -307,8 +324,8 @@ impl Engine {
                 // and now go on sale.
                 if now == OrderStatus::Cancelled && parked {
                     let q = o.quantity as i64;
-                    shift(&a.releasing, -q, a.stock, live);
-                    shift_remaining(&a.remaining, q, a.stock, live);
+                    shift(&a.releasing, -q, &a.stock, live);
+                    shift_remaining(&a.remaining, q, &a.stock, live);
                 }
             }
             // A pay or a cancel: back to CREATED.
@@ -339,25 +356,25 @@ impl Engine {
 fn shift_back(a: &Activity, d: Counters, parked: bool, live: bool) {
     if d.remaining < 0 {
         if parked {
-            shift(&a.releasing, d.remaining, a.stock, live);
+            shift(&a.releasing, d.remaining, &a.stock, live);
         } else {
-            shift_remaining(&a.remaining, d.remaining, a.stock, live);
+            shift_remaining(&a.remaining, d.remaining, &a.stock, live);
         }
     }
     if d.reserved < 0 {
-        shift(&a.reserved, d.reserved, a.stock, live);
+        shift(&a.reserved, d.reserved, &a.stock, live);
     }
     if d.sold < 0 {
-        shift(&a.sold, d.sold, a.stock, live);
+        shift(&a.sold, d.sold, &a.stock, live);
     }
     if d.remaining > 0 {
-        shift_remaining(&a.remaining, d.remaining, a.stock, live);
+        shift_remaining(&a.remaining, d.remaining, &a.stock, live);
     }
     if d.reserved > 0 {
-        shift(&a.reserved, d.reserved, a.stock, live);
+        shift(&a.reserved, d.reserved, &a.stock, live);
     }
     if d.sold > 0 {
-        shift(&a.sold, d.sold, a.stock, live);
+        shift(&a.sold, d.sold, &a.stock, live);
     }
 }
 
@@ -400,38 +417,38 @@ mod tests {
     #[should_panic(expected = "leaves 0..=10")]
     fn a_counter_taken_below_zero_is_caught() {
         let c = AtomicI64::new(2);
-        shift(&c, -3, 10, true);
+        shift(&c, -3, &AtomicU64::new(10), true);
     }
 
     #[test]
     #[should_panic(expected = "leaves 0..=10")]
     fn a_counter_past_the_stock_is_caught() {
         let c = AtomicI64::new(8);
-        shift(&c, 3, 10, true);
+        shift(&c, 3, &AtomicU64::new(10), true);
     }
 
     #[test]
     #[should_panic(expected = "exceeds the stock 10")]
     fn remaining_past_the_stock_is_caught() {
         let c = AtomicI64::new(8);
-        shift_remaining(&c, 3, 10, true);
+        shift_remaining(&c, 3, &AtomicU64::new(10), true);
     }
 
     #[test]
     #[should_panic]
     fn an_overflow_is_caught() {
         let c = AtomicI64::new(i64::MAX);
-        shift_remaining(&c, 1, i64::MAX as u64, true);
+        shift_remaining(&c, 1, &AtomicU64::new(i64::MAX as u64), true);
     }
 
     #[test]
     fn remaining_may_pass_below_zero_and_counters_reach_their_bounds() {
         let c = AtomicI64::new(1);
-        shift_remaining(&c, -3, 10, true);
+        shift_remaining(&c, -3, &AtomicU64::new(10), true);
         assert_eq!(c.load(Ordering::Relaxed), -2);
         let c = AtomicI64::new(3);
-        shift(&c, -3, 10, true);
-        shift(&c, 10, 10, true);
+        shift(&c, -3, &AtomicU64::new(10), true);
+        shift(&c, 10, &AtomicU64::new(10), true);
         assert_eq!(c.load(Ordering::Relaxed), 10);
     }
 }

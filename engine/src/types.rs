@@ -119,6 +119,18 @@ pub enum Reject {
     /// ([`crate::sale_user_orders_max`]), counting cancelled and
     /// timed-out ones: a bound on what one buyer's churn costs.
     TooManyOrders,
+    /// Admin: the sale has ended; it can no longer change.
+    SaleOver,
+    /// Admin: the sale has started; its start cannot move.
+    StartLocked,
+    /// Admin: a new start before now.
+    StartInPast,
+    /// Admin: a new end before now.
+    EndInPast,
+    /// Admin: a window whose end is not after its start.
+    WindowEmpty,
+    /// Admin: the added stock would take the sale past `STOCK_MAX`.
+    StockFull,
 }
 
 impl Reject {
@@ -136,6 +148,12 @@ impl Reject {
             Reject::Expired => "order_expired",
             Reject::Invalid => "invalid_request",
             Reject::TooManyOrders => "too_many_orders",
+            Reject::SaleOver => "sale_over",
+            Reject::StartLocked => "start_locked",
+            Reject::StartInPast => "start_in_past",
+            Reject::EndInPast => "end_in_past",
+            Reject::WindowEmpty => "window_empty",
+            Reject::StockFull => "stock_full",
         }
     }
 
@@ -147,8 +165,11 @@ impl Reject {
             | Reject::BadTransition
             | Reject::IdempotencyConflict
             | Reject::Expired
-            | Reject::TooManyOrders => 409,
-            Reject::Invalid => 400,
+            | Reject::TooManyOrders
+            | Reject::SaleOver
+            | Reject::StartLocked
+            | Reject::StockFull => 409,
+            Reject::Invalid | Reject::StartInPast | Reject::EndInPast | Reject::WindowEmpty => 400,
             Reject::NotStarted | Reject::Ended => 403,
             Reject::NotFound => 404,
             Reject::CapacityExhausted => 503,
@@ -170,10 +191,16 @@ impl Reject {
             Reject::TooManyOrders => {
                 "this buyer has created the most orders allowed in this sale, cancelled ones included"
             }
+            Reject::SaleOver => "the sale has ended; it can no longer change",
+            Reject::StartLocked => "start_at: the sale has started; its start cannot move",
+            Reject::StartInPast => "start_at: must not be before now",
+            Reject::EndInPast => "end_at: must not be before now",
+            Reject::WindowEmpty => "end_at: must be after start_at",
+            Reject::StockFull => "add: the sale's stock would exceed 10^9 units",
         }
     }
 
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 17] = [
         Reject::Expired,
         Reject::Invalid,
         Reject::SoldOut,
@@ -185,6 +212,12 @@ impl Reject {
         Reject::IdempotencyConflict,
         Reject::CapacityExhausted,
         Reject::TooManyOrders,
+        Reject::SaleOver,
+        Reject::StartLocked,
+        Reject::StartInPast,
+        Reject::EndInPast,
+        Reject::WindowEmpty,
+        Reject::StockFull,
     ];
 }
 
@@ -233,10 +266,16 @@ mod tests {
             Reject::Expired => 8,
             Reject::Invalid => 9,
             Reject::TooManyOrders => 10,
+            Reject::SaleOver => 11,
+            Reject::StartLocked => 12,
+            Reject::StartInPast => 13,
+            Reject::EndInPast => 14,
+            Reject::WindowEmpty => 15,
+            Reject::StockFull => 16,
         };
         let mut seen: Vec<usize> = Reject::ALL.iter().map(|&r| number(r)).collect();
         seen.sort_unstable();
-        assert_eq!(seen, (0..=10).collect::<Vec<_>>());
+        assert_eq!(seen, (0..=16).collect::<Vec<_>>());
         let mut codes: Vec<&str> = Reject::ALL.iter().map(|r| r.code()).collect();
         codes.sort_unstable();
         codes.dedup();

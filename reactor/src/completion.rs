@@ -29,6 +29,10 @@ pub struct Ticket {
     pub(crate) started: Instant,
     /// The request was `HEAD`: its completion is answered head only.
     pub(crate) omit_body: bool,
+    /// The handler's own word about the request ([`crate::Context::set_tag`]),
+    /// handed back with its completion: what it needs again to answer
+    /// (flashd: the request id), without a table of its own.
+    pub(crate) tag: u64,
 }
 
 impl Ticket {

@@ -22,6 +22,8 @@ pub struct Context<'c> {
     /// The connection may become a stream (a request being handled, not
     /// a completion).
     pub(crate) stream: Option<Offer<'c>>,
+    /// The handler's tag for this request (0 until set).
+    pub(crate) tag: u64,
 }
 
 impl<'c> Context<'c> {
@@ -60,6 +62,26 @@ impl<'c> Context<'c> {
 
     pub fn status(&self) -> u16 {
         self.status
+    }
+
+    /// The route number set for this request (0: none).
+    pub fn route(&self) -> u16 {
+        self.route
+    }
+
+    /// Tag this request with a word of the handler's own, handed back in
+    /// the `Context` of its completion if it is deferred ([`Context::tag`]).
+    pub fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+        if let Some(t) = self.ticket.as_mut() {
+            t.tag = tag;
+        }
+    }
+
+    /// The tag set by [`Context::set_tag`]: in a completion, the one set
+    /// when the request was handled.
+    pub fn tag(&self) -> u64 {
+        self.tag
     }
 
     pub fn respond(

@@ -535,6 +535,7 @@ impl State {
             route: 0,
             started: now,
             omit_body,
+            tag: 0,
         });
         let parked_before = !c.parked.is_empty();
         let out = Self::slot(c, pool);
@@ -550,6 +551,7 @@ impl State {
             reactor,
             omit_body,
             stream: Some(offer),
+            tag: 0,
         };
         handler.handle(req, &mut cx);
         let (deferred, route, status) = (cx.deferred, cx.route, cx.status);
@@ -650,6 +652,7 @@ impl State {
                     reactor: id,
                     omit_body: t.omit_body,
                     stream: None,
+                    tag: t.tag,
                 };
                 handler.complete(d, &mut cx);
                 if cx.status == 0 {

@@ -285,6 +285,14 @@ impl Cluster {
                 self.record(core, w, sale, &claim, now, job.ticket, Answer::Moved)
             }
             Command::Place { .. } => unreachable!("purchases are batched"),
+            // Refused by the handler in cluster mode (`App::admin`): Redis
+            // holds a sale's stock and window for every node.
+            Command::AddStock { .. }
+            | Command::ChangeWindow { .. }
+            | Command::EndActivity { .. } => {
+                debug_assert!(false, "a change of a sale reached a cluster worker");
+                Step::Now(Outcome::Rejected(Reject::Invalid))
+            }
         }
     }
 

@@ -134,13 +134,19 @@ impl Flashd {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if line.contains("flashd ready") {
-                        let a = line
-                            .split("listen=")
-                            .nth(1)
-                            .unwrap()
-                            .split_whitespace()
-                            .next()
-                            .unwrap();
+                        // A text line (`listen=ADDR`) or a JSON one
+                        // (`logging.format = "json"`).
+                        let a = match serde_json::from_str::<serde_json::Value>(&line) {
+                            Ok(v) => v["fields"]["listen"].as_str().unwrap().to_string(),
+                            Err(_) => line
+                                .split("listen=")
+                                .nth(1)
+                                .unwrap()
+                                .split_whitespace()
+                                .next()
+                                .unwrap()
+                                .to_string(),
+                        };
                         break a.parse().unwrap();
                     }
                     seen.push(line);

@@ -225,6 +225,15 @@ pub fn fold_events(sale: ActivityId, events: &[Event]) -> Result<SaleState, Redi
                     s.sold += u64::from(q);
                 }
             }
+            // An admin's changes of the sale: what Redis must hold is the
+            // sale as changed.
+            Event::StockAdded { added, .. } => s.spec.stock += added,
+            Event::ActivityWindowChanged {
+                start_at, end_at, ..
+            } => {
+                s.spec.start_at = *start_at;
+                s.spec.end_at = *end_at;
+            }
         }
     }
     st.ok_or_else(|| err("no ActivityCreated for it".into()))

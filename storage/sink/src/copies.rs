@@ -38,7 +38,9 @@ impl Move {
             Event::OrderCreated { .. } => Some(Move::Created),
             Event::OrderPaid { .. } => Some(Move::Paid),
             Event::OrderCancelled { .. } => Some(Move::Cancelled),
-            Event::ActivityCreated { .. } => None,
+            Event::ActivityCreated { .. }
+            | Event::StockAdded { .. }
+            | Event::ActivityWindowChanged { .. } => None,
         }
     }
 

@@ -10,8 +10,10 @@
 //!
 //! A sale: its row is its description (from any copy of its creation:
 //! every node logs the same), `void` once every copy of its creation was
-//! undone, and its counters `flashd_engine::fold::opened(stock)` plus what
-//! every shard's orders hold of it; recomputed whole, never incremented.
+//! undone, its `stock` and window as the standing copies of an admin's
+//! changes make them (`sale_changes`), and its counters
+//! `flashd_engine::fold::opened(stock)` plus what every shard's orders
+//! hold of it; recomputed whole, never incremented.
 
 use std::ops::Range;
 
@@ -20,6 +22,7 @@ use flashd_engine::{Counters, Event};
 
 use crate::copies::{Copy, Move, Origin, Present};
 use crate::rows::{ActivityRow, EventRow, OrderRef, OrderRow, TopicEvent};
+use crate::sale_changes::{self, ChangeCopy};
 
 /// Copies of one topic's LSNs to void: an abort's range.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +131,8 @@ fn at_of(ev: &Event) -> u64 {
         Event::OrderCreated { created_at, .. } | Event::ActivityCreated { created_at, .. } => {
             *created_at
         }
+        // Only an order's moves are planned (`Move::of`).
+        Event::StockAdded { at, .. } | Event::ActivityWindowChanged { at, .. } => *at,
     }
 }
 
@@ -139,19 +144,36 @@ pub(crate) struct SaleCopies {
 }
 
 /// A sale's row: `stored` described by `creation` (a copy of it in the
-/// run, if any), void when copies were kept and none stands, its counters
-/// the opening of its stock (once described) plus `held`, what the shards'
-/// orders hold of it. An order folded before its sale's creation keeps its
-/// units: the creation sets the total to `stock`.
+/// run, if any), void when copies were kept and none stands, its `stock`
+/// the creation's plus what the standing copies of its admin changes
+/// added, its window the one they give (`sale_changes::window`), and its
+/// counters the opening of its stock (once described: the engine's
+/// `opened(stock)` plus each `stock_added`, which is the same sum) plus
+/// `held`, what the shards' orders hold of it. An order folded before its
+/// sale's creation keeps its units: the creation sets the total to
+/// `stock`.
+///
+/// `changes_before` are the kept copies of its changes `stored` was
+/// computed from, `changes` those after this write: `stored.stock` less
+/// what the former added is the creation's (or 0 before any), as both are
+/// written in one transaction.
 pub(crate) fn sale_row(
     stored: &ActivityRow,
     creation: Option<&Event>,
     copies: SaleCopies,
     held: Counters,
+    changes_before: &[ChangeCopy],
+    changes: &[ChangeCopy],
 ) -> ActivityRow {
     let mut row = stored.clone();
+    row.stock -= sale_changes::added(changes_before);
     if let Some(ev) = creation {
         row.describe(ev);
+    }
+    row.stock += sale_changes::added(changes);
+    if let Some((start_at, end_at)) = sale_changes::window(changes) {
+        row.start_at = start_at;
+        row.end_at = end_at;
     }
     let open = if copies.kept > 0 {
         opened(row.stock.max(0) as u64)
@@ -332,6 +354,8 @@ mod tests {
             None,
             SaleCopies::default(),
             held,
+            &[],
+            &[],
         );
         assert_eq!(r.counters, held);
         let r = sale_row(
@@ -342,6 +366,8 @@ mod tests {
                 standing: 1,
             },
             held,
+            &[],
+            &[],
         );
         assert_eq!(
             (
@@ -360,8 +386,85 @@ mod tests {
                 standing: 0,
             },
             held,
+            &[],
+            &[],
         );
         assert!(r.void);
         assert_eq!(r.counters.remaining, 7);
+    }
+
+    #[test]
+    fn admin_changes_give_stock_and_window_from_what_stands() {
+        use crate::sale_changes::Change;
+        let sale = Event::ActivityCreated {
+            id: 1,
+            sku_id: "S".into(),
+            name: "N".into(),
+            price_cents: 100,
+            stock: 10,
+            start_at: 0,
+            end_at: 100,
+            per_user_limit: 5,
+            created_at: 1,
+        };
+        let kept = SaleCopies {
+            kept: 1,
+            standing: 1,
+        };
+        let held = holding(OrderStatus::Created, 4);
+        let at = |lsn| Origin {
+            topic: "t".into(),
+            lsn,
+        };
+        let add = ChangeCopy {
+            at: at(2),
+            change: Change::Stock { added: 5 },
+            voided: false,
+        };
+        let moved = ChangeCopy {
+            at: at(3),
+            change: Change::Window {
+                start_at: 0,
+                end_at: 50,
+                prev_start_at: 0,
+                prev_end_at: 100,
+            },
+            voided: false,
+        };
+        let both = [add.clone(), moved.clone()];
+        let r = sale_row(
+            &ActivityRow::placeholder(1),
+            Some(&sale),
+            kept,
+            held,
+            &[],
+            &both,
+        );
+        assert_eq!((r.stock, r.start_at, r.end_at), (15, 0, 50));
+        assert_eq!(r.counters, opened(15) + held);
+        // Recomputed again from itself (a replay): the same row.
+        assert_eq!(sale_row(&r, None, kept, held, &both, &both), r);
+        assert_eq!(sale_row(&r, Some(&sale), kept, held, &both, &both), r);
+        // Both voided by their topic's abort: the creation's stock and window.
+        let voided: Vec<ChangeCopy> = both
+            .iter()
+            .map(|c| ChangeCopy {
+                voided: true,
+                ..c.clone()
+            })
+            .collect();
+        let u = sale_row(&r, None, kept, held, &both, &voided);
+        assert_eq!((u.stock, u.start_at, u.end_at), (10, 0, 100));
+        assert_eq!(u.counters, opened(10) + held);
+        // The changes before the creation (kept in another batch first).
+        let early = sale_row(
+            &ActivityRow::placeholder(1),
+            None,
+            SaleCopies::default(),
+            held,
+            &[],
+            &both,
+        );
+        assert_eq!(sale_row(&early, Some(&sale), kept, held, &both, &both), r);
     }
 }

@@ -45,7 +45,11 @@
 //!   incremented: its description from any copy of its creation (every
 //!   node logs the same; `sale_copies` keeps them per topic), `void` once
 //!   every copy of its creation is undone, and its counters
-//!   `opened(stock)` plus the sum of every shard's `sale_counters`.
+//!   `opened(stock)` plus the sum of every shard's `sale_counters`; an
+//!   admin's changes of a sale (`StockAdded`, `ActivityWindowChanged`)
+//!   are kept per copy (topic, LSN) in `sale_changes` beside them, voided
+//!   by their topic's aborts, and its `stock` is the creation's plus the
+//!   standing copies' units, its window the last standing change's.
 //!
 //! One consumer-group member reads batches of records, writes them to the
 //! shards, and commits the batch's offsets only after every shard
@@ -86,8 +90,9 @@
 //! * `writer`: the `Writer`, which writes a batch (marks, voided ranges,
 //!   runs of events and aborts); `orders_tx`: one order shard's
 //!   transaction; `sales_tx`: the sales' on shard 0; `copies`: what an
-//!   order's copies make of it; `fold`: the rows a change of copies
-//!   writes; `rows`: the rows; `sql`: multi-row statements;
+//!   order's copies make of it; `sale_changes`: what an admin's changes
+//!   make of a sale; `fold`: the rows a change of copies writes; `rows`:
+//!   the rows; `sql`: multi-row statements;
 //! * `retry`: retrying transient failures; `classify`: which failures
 //!   are transient; `poison`: parking records that cannot be written;
 //! * `schema`: the tables and [`migrate`]; `upgrade`: the single-writer
@@ -106,6 +111,7 @@ mod placement;
 mod poison;
 mod retry;
 mod rows;
+mod sale_changes;
 mod sales_tx;
 mod schema;
 mod sql;

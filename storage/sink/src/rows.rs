@@ -198,6 +198,8 @@ impl EventRow {
             Event::OrderPaid { at, .. } => ("", *at),
             Event::OrderCancelled { reason, at, .. } => (reason.as_str(), *at),
             Event::ActivityCreated { created_at, .. } => ("", *created_at),
+            // Only order events have order rows (`OrderRef::of`).
+            Event::StockAdded { at, .. } | Event::ActivityWindowChanged { at, .. } => ("", *at),
         };
         EventRow {
             order_id: o.order_id,
@@ -334,7 +336,8 @@ pub(crate) struct OrderRun<'a> {
 }
 
 /// A run of events split for writing: per shard, each order's events; per
-/// sale named by any of them, the copies of its creation among them.
+/// sale named by any of them, the copies of its creation and of an
+/// admin's changes of it among them.
 pub(crate) struct BatchRows<'a> {
     pub orders: Vec<BTreeMap<OrderId, OrderRun<'a>>>,
     pub sales: BTreeMap<ActivityId, Vec<TopicEvent<'a>>>,

@@ -1,8 +1,8 @@
 //! Shard 0's transaction for sales: keep the copies of their creations
-//! (added by a run, voided by an abort), and recompute each sale's row
-//! whole from them and from what every shard's orders hold of it
-//! (`fold::sale_row`), with an abort's voided range kept in the same
-//! transaction.
+//! and of an admin's changes of them (added by a run, voided by an
+//! abort), and recompute each sale's row whole from them and from what
+//! every shard's orders hold of it (`fold::sale_row`), with an abort's
+//! voided range kept in the same transaction.
 //!
 //! Recomputed, never incremented, so a replay or a crash between the
 //! shards' commits and this one cannot count anything twice. The sale's
@@ -14,14 +14,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use flashd_engine::{ActivityId, Counters};
+use flashd_engine::{ActivityId, Counters, Event};
 use mysql_async::prelude::*;
 use mysql_async::{Pool, Transaction, Value};
 
 use crate::classify::{sql_err, WriteError};
+use crate::copies::Origin;
 use crate::fold::{sale_row, SaleCopies, Voiding};
 use crate::orders_tx::locking_tx;
 use crate::rows::{ActivityRow, TopicEvent};
+use crate::sale_changes::{Change, ChangeCopy};
 use crate::sql::{id_list, values_sql, ROWS_PER_STATEMENT};
 
 /// An abort's voided range, as kept in `flashd_aborts`.
@@ -32,9 +34,9 @@ pub(crate) struct AbortRange {
     pub covers: Range<u64>,
 }
 
-/// Recompute `sales` (each with the copies of its creation in the run),
-/// voiding first the copies `abort` voids and keeping its range. Returns
-/// the rows written.
+/// Recompute `sales` (each with the copies of its creation and of its
+/// changes in the run), voiding first the copies `abort` voids and keeping
+/// its range. Returns the rows written.
 pub(crate) async fn write_sales(
     pools: &[Pool],
     sales: &BTreeMap<ActivityId, Vec<TopicEvent<'_>>>,
@@ -86,7 +88,80 @@ pub(crate) async fn write_sales(
             .map_err(sql_err)?;
         }
     }
-    let creations: Vec<&TopicEvent<'_>> = sales.values().flatten().collect();
+    let changes_before = sale_changes(&mut tx, &ids).await?;
+    let mut changes = changes_before.clone();
+    if let Some(a) = abort {
+        for c in changes.values_mut().flatten() {
+            if c.at.topic == a.topic && a.covers.contains(&c.at.lsn) {
+                c.voided = true;
+            }
+        }
+    }
+    let mut new_changes: Vec<(ActivityId, &ChangeCopy)> = Vec::new();
+    for te in sales.values().flatten() {
+        let Some((id, change)) = Change::of(te.event) else {
+            continue;
+        };
+        let kept = changes.entry(id).or_default();
+        // A copy kept already (a replay) is not added again.
+        if !kept
+            .iter()
+            .any(|c| c.at.topic == te.topic && c.at.lsn == te.lsn)
+        {
+            kept.push(ChangeCopy {
+                at: te.origin(),
+                change,
+                voided: false,
+            });
+        }
+    }
+    for (id, kept) in &changes {
+        let before = changes_before.get(id).map_or(0, Vec::len);
+        new_changes.extend(kept[before..].iter().map(|c| (*id, c)));
+    }
+    if let Some(a) = abort {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            tx.exec_drop(
+                format!("UPDATE sale_changes SET voided = 1 WHERE activity_id IN ({}) AND topic = ? AND lsn >= ? AND lsn < ?", id_list(chunk)),
+                (a.topic.as_str(), a.covers.start, a.covers.end),
+            )
+            .await
+            .map_err(sql_err)?;
+        }
+    }
+    for chunk in new_changes.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT IGNORE INTO sale_changes (activity_id, topic, lsn, kind, added, start_at, end_at, prev_start_at, prev_end_at, voided)",
+            10,
+            chunk.len(),
+            "",
+        );
+        let params: Vec<Value> = chunk
+            .iter()
+            .flat_map(|(id, c)| {
+                let (added, [start_at, end_at, prev_start_at, prev_end_at]) = c.change.columns();
+                [
+                    Value::from(*id),
+                    Value::from(c.at.topic.as_str()),
+                    Value::from(c.at.lsn),
+                    Value::from(c.change.code()),
+                    Value::from(added),
+                    Value::from(start_at),
+                    Value::from(end_at),
+                    Value::from(prev_start_at),
+                    Value::from(prev_end_at),
+                    Value::from(0u8),
+                ]
+            })
+            .collect();
+        tx.exec_drop(sql, params).await.map_err(sql_err)?;
+        written += chunk.len() as u64;
+    }
+    let creations: Vec<&TopicEvent<'_>> = sales
+        .values()
+        .flatten()
+        .filter(|te| matches!(te.event, Event::ActivityCreated { .. }))
+        .collect();
     for chunk in creations.chunks(ROWS_PER_STATEMENT) {
         let sql = values_sql(
             "INSERT IGNORE INTO sale_copies (activity_id, topic, lsn, voided)",
@@ -115,6 +190,7 @@ pub(crate) async fn write_sales(
         // Every copy describes the sale alike; the least one is taken.
         let creation = sales[id]
             .iter()
+            .filter(|te| matches!(te.event, Event::ActivityCreated { .. }))
             .min_by(|a, b| (a.topic, a.lsn).cmp(&(b.topic, b.lsn)))
             .map(|te| te.event);
         let after = sale_row(
@@ -122,6 +198,8 @@ pub(crate) async fn write_sales(
             creation,
             copies.get(id).copied().unwrap_or_default(),
             held.get(id).copied().unwrap_or_default(),
+            changes_before.get(id).map_or(&[], Vec::as_slice),
+            changes.get(id).map_or(&[], Vec::as_slice),
         );
         if after != *before {
             changed.push(after);
@@ -180,6 +258,41 @@ pub(crate) async fn insert_abort(
     )
     .await
     .map_err(sql_err)
+}
+
+/// The kept copies of the changes of `ids`, locked (the sale's row lock
+/// already keeps other writers out; this reads what they committed).
+async fn sale_changes(
+    tx: &mut Transaction<'_>,
+    ids: &[ActivityId],
+) -> Result<BTreeMap<ActivityId, Vec<ChangeCopy>>, WriteError> {
+    type ChangeRow = (ActivityId, String, u64, u8, u64, u64, u64, u64, u64, u8);
+    let mut out: BTreeMap<ActivityId, Vec<ChangeCopy>> = BTreeMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<ChangeRow> = tx
+            .query(format!(
+                "SELECT activity_id, topic, lsn, kind, added, start_at, end_at, prev_start_at, prev_end_at, voided FROM sale_changes WHERE activity_id IN ({}) FOR UPDATE",
+                id_list(chunk)
+            ))
+            .await
+            .map_err(sql_err)?;
+        for (id, topic, lsn, kind, added, start_at, end_at, prev_start_at, prev_end_at, voided) in
+            rows
+        {
+            // A kind this sink never writes is left out: it changes nothing.
+            let Some(change) =
+                Change::from_columns(kind, added, [start_at, end_at, prev_start_at, prev_end_at])
+            else {
+                continue;
+            };
+            out.entry(id).or_default().push(ChangeCopy {
+                at: Origin { topic, lsn },
+                change,
+                voided: voided != 0,
+            });
+        }
+    }
+    Ok(out)
 }
 
 async fn sale_copies(

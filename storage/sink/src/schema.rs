@@ -3,8 +3,8 @@
 //! made `LIKE orders_template`), `order_events`, the copies of each
 //! order's moves (`order_copies`) and what the shard's orders hold of each
 //! sale (`sale_counters`); on shard 0 only, the sink's own tables (the
-//! copies of each sale's creation, voided ranges, partitions' marks,
-//! parked records). See the crate doc for what each row means.
+//! copies of each sale's creation and of an admin's changes of it, voided
+//! ranges, partitions' marks, parked records). See the crate doc for what each row means.
 
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder};
@@ -57,6 +57,23 @@ pub(crate) const SALE_COPIES: &str = "CREATE TABLE IF NOT EXISTS sale_copies (
         PRIMARY KEY (activity_id, topic, lsn)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+/// The copies of an admin's changes of a sale (`StockAdded`: `added`;
+/// `ActivityWindowChanged`: the window and the one it replaced), one per
+/// topic and LSN, as `sale_copies` keeps its creation's.
+pub(crate) const SALE_CHANGES: &str = "CREATE TABLE IF NOT EXISTS sale_changes (
+        activity_id INT UNSIGNED NOT NULL,
+        topic VARCHAR(255) NOT NULL,
+        lsn BIGINT UNSIGNED NOT NULL,
+        kind TINYINT UNSIGNED NOT NULL COMMENT '1 stock added, 2 window changed',
+        added BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        start_at BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        end_at BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        prev_start_at BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        prev_end_at BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        voided TINYINT NOT NULL DEFAULT 0 COMMENT 'an abort of its topic undid it',
+        PRIMARY KEY (activity_id, topic, lsn)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
 pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS activities (
         id INT UNSIGNED NOT NULL PRIMARY KEY,
@@ -93,6 +110,7 @@ pub(crate) const SCHEMA: &[&str] = &[
 /// The sink's own tables, on shard 0 only.
 pub(crate) const META_SCHEMA: &[&str] = &[
     SALE_COPIES,
+    SALE_CHANGES,
     "CREATE TABLE IF NOT EXISTS flashd_aborts (
         topic VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'empty: written before topics were kept',
         abort_lsn BIGINT UNSIGNED NOT NULL,

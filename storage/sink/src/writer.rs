@@ -378,3 +378,6 @@ mod tests;
 
 #[cfg(test)]
 mod cluster_tests;
+
+#[cfg(test)]
+mod sale_change_tests;

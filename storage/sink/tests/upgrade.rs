@@ -162,6 +162,9 @@ fn a_single_writer_shard_is_upgraded_in_place_and_counts_on_from_its_rows() {
     assert_eq!(old, vec![7], "the old events are kept");
     let version: Vec<u64> = query(&shard, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'activities' AND COLUMN_NAME = 'version'");
     assert_eq!(version, vec![0]);
+    // The copies of an admin's changes: a table of their own, made empty.
+    let changes: Vec<u64> = query(&shard, "SELECT COUNT(*) FROM sale_changes");
+    assert_eq!(changes, vec![0]);
 
     // The sink goes on from there: o1 is paid.
     let mock = MockCluster::new(1).unwrap();
@@ -173,7 +176,15 @@ fn a_single_writer_shard_is_upgraded_in_place_and_counts_on_from_its_rows() {
         properties: Vec::new(),
     };
     let mut log = KafkaLog::open(cfg.clone(), 20).unwrap();
-    log.append(&[paid(a, 10, 2)]).unwrap();
+    log.append(&[
+        paid(a, 10, 2),
+        Event::StockAdded {
+            id: 1,
+            added: 4,
+            at: 9,
+        },
+    ])
+    .unwrap();
     log.commit().unwrap();
     drop(log);
     let sink = Sink::start(SinkConfig {
@@ -190,9 +201,12 @@ fn a_single_writer_shard_is_upgraded_in_place_and_counts_on_from_its_rows() {
             "SELECT stock, remaining, reserved, sold FROM activities",
         )
     };
-    wait_until(Duration::from_secs(30), "the pay is counted", || {
-        acts() == vec![(10, 7, 0, 3)]
-    });
+    // The pay is counted, and the units an admin added go on sale.
+    wait_until(
+        Duration::from_secs(30),
+        "the pay and the units are counted",
+        || acts() == vec![(14, 11, 0, 3)],
+    );
     sink.stop();
     let aborts: Vec<(String, u64)> = query(&shard, "SELECT topic, abort_lsn FROM flashd_aborts");
     let status: Vec<String> = query(

@@ -21,7 +21,7 @@ const A: &str = "t.node1";
 const B: &str = "t.node2";
 const C: &str = "t.node3";
 
-fn sale(id: ActivityId, stock: u64) -> Event {
+pub(super) fn sale(id: ActivityId, stock: u64) -> Event {
     Event::ActivityCreated {
         id,
         sku_id: format!("SKU-{id}"),
@@ -35,7 +35,7 @@ fn sale(id: ActivityId, stock: u64) -> Event {
     }
 }
 
-fn created(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
+pub(super) fn created(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
     Event::OrderCreated {
         order_id: o,
         activity_id: a,
@@ -48,7 +48,7 @@ fn created(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
     }
 }
 
-fn paid(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
+pub(super) fn paid(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
     Event::OrderPaid {
         order_id: o,
         activity_id: a,
@@ -70,10 +70,10 @@ fn cancelled(o: OrderId, a: ActivityId, user: UserId, q: u32, reason: CancelReas
 }
 
 /// A node's topic as its single writer fills it: one group per commit.
-struct Topic {
-    name: &'static str,
+pub(super) struct Topic {
+    pub(super) name: &'static str,
     next: u64,
-    recs: Vec<Rec>,
+    pub(super) recs: Vec<Rec>,
     /// (LSN, event) of every event logged (voided ones too), for the
     /// reference fold.
     logged: Vec<(u64, Event)>,
@@ -81,7 +81,7 @@ struct Topic {
 }
 
 impl Topic {
-    fn new(name: &'static str) -> Topic {
+    pub(super) fn new(name: &'static str) -> Topic {
         Topic {
             name,
             next: 0,
@@ -104,7 +104,7 @@ impl Topic {
     }
 
     /// A group that commits.
-    fn commit(&mut self, evs: &[Event]) -> u64 {
+    pub(super) fn commit(&mut self, evs: &[Event]) -> u64 {
         let group = self.next;
         for ev in evs {
             self.push(group, self.next, TopicRecord::Event(ev.clone()));
@@ -116,7 +116,7 @@ impl Topic {
 
     /// A group whose commit failed after its records reached the topic:
     /// the next group starts with its abort.
-    fn fail(&mut self, evs: &[Event]) {
+    pub(super) fn fail(&mut self, evs: &[Event]) {
         let from = self.next;
         let mut listed = Vec::new();
         for ev in evs {
@@ -310,9 +310,9 @@ fn statuses(st: &[String]) -> BTreeMap<OrderId, String> {
 }
 
 /// A tiny deterministic generator (no dependency for a shuffle).
-struct Lcg(u64);
+pub(super) struct Lcg(pub(super) u64);
 impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
+    pub(super) fn next(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -322,7 +322,7 @@ impl Lcg {
 }
 
 /// Merge the topics in a seeded order, each keeping its own.
-fn interleave(topics: &[Topic], g: &mut Lcg) -> Vec<Rec> {
+pub(super) fn interleave(topics: &[Topic], g: &mut Lcg) -> Vec<Rec> {
     let mut at = vec![0usize; topics.len()];
     let mut out = Vec::new();
     loop {

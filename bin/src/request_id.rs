@@ -1,0 +1,250 @@
+//! The request id: taken from the client's `X-Request-Id` when it is a
+//! sane one, generated otherwise, echoed in the response's `X-Request-Id`
+//! and written on every log line about the request.
+//!
+//! All of it without a heap allocation (the hot path has none, see
+//! `bin/tests/alloc.rs`): an id is at most [`REQUEST_ID_HEADER_BYTES_MAX`]
+//! bytes held inline; a generated one is formatted from a per-reactor
+//! counter. A deferred request's answer is encoded later, from its
+//! completion: the id comes back through the reactor's ticket tag
+//! ([`Tag`]); a client's id, which a tag cannot hold, waits in a small
+//! ring ([`Parked`]) until then.
+
+/// The header, as sent and echoed.
+pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
+
+/// Longest id accepted from a client: a UUID (36) or a 32-hex-digit id
+/// (nginx's `$request_id`) fits with room to spare; longer is more likely
+/// a mistake or an attack on the log than an id.
+pub const REQUEST_ID_HEADER_BYTES_MAX: usize = 64;
+
+/// Client ids of deferred requests kept per reactor for their answers:
+/// slot `n % PARKED_SLOTS` for the `n`th. An id is lost (its answer then
+/// echoes a generated one) only if this many more deferred requests with
+/// client ids arrive on the reactor before its answer: at 100,000 such
+/// requests a second on one reactor, an answer 40 ms late. 4096 slots of
+/// 80 bytes: 320 KiB per reactor.
+pub const PARKED_SLOTS: usize = 4096;
+
+/// An id held inline: visible ASCII only, 1 to
+/// [`REQUEST_ID_HEADER_BYTES_MAX`] bytes.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; REQUEST_ID_HEADER_BYTES_MAX],
+}
+
+const _: () = assert!(REQUEST_ID_HEADER_BYTES_MAX <= u8::MAX as usize);
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId {
+            len: 0,
+            bytes: [0; REQUEST_ID_HEADER_BYTES_MAX],
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RequestId {
+    /// A client's id, if it is one to keep: 1 to
+    /// [`REQUEST_ID_HEADER_BYTES_MAX`] bytes of visible ASCII (`!` to `~`:
+    /// no spaces, no controls that could forge a log line or a header).
+    pub fn accept(v: &[u8]) -> Option<RequestId> {
+        if v.is_empty()
+            || v.len() > REQUEST_ID_HEADER_BYTES_MAX
+            || !v.iter().all(|b| (b'!'..=b'~').contains(b))
+        {
+            return None;
+        }
+        let mut id = RequestId {
+            len: v.len() as u8,
+            ..Default::default()
+        };
+        id.bytes[..v.len()].copy_from_slice(v);
+        Some(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        let b = &self.bytes[..self.len as usize];
+        debug_assert!(b.iter().all(|c| (b'!'..=b'~').contains(c)));
+        // SAFETY: only `accept` (visible ASCII checked) and `Ids::format`
+        // (hex digits and '-') fill `bytes`.
+        unsafe { std::str::from_utf8_unchecked(b) }
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        let at = self.len as usize;
+        self.bytes[at..at + b.len()].copy_from_slice(b);
+        self.len += b.len() as u8;
+    }
+
+    fn push_hex(&mut self, v: u64) {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 15) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+}
+
+/// Generates ids for one reactor: `<node>-<reactor>-<start>-<n>`, all hex,
+/// where `start` is the process's start (ms) and `n` counts this reactor's
+/// requests. Unique per node and process with no shared counter (at most
+/// 4+1+4+1+16+1+16 = 43 bytes; today's are about 20).
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    pub node_id: u16,
+    pub reactor: u16,
+    pub start_ms: u64,
+}
+
+const _: () = assert!(4 + 1 + 4 + 1 + 16 + 1 + 16 <= REQUEST_ID_HEADER_BYTES_MAX);
+
+impl Ids {
+    /// The id of this reactor's `n`th request.
+    pub fn format(&self, n: u64) -> RequestId {
+        let mut id = RequestId::default();
+        id.push_hex(self.node_id.into());
+        id.push(b"-");
+        id.push_hex(self.reactor.into());
+        id.push(b"-");
+        id.push_hex(self.start_ms);
+        id.push(b"-");
+        id.push_hex(n);
+        id
+    }
+}
+
+/// What a request's ticket tag says about its id: its number on the
+/// reactor, and whether the id is a client's (parked) or generated from
+/// that number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    pub n: u64,
+    pub client: bool,
+}
+
+const CLIENT_BIT: u64 = 1 << 63;
+
+impl Tag {
+    pub fn to_u64(self) -> u64 {
+        debug_assert!(self.n < CLIENT_BIT, "2^63 requests on one reactor");
+        self.n | if self.client { CLIENT_BIT } else { 0 }
+    }
+
+    pub fn from_u64(t: u64) -> Tag {
+        Tag {
+            n: t & !CLIENT_BIT,
+            client: t & CLIENT_BIT != 0,
+        }
+    }
+}
+
+/// Client ids of deferred requests, by request number (see
+/// [`PARKED_SLOTS`]). Allocated once per reactor.
+pub struct Parked {
+    slots: Box<[(u64, RequestId)]>,
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        Parked {
+            // Stamp u64::MAX: no request has that number.
+            slots: vec![(u64::MAX, RequestId::default()); PARKED_SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Parked {
+    pub fn put(&mut self, n: u64, id: RequestId) {
+        self.slots[(n % PARKED_SLOTS as u64) as usize] = (n, id);
+    }
+
+    /// Request `n`'s id, if its slot still holds it.
+    pub fn take(&mut self, n: u64) -> Option<RequestId> {
+        let slot = &mut self.slots[(n % PARKED_SLOTS as u64) as usize];
+        (slot.0 == n).then(|| {
+            slot.0 = u64::MAX;
+            slot.1
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_kept_only_when_sane() {
+        for ok in ["a", "3f2a-uuid-like-0000", &"x".repeat(64), "!~"] {
+            assert_eq!(RequestId::accept(ok.as_bytes()).unwrap().as_str(), ok);
+        }
+        for bad in ["", &"x".repeat(65), "has space", "tab\t", "new\nline", "é"] {
+            assert!(RequestId::accept(bad.as_bytes()).is_none(), "{bad:?}");
+        }
+        assert!(RequestId::accept(b"\x7f").is_none());
+    }
+
+    #[test]
+    fn generated_ids_are_hex_and_distinct() {
+        let ids = Ids {
+            node_id: 1023,
+            reactor: 2,
+            start_ms: 0x18c_0000_0000,
+        };
+        assert_eq!(ids.format(0).as_str(), "3ff-2-18c00000000-0");
+        assert_eq!(ids.format(255).as_str(), "3ff-2-18c00000000-ff");
+        let longest = Ids {
+            node_id: u16::MAX,
+            reactor: u16::MAX,
+            start_ms: u64::MAX,
+        }
+        .format(u64::MAX);
+        assert_eq!(longest.as_str().len(), 4 + 1 + 4 + 1 + 16 + 1 + 16);
+        let other_reactor = Ids { reactor: 3, ..ids };
+        assert_ne!(ids.format(7).as_str(), other_reactor.format(7).as_str());
+    }
+
+    #[test]
+    fn tags_and_parked_ids_round_trip() {
+        for t in [
+            Tag {
+                n: 0,
+                client: false,
+            },
+            Tag { n: 5, client: true },
+            Tag {
+                n: CLIENT_BIT - 1,
+                client: true,
+            },
+        ] {
+            assert_eq!(Tag::from_u64(t.to_u64()), t);
+        }
+        let mut p = Parked::default();
+        let id = RequestId::accept(b"abc").unwrap();
+        p.put(7, id);
+        assert_eq!(p.take(7).unwrap().as_str(), "abc");
+        assert!(p.take(7).is_none(), "taken once");
+        // Overwritten by the request PARKED_SLOTS later: lost, not mixed up.
+        p.put(8, id);
+        p.put(
+            8 + PARKED_SLOTS as u64,
+            RequestId::accept(b"later").unwrap(),
+        );
+        assert!(p.take(8).is_none());
+        assert_eq!(p.take(8 + PARKED_SLOTS as u64).unwrap().as_str(), "later");
+    }
+}
