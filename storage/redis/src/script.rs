@@ -119,8 +119,8 @@ return 1
 /// Decide a batch of purchases of one sale: the group commit of Redis.
 ///
 /// `KEYS`: meta, users, due.
-/// `ARGV` ([`buy_args`] builds it): now, the batch's latest deadline, the
-/// quantities (two bytes each, big-endian: [`QUANTITY_BYTES`]), then the
+/// `ARGV` (`buy_args` builds it): now, the batch's latest deadline, the
+/// quantities (two bytes each, big-endian: `QUANTITY_BYTES`), then the
 /// `n` users, then per purchase the record a first purchase stores:
 /// `<qty>,1` and the claim's segment as it is stored if granted
 /// (`;<request_id>#<order_id>|C|...`, built by the caller with `created =
