@@ -2,8 +2,8 @@
 //! measurement, not a test.
 //!
 //! Starts a private `redis-server` (no persistence unless `--aof`, which
-//! runs it with `appendonly yes`, `appendfsync always`), then for batch
-//! sizes 1, 16, 64, 256, 1024 decides `--orders` purchases of one hot sale
+//! runs it with `appendonly yes`, `appendfsync always`), then for each
+//! batch size (`--batches`) decides `--orders` purchases of one hot sale
 //! (distinct buyers, stock never runs out) in batches from one client, then
 //! pays all of them in batches of the same size, then sends the same
 //! buyers again (new request ids) to a sale with no stock, and prints per
@@ -17,8 +17,9 @@
 //! order is printed, because on a shared machine the others carry its
 //! neighbours' preemptions.
 //!
-//! `cargo run --release -p flashd-redis --example batch_cost [-- --orders N] [--rounds R] [--aof]`
-//! (`--url redis://...` measures that Redis instead of a private one: it
+//! `cargo run --release -p flashd-redis --example batch_cost [-- --orders N] [--rounds R] [--aof] [--batches 256,1024]`
+//! (`--batches` picks the sizes, 1,16,64,256,1024 by default; `--url
+//! redis://...` measures that Redis instead of a private one: it
 //! must be one no one else uses, as `INFO cpu` counts all its work, and
 //! the run `FLUSHALL`s it).
 
@@ -170,6 +171,16 @@ fn main() {
     let orders: usize = arg(&args, "--orders").unwrap_or(100_000);
     let rounds: usize = arg(&args, "--rounds").unwrap_or(3);
     let external: Option<String> = arg(&args, "--url");
+    let batches: Vec<usize> = match arg::<String>(&args, "--batches") {
+        Some(list) => list
+            .split(',')
+            .map(|b| match b.parse() {
+                Ok(n) if n > 0 => n,
+                _ => panic!("--batches takes sizes like 256,1024, got {list:?}"),
+            })
+            .collect(),
+        None => vec![1, 16, 64, 256, 1024],
+    };
     let dir = std::env::temp_dir().join(format!("flashd-redis-bench-{}", std::process::id()));
     let mut server: Option<Child> = None;
     let url = match &external {
@@ -232,7 +243,7 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut sale = 0;
-    for batch in [1usize, 16, 64, 256, 1024] {
+    for &batch in &batches {
         let best = (0..rounds.max(1))
             .map(|_| {
                 sale += 1;

@@ -281,14 +281,9 @@ impl RedisClient {
             // One script call a chunk: `unpack` in the script caps a call
             // near 8000 buyers.
             for sent in valid.chunks(script::BATCH_MAX) {
-                let latest = sent.iter().map(|&i| buys[i].deadline_ms).max();
+                let batch: Vec<&Buy> = sent.iter().map(|&i| &buys[i]).collect();
                 let v = s.eval("buy", 1, &keys::all(sale), |c| {
-                    c.arg(now).arg(latest);
-                    for &i in sent {
-                        let b = &buys[i];
-                        let seg = Claim::granted(b, now, node).encode_segment();
-                        c.arg(b.user).arg(b.quantity).arg(seg);
-                    }
+                    script::buy_args(c, now, node, &batch);
                 })?;
                 let mut answers: Vec<String> = redis::from_redis_value(&v)
                     .map_err(|e| RedisError::protocol("buy", e.to_string()))?;

@@ -39,6 +39,10 @@
 //! (`crate::reconcile`), because its input (a whole sale) may be far more
 //! arguments than `unpack` can spread into one call.
 
+use flashd_engine::{Millis, QUANTITY_MAX};
+
+use crate::decision::{Buy, Claim};
+
 /// Lua helpers shared by the scripts (prepended to each).
 const PRELUDE: &str = r#"
 -- Globals cost a table lookup at every use; the hot loops use locals.
@@ -115,11 +119,20 @@ return 1
 /// Decide a batch of purchases of one sale: the group commit of Redis.
 ///
 /// `KEYS`: meta, users, due.
-/// `ARGV`: now, the batch's latest deadline, then three per purchase:
-/// user, quantity, and the claim's segment as it is stored if granted
+/// `ARGV` (`buy_args` builds it): now, the batch's latest deadline, the
+/// quantities (two bytes each, big-endian: `QUANTITY_BYTES`), then the
+/// `n` users, then per purchase the record a first purchase stores:
+/// `<qty>,1` and the claim's segment as it is stored if granted
 /// (`;<request_id>#<order_id>|C|...`, built by the caller with `created =
-/// now` and its node; its head `;<request_id>#` is what finds a known
-/// request among the buyer's claims).
+/// now` and its node; its `;<request_id>#` is what finds a known request
+/// among the buyer's claims).
+///
+/// The layout is shaped by what a purchase costs Redis
+/// (`docs/cluster.md`): every argument is an object Redis parses and a
+/// string Lua interns, so a purchase is two (its quantity rides in one
+/// string for the whole batch); the users are contiguous, so the read of
+/// their records spreads `ARGV` straight into `HMGET`; and a new buyer's
+/// record (most of a stampede) is stored as it came, with no string built.
 ///
 /// Returns the segments of the known requests, in order, then one string
 /// of one code per purchase (one reply element, not one per purchase:
@@ -134,10 +147,12 @@ return 1
 /// A batch is decided in order, each purchase seeing the ones before it
 /// (the same user twice, the same request id twice: the second is `E`).
 /// Per batch: 2 reads and 3 writes whatever its size; per purchase, string
-/// work on the buyer's record and one field written.
+/// work on the buyer's record (none for a new buyer) and one field written.
 pub const BUY: &str = r#"
+local byte = string.byte
 local now = tonumber(ARGV[1])
-local n = (#ARGV - 2) / 3
+local qs = ARGV[3]
+local n = #qs / 2
 local codes, existing = {}, {}
 local m = redis.call('HMGET', KEYS[1], 'stock', 'sold', 'reserved', 'limit', 'orders_max', 'start', 'end')
 if not m[1] then
@@ -146,24 +161,24 @@ end
 local avail = tonumber(m[1]) - tonumber(m[2]) - tonumber(m[3])
 local limit, omax = tonumber(m[4]), tonumber(m[5])
 local start_at, end_at = tonumber(m[6]), tonumber(m[7])
-local us = {}
-for i = 1, n do us[i] = ARGV[(i - 1) * 3 + 3] end
-local got = redis.call('HMGET', KEYS[2], unpack(us))
-local recs, dirty = {}, {}
+local got = redis.call('HMGET', KEYS[2], unpack(ARGV, 4, n + 3))
+-- `out`: the HSET's arguments, user then record; `at[user]`: where in
+-- `out` that user's record is, once this batch changed it (a later
+-- purchase of the same buyer reads and rewrites it there); `won`: the
+-- users with a new claim, for the due entry.
+local out, at, won = {}, {}, {}
+local no, nw = 0, 0
 local taken = 0
 for i = 1, n do
-  local b = (i - 1) * 3 + 2
-  local user = ARGV[b + 1]
+  local user = ARGV[i + 3]
+  local k = at[user]
   -- The buyer's record as this batch left it; false for a new buyer.
-  local rec = recs[user]
-  if rec == nil then
-    rec = got[i]
-    recs[user] = rec
-  end
-  local seg = ARGV[b + 3]
-  -- Its request id, as `;<request_id>#` (the segment's head), among the
-  -- buyer's claims: only a buyer with a record can have one.
-  local p = rec and find(rec, sub(seg, 1, find(seg, '#', 1, true)), 1, true)
+  local rec
+  if k then rec = out[k] else rec = got[i] end
+  local fresh = ARGV[i + n + 3]
+  -- Its request id, as `;<request_id>#`, among the buyer's claims: only
+  -- a buyer with a record can have one.
+  local p = rec and find(rec, sub(fresh, find(fresh, ';', 1, true), find(fresh, '#', 1, true)), 1, true)
   if p then
     local e = find(rec, ';', p + 1, true)
     if e then e = e - 1 else e = #rec end
@@ -174,7 +189,8 @@ for i = 1, n do
   elseif now >= end_at then
     codes[i] = 'A'
   else
-    local qty = tonumber(ARGV[b + 2])
+    local hi, lo = byte(qs, 2 * i - 1, 2 * i)
+    local qty = hi * 256 + lo
     local h, c, body = 0, 0, ''
     if rec then h, c, body = split(rec) end
     if h + qty > limit then
@@ -186,33 +202,58 @@ for i = 1, n do
     else
       avail = avail - qty
       taken = taken + qty
-      if rec then
-        recs[user] = (h + qty) .. ',' .. (c + 1) .. body .. seg
+      -- A new buyer's record is the argument itself.
+      local new = fresh
+      if rec then new = (h + qty) .. ',' .. (c + 1) .. body .. sub(fresh, (find(fresh, ';', 1, true))) end
+      if k then
+        out[k] = new
       else
-        -- A new buyer (most of a stampede): no number to print.
-        recs[user] = ARGV[b + 2] .. ',1' .. seg
-      end
-      if not dirty[user] then
-        dirty[user] = true
-        dirty[#dirty + 1] = user
+        out[no + 1] = user
+        out[no + 2] = new
+        no = no + 2
+        at[user] = no
+        nw = nw + 1
+        won[nw] = user
       end
       codes[i] = 'G'
     end
   end
 end
 if taken > 0 then
-  local pairs_ = {}
-  for j = 1, #dirty do
-    pairs_[2 * j - 1] = dirty[j]
-    pairs_[2 * j] = recs[dirty[j]]
-  end
-  bulk('HSET', KEYS[2], pairs_)
-  redis.call('RPUSH', KEYS[3], ARGV[2] .. '|' .. table.concat(dirty, ','))
+  bulk('HSET', KEYS[2], out)
+  redis.call('RPUSH', KEYS[3], ARGV[2] .. '|' .. table.concat(won, ','))
   redis.call('HINCRBY', KEYS[1], 'reserved', taken)
 end
 existing[#existing + 1] = table.concat(codes)
 return existing
 "#;
+
+/// Bytes of one quantity in the buy script's quantities argument: two,
+/// big-endian, as `QUANTITY_MAX` (1000) is more than one byte holds.
+pub(crate) const QUANTITY_BYTES: usize = 2;
+const _: () = assert!(QUANTITY_MAX <= u16::MAX as u32);
+
+/// The buy script's `ARGV` for `buys`, decided at `now` by `node` (see
+/// [`BUY`]); `buys` must be valid ([`Buy::is_valid`]) and at most
+/// [`BATCH_MAX`].
+pub(crate) fn buy_args(cmd: &mut redis::Cmd, now: Millis, node: u16, buys: &[&Buy]) {
+    let latest = buys.iter().map(|b| b.deadline_ms).max();
+    let mut quantities = Vec::with_capacity(buys.len() * QUANTITY_BYTES);
+    for b in buys {
+        // A valid quantity is at most QUANTITY_MAX, under 2^16 (asserted
+        // above); an invalid one is never sent.
+        let q = u16::try_from(b.quantity).unwrap_or(u16::MAX);
+        quantities.extend_from_slice(&q.to_be_bytes());
+    }
+    cmd.arg(now).arg(latest).arg(quantities);
+    for b in buys {
+        cmd.arg(b.user);
+    }
+    for b in buys {
+        let seg = Claim::granted(b, now, node).encode_segment();
+        cmd.arg(format!("{},1{seg}", b.quantity));
+    }
+}
 
 /// Pay or cancel a batch of claims of one sale.
 ///

@@ -376,3 +376,52 @@ fn a_batch_larger_than_one_script_call_is_split_and_still_exact() {
     assert_eq!(st.check(), Vec::<String>::new());
     assert_eq!(st.remaining(), 0);
 }
+
+/// Quantities ride in one argument, two bytes each: one over a byte (256
+/// and up) must arrive whole, and a buyer's later purchase in the same
+/// batch must extend the record the first one made there.
+#[test]
+fn quantities_over_a_byte_and_a_buyer_twice_in_one_batch() {
+    if !have_redis() {
+        return;
+    }
+    let r = PrivateRedis::start(false);
+    let c = r.client(5);
+    let now = now_ms();
+    let ids = Ids::new(5, now);
+    let max = flashd_engine::QUANTITY_MAX;
+    create(&c, 30, spec(10_000, max, now));
+    let out = c
+        .buy(
+            30,
+            now,
+            vec![
+                buy(&ids, 1, "a", 300, now),
+                buy(&ids, 1, "b", 1, now),
+                buy(&ids, 2, "c", max, now),
+                buy(&ids, 1, "d", max - 300, now), // 1 over the limit
+                buy(&ids, 1, "e", max - 301, now), // up to it
+                buy(&ids, 1, "b", 1, now),         // a retry of the second
+            ],
+        )
+        .wait()
+        .unwrap();
+    let granted: Vec<u32> = out
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Granted(g) => Some(g.quantity),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(granted, vec![300, 1, max, max - 301]);
+    assert_eq!(out[3], Decision::LimitReached);
+    match (&out[1], &out[5]) {
+        (Decision::Granted(g), Decision::Existing(e)) => assert_eq!(g, e),
+        d => panic!("{d:?}"),
+    }
+    let st = c.read_sale(30).wait().unwrap().unwrap();
+    assert_eq!(st.check(), Vec::<String>::new());
+    assert_eq!(st.reserved, u64::from(2 * max));
+    assert_eq!(st.held, BTreeMap::from([(1, max), (2, max)]));
+    assert_eq!(st.claims.len(), 4);
+}
