@@ -167,7 +167,13 @@ fn open_kafka(
 ) -> Result<Durable, DurableError> {
     let kcfg = cfg.kafka_config();
     let dir = kafka_snapshot_dir(&cfg.server.data_dir);
-    let rec = recovery::recover_kafka(&kcfg, cfg.log.kafka.partitions, &dir, &core.engine)?;
+    let rec = recovery::recover_kafka(
+        &kcfg,
+        cfg.log.kafka.partitions,
+        &dir,
+        &core.engine,
+        core.cluster.is_some(),
+    )?;
     let log = flashd_kafka::KafkaLog::open(kcfg.clone(), rec.topic.next_lsn)
         .map_err(DurableError::Open)?;
     let writer = start_writer(cfg, Box::new(log), core, completer, reactors, kcfg.timeout)?;

@@ -159,12 +159,14 @@ pub struct KafkaRecovered {
 /// Rebuild `engine` (fresh) from the newest snapshot in `snapshot_dir`
 /// that fits the topic and the topic after it (or the whole topic),
 /// creating the topic with `partitions` if it does not exist.
-/// `snapshot_dir` is this node's own and is created if absent.
+/// `snapshot_dir` is this node's own and is created if absent. `share`:
+/// cluster mode (`Engine::check_share_invariants`).
 pub fn recover_kafka(
     cfg: &flashd_kafka::KafkaConfig,
     partitions: i32,
     snapshot_dir: &Path,
     engine: &Engine,
+    share: bool,
 ) -> Result<KafkaRecovered, RecoveryError> {
     use flashd_kafka as kafka;
     let t0 = Instant::now();
@@ -185,9 +187,14 @@ pub fn recover_kafka(
             source,
         }
     })?;
-    engine
-        .check_invariants()
-        .map_err(RecoveryError::Invariant)?;
+    // In cluster mode the log holds this node's share of sales Redis
+    // decides: only what a share can keep is checked.
+    if share {
+        engine.check_share_invariants()
+    } else {
+        engine.check_invariants()
+    }
+    .map_err(RecoveryError::Invariant)?;
     let total_ms = ms_since(t0);
     let rec = r.rec;
     tracing::info!(

@@ -78,6 +78,9 @@ pub struct Service {
     /// Held until the service stops: one process per data directory (and
     /// log directory), or two would cut each other's files.
     _dir_locks: Vec<DirLock>,
+    /// Cluster mode: this node's id lease, given up after everything else
+    /// stopped (the sweeper renews it until then).
+    _lease: Option<crate::cluster::start::Lease>,
 }
 
 impl Service {
@@ -99,6 +102,8 @@ impl Service {
         } else {
             None
         };
+        // Given up when the service stops, or when this start fails.
+        let lease = cluster.clone().map(crate::cluster::start::Lease);
         let engine = Arc::new(flashd_engine::Engine::new(cfg.engine_config()));
         let server = flashd_reactor::Server::<Outcome>::bind(rcfg.clone()).map_err(|source| {
             ServeError::Listen {
@@ -177,7 +182,13 @@ impl Service {
             core.clone(),
             clock,
             Duration::from_millis(cfg.engine.expiry_sweep_ms),
-            cluster.map(|cl| crate::cluster::sweep::ClusterSweep::new(cl, core)),
+            cluster.map(|cl| {
+                // A failed Kafka write is undone within its delivery
+                // timeout and an abort: look at logged timeouts after twice
+                // that, and never sooner than two seconds.
+                let verify = Duration::from_millis(2 * cfg.log.kafka.unavailable_ms + 2_000);
+                crate::cluster::sweep::ClusterSweep::new(cl, core, verify)
+            }),
         )
         .map_err(|source| ServeError::Thread {
             what: "flashd-sweeper",
@@ -193,6 +204,7 @@ impl Service {
             sweeper,
             shutdown_grace_ms: cfg.server.shutdown_grace_ms,
             _dir_locks: dir_locks,
+            _lease: lease,
         })
     }
 

@@ -422,6 +422,35 @@ fn a_killed_node_restarts_rejoins_and_its_unpaid_orders_time_out_once() {
     }
     let r = buy(c.addr(1), sale, 300, "k");
     assert_eq!(r.status, 201, "{}", r.body_str());
+    // Node 1 sells a buyer their limit, then pauses past the deadline:
+    // another node times both orders out, and node 1's log never hears of
+    // it. The buyer buys their limit again on node 1, so node 1's share
+    // holds twice the limit for them: a clean restart must accept that.
+    for k in ["p1", "p2"] {
+        assert_eq!(buy(c.addr(1), sale, 400, k).status, 201);
+    }
+    c.nodes[1].as_ref().unwrap().signal(libc::SIGSTOP);
+    assert!(eventually(Duration::from_millis(ttl + 5_000), || {
+        redis_counters(&c.redis, sale).2 == 0
+    }));
+    c.nodes[1].as_ref().unwrap().signal(libc::SIGCONT);
+    for k in ["p3", "p4"] {
+        let r = buy(c.addr(1), sale, 400, k);
+        assert_eq!(r.status, 201, "{}", r.body_str());
+    }
+    let dir = c.nodes[1].take().unwrap().stop();
+    // Its lease was given up at the clean stop: no wait for it to lapse.
+    let t0 = Instant::now();
+    let back = Flashd::start_in(dir, &cfg, &[]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "restart took {:?}",
+        t0.elapsed()
+    );
+    c.nodes[1] = Some(back);
+    let r = buy(c.addr(1), sale, 400, "p5");
+    assert_eq!(r.status, 409, "{}", r.body_str());
+    assert!(r.body_str().contains("limit_reached"), "{}", r.body_str());
 }
 
 #[test]

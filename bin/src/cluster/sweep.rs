@@ -9,10 +9,10 @@
 //! back on sale at most one sweep interval (plus the nodes' clock skew,
 //! `docs/cluster.md`) after its deadline while any node runs.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flashd_engine::{ActivityId, Millis, Reject};
 use flashd_redis::Claim;
@@ -38,17 +38,26 @@ pub struct ClusterSweep {
     /// Sale ids Redis holds no sale for, as last asked.
     absent: HashSet<ActivityId>,
     passes: u64,
+    /// Timeouts logged, in the order logged, to look at once more after
+    /// `verify_after`: a write the log failed was undone in the engine by
+    /// then, and such a timeout is logged again (no client will retry it).
+    logged: VecDeque<(Instant, ActivityId, Claim)>,
+    verify_after: Duration,
     last_lease: Instant,
     unlogged: Vec<(ActivityId, Claim)>,
 }
 
 impl ClusterSweep {
-    pub fn new(cl: Arc<Cluster>, core: Arc<Core>) -> ClusterSweep {
+    /// `verify_after`: longer than the log takes to fail a write and undo
+    /// it (`log.kafka.unavailable_ms` and an abort).
+    pub fn new(cl: Arc<Cluster>, core: Arc<Core>, verify_after: Duration) -> ClusterSweep {
         ClusterSweep {
             cl,
             core,
             absent: HashSet::new(),
             passes: 0,
+            logged: VecDeque::new(),
+            verify_after,
             last_lease: Instant::now(),
             unlogged: Vec::new(),
         }
@@ -110,6 +119,7 @@ impl ClusterSweep {
                 }
             }
         }
+        self.verify_logged();
         self.retry_unlogged(now);
         let mut timed_out = 0;
         for sale in sales {
@@ -121,7 +131,9 @@ impl ClusterSweep {
             let Ok(claims) = r else { continue };
             timed_out += claims.len();
             for c in claims {
-                if !self.log_timeout(sale, &c, now) {
+                if self.log_timeout(sale, &c, now) {
+                    self.logged.push_back((Instant::now(), sale, c));
+                } else {
                     self.unlogged.push((sale, c));
                 }
             }
@@ -140,7 +152,30 @@ impl ClusterSweep {
     fn retry_unlogged(&mut self, now: Millis) {
         let pending = std::mem::take(&mut self.unlogged);
         for (sale, c) in pending {
-            if !self.log_timeout(sale, &c, now) {
+            if self.log_timeout(sale, &c, now) {
+                self.logged.push_back((Instant::now(), sale, c));
+            } else {
+                self.unlogged.push((sale, c));
+            }
+        }
+    }
+
+    /// Timeouts logged at least `verify_after` ago whose write the log
+    /// failed (the engine no longer holds the order cancelled: the undo
+    /// took the record back) go back to be logged again.
+    fn verify_logged(&mut self) {
+        while let Some((at, _, _)) = self.logged.front() {
+            if at.elapsed() < self.verify_after {
+                break;
+            }
+            let (_, sale, c) = self.logged.pop_front().expect("just looked");
+            let held = self.core.engine.order(c.user, c.order_id);
+            if !held.is_some_and(|o| o.status == flashd_engine::OrderStatus::Cancelled) {
+                tracing::warn!(
+                    sale,
+                    order = c.order_id,
+                    "a logged timeout was undone by a failed write: logging it again"
+                );
                 self.unlogged.push((sale, c));
             }
         }
