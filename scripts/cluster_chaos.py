@@ -989,35 +989,56 @@ level = "info"
 
     def drain_sales(self, redis):
         """Buy every unit Redis says is neither sold nor reserved, with new
-        buyers, until each node answers sold_out: the units are back on
-        sale, not only counted so."""
+        buyers, and pay each order at once (an unpaid one would time out
+        and give its units back during the drain), until every node keeps
+        answering sold_out to single units: the units are back on sale, not
+        only counted so."""
         for sid in (self.main_sale, self.hot_sale):
             meta = redis[sid]["meta"]
             remaining = meta.get("stock", 0) - meta.get("sold", 0) - meta.get("reserved", 0)
-            limit = meta.get("limit", 1)
-            granted = [0]
-            sold_out = [0]
+            st = {"qty": meta.get("limit", 1), "granted": 0, "paid": 0, "unknown": 0, "sold_out": 0, "n": 0,
+                  "failures": 0}
             lock = threading.Lock()
-            nxt = [0]
 
             def worker(k):
                 rng = random.Random(f"{self.seed}/drain/{sid}/{k}")
                 http = Http(self)
                 while True:
                     with lock:
-                        if sold_out[0] >= 2 * len(self.nodes):
+                        # Done when single units have been refused sold_out
+                        # twice per node, or the nodes keep failing.
+                        if st["sold_out"] >= 2 * len(self.nodes) or st["failures"] > 50:
                             break
-                        nxt[0] += 1
-                        j = nxt[0]
-                    rec = self.buy(http, rng, sid, 2_000_000 + j, limit, f"drain-{sid}-{j}",
+                        st["n"] += 1
+                        j, qty = st["n"], st["qty"]
+                    rec = self.buy(http, rng, sid, 2_000_000 + j, qty, f"drain-{sid}-{j}",
                                    attempts=BUY_ATTEMPTS + 4, schedule=False)
+                    paid = False
+                    if rec["status"] in (200, 201) and rec.get("oid"):
+                        for _ in range(MOVE_ATTEMPTS + 4):
+                            p = self.send(http, rng.randrange(len(self.nodes)), "pay", "POST",
+                                          f"/api/v1/orders/{rec['oid']}/pay", token(2_000_000 + j), "",
+                                          oid=rec["oid"])
+                            if p["status"] == 200:
+                                paid = True
+                                break
+                            if p["status"] is not None and p["status"] != 503:
+                                break
+                            time.sleep(0.1)
                     with lock:
                         if rec["status"] in (200, 201):
-                            granted[0] += limit
+                            st["granted"] += qty
+                            st["paid"] += qty if paid else 0
                         elif rec["status"] == 409 and rec["code"] == "sold_out":
-                            sold_out[0] += 1
-                        elif rec["status"] != 409:
-                            sold_out[0] += 0.25  # bounded even if a node keeps failing
+                            if st["qty"] > 1:
+                                st["qty"] = 1  # what is left may be less than one purchase
+                            elif qty == 1:
+                                st["sold_out"] += 1
+                        elif rec["status"] is None or rec["status"] == 503:
+                            st["unknown"] += qty
+                            st["failures"] += 1
+                        else:
+                            st["failures"] += 1
                 http.close()
 
             ts = [threading.Thread(target=worker, args=(k,)) for k in range(DRAIN_THREADS)]
@@ -1025,9 +1046,13 @@ level = "info"
                 t.start()
             for t in ts:
                 t.join()
-            self.drain[sid] = {"remaining": remaining, "granted": granted[0], "limit": limit}
-            self.say(f"drain of sale {sid}: {granted[0]} units sold to new buyers; Redis said "
-                     f"{remaining} were left")
+            self.drain[sid] = {"remaining": remaining, "granted": st["granted"], "paid": st["paid"],
+                               "unknown": st["unknown"]}
+            self.say(f"drain of sale {sid}: new buyers got {st['granted']} units (paid {st['paid']}); Redis "
+                     f"said {remaining} were left")
+            if st["unknown"] or st["failures"]:
+                self.note(f"drain of sale {sid}: {st['unknown']} units asked for with no answer after every "
+                          f"retry, {st['failures']} failed purchases")
 
     def finish(self):
         self.liveness()
@@ -1153,7 +1178,11 @@ level = "info"
                                  f"({oids})")
 
         # Every purchase: one order per request id, whatever node answered.
-        for rid, b in self.buys.items():
+        # The drain's purchases came after the end state was read: only
+        # its own counts (below) are checked.
+        buys = {rid: b for rid, b in self.buys.items() if not rid.startswith("drain-")}
+        orders = {oid: o for oid, o in self.orders.items() if not o["rid"].startswith("drain-")}
+        for rid, b in buys.items():
             oids = {a.get("oid") for a in b["attempts"] if a["status"] in (200, 201)}
             if len(oids) > 1:
                 V("idempotency", f"request {rid} (user {b['user']}) got two orders: {sorted(oids)}: "
@@ -1177,10 +1206,10 @@ level = "info"
 
         # Every order: the same fate in Redis, on every node, in MySQL, and
         # one its clients were told or could have caused.
-        for rid, b in self.buys.items():
+        for rid, b in buys.items():
             for a in b["attempts"]:
-                if a.get("oid") in self.orders:
-                    self.orders[a["oid"]].setdefault("creates", []).append(a)
+                if a.get("oid") in orders:
+                    orders[a["oid"]].setdefault("creates", []).append(a)
 
         def fate(oid, o, known):
             pays, cancels = o["pays"], o["cancels"]
@@ -1267,13 +1296,13 @@ level = "info"
                 V("parts-differ", f"{head}: " + ", ".join(f"{name} {st}" for name, st in sorted(seen, key=str))
                                   + f" (client saw {told})")
 
-        for oid, o in self.orders.items():
+        for oid, o in orders.items():
             fate(oid, o, True)
         # Orders no client heard of: from a request whose outcome the
         # client did not learn, and then only timed out.
         unknown = set(claims) | {oid for oid, ms in morders.items() if any(m["status"] != "VOID" for m in ms)}
         self.unknown_created = 0
-        for oid in sorted(unknown - set(self.orders)):
+        for oid in sorted(unknown - set(orders)):
             if claims.get(oid):
                 sid, user, c = claims[oid][0]
                 info = {"user": user, "act": sid, "qty": c["qty"], "rid": c["rid"], "status": c["st"],
@@ -1282,7 +1311,7 @@ level = "info"
                 m = morders[oid][0]
                 info = {"user": m["user"], "act": m["act"], "qty": m["qty"], "rid": m["rid"],
                         "status": m["status"], "expires_at": m["expires_at"]}
-            b = self.buys.get(info["rid"])
+            b = buys.get(info["rid"])
             head = f"order {oid} (user {info['user']}, sale {info['act']}, request {info['rid']!r})"
             if b is None or b["user"] != info["user"]:
                 V("phantom-order", f"{head}: no client ever sent that request")
@@ -1323,15 +1352,15 @@ level = "info"
         # Back on sale: the drain sold exactly what was neither sold nor
         # reserved, and then the sale is full.
         for sid, d in end.get("drain", {}).items():
-            # The drain buys `limit` units at a time: a remainder smaller
-            # than that is left.
-            lo = d["remaining"] - (d["limit"] - 1)
-            if d["granted"] < lo:
+            # Units whose purchase got no answer may have been sold too.
+            if d["granted"] + d["unknown"] < d["remaining"]:
                 V("units-lost", f"sale {sid}: Redis said {d['remaining']} units were left after every deadline "
-                                f"and sweep; new buyers got only {d['granted']} before every node said sold_out")
-            if d["granted"] > d["remaining"]:
-                V("oversold", f"sale {sid}: Redis said {d['remaining']} units were left; new buyers got "
-                              f"{d['granted']}")
+                                f"and sweep; new buyers got only {d['granted']} before every node kept saying "
+                                f"sold_out")
+            # Paid units never come back: more than were left is a unit sold twice.
+            if d["paid"] > d["remaining"]:
+                V("oversold", f"sale {sid}: Redis said {d['remaining']} units were left; new buyers bought "
+                              f"and paid {d['paid']}")
             a = end.get("after_drain", {}).get(sid, {})
             if a and a.get("sold", 0) + a.get("reserved", 0) > a.get("stock", 0):
                 V("oversold", f"sale {sid} after the drain: Redis {a}")
@@ -1354,7 +1383,8 @@ level = "info"
               f"{acked.get(503, 0)} 503; orders confirmed to clients: {len(self.orders)}; created by requests "
               f"whose answer was lost: {getattr(self, 'unknown_created', 0)}")
         for sid, d in self.drain.items():
-            print(f"   drain of sale {sid}: {d['granted']} units to new buyers, {d['remaining']} left per Redis")
+            print(f"   drain of sale {sid}: {d['granted']} units to new buyers ({d['paid']} paid), "
+                  f"{d['remaining']} left per Redis")
         for n in self.notes:
             print(f"   note: {n.splitlines()[0]}")
         if not self.violations:
@@ -1444,8 +1474,8 @@ def self_test():
             "mreasons": {"101": "timeout"},
             "sales": {(i, 1): (200, {"stock": 10, "sold": 1, "reserved": 0, "remaining": 9}) for i in (1, 2, 3)},
             "gets": {},
-            "drain": {1: {"remaining": 9, "granted": 8, "limit": 2}},
-            "after_drain": {1: {"stock": 10, "sold": 1, "reserved": 8}},
+            "drain": {1: {"remaining": 9, "granted": 9, "paid": 9, "unknown": 0}},
+            "after_drain": {1: {"stock": 10, "sold": 10, "reserved": 0}},
         }
         for i in (1, 2, 3):
             end["gets"][(i, "100")] = (200, {"status": "PAID", "user_id": 7, "activity_id": 1, "quantity": 1,
@@ -1527,7 +1557,10 @@ def self_test():
         end["sales"][(3, 1)] = (200, {"stock": 10, "sold": 2, "reserved": 0, "remaining": 8})
 
     def units_lost(run, end, rec, claim):
-        end["drain"][1]["granted"] = 4
+        end["drain"][1].update(granted=4, paid=4)
+
+    def drain_oversold(run, end, rec, claim):
+        end["drain"][1].update(granted=11, paid=11)
 
     def mysql_dup(run, end, rec, claim):
         end["morders"]["100"].append(dict(end["morders"]["100"][0], where="s1.t"))
@@ -1555,6 +1588,7 @@ def self_test():
         (counter_drift, ["ledger-claims-differ", "node-redis-differ"]),
         (node_differs, ["node-redis-differ"]),
         (units_lost, ["units-lost"]),
+        (drain_oversold, ["oversold"]),
         (mysql_dup, ["mysql-duplicate"]),
         (mysql_differs, ["paid-untold", "parts-differ"]),
         (replay_untold, ["replay-untold"]),
