@@ -59,10 +59,14 @@ KAFKA_UNAVAILABLE_MS = 800
 # it retries on another node. Above every timeout flashd has (request
 # timeout, Redis timeout, Kafka deadline).
 CLIENT_TIMEOUT_S = 6.0
+# A node's lease on its id (engine.node_id) in Redis lapses this long
+# after its last renewal (bin/src/cluster/start.rs: LEASE_TTL).
+NODE_LEASE_S = 10
 # A node is SIGSTOPped longer than every timeout above (the client's
-# included), so its clients give up on it, retry elsewhere, and the
-# requests it held are decided (or not) after it wakes.
-NODE_STOP_S = (CLIENT_TIMEOUT_S + 1, CLIENT_TIMEOUT_S + 5)
+# included) and than its id lease, so its clients give up on it and retry
+# elsewhere, the requests it held are decided (or not) after it wakes, and
+# it wakes to a lapsed lease it must take again.
+NODE_STOP_S = (NODE_LEASE_S + 2, NODE_LEASE_S + 6)
 # Attempts of one purchase and of one pay or cancel, each on a node other
 # than the last one tried; bounded so that every client loop ends.
 BUY_ATTEMPTS = 6
