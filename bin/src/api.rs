@@ -391,6 +391,16 @@ thread_local! {
 /// (two RFC 3339 times, escaping, seven integers) was ~1,200 of ~4,500
 /// instructions of a `GET` of a sale (callgrind).
 pub fn write_activity(out: &mut Vec<u8>, a: &Activity, now: Millis) {
+    write_activity_with(out, a, a.counters(), now)
+}
+
+/// [`write_activity`] with counters from elsewhere (cluster mode: Redis's).
+pub fn write_activity_with(
+    out: &mut Vec<u8>,
+    a: &Activity,
+    counters: flashd_engine::Counters,
+    now: Millis,
+) {
     FIXED.with(|cache| {
         let mut cache = cache.borrow_mut();
         let slot = &mut cache[a.id as usize % FIXED_CACHE];
@@ -403,7 +413,7 @@ pub fn write_activity(out: &mut Vec<u8>, a: &Activity, now: Millis) {
         remaining,
         sold,
         reserved,
-    } = a.counters();
+    } = counters;
     out.extend_from_slice(b",\"remaining\":");
     push_u64(out, remaining.max(0) as u64);
     out.extend_from_slice(b",\"sold\":");
@@ -411,7 +421,7 @@ pub fn write_activity(out: &mut Vec<u8>, a: &Activity, now: Millis) {
     out.extend_from_slice(b",\"reserved\":");
     push_u64(out, reserved.max(0) as u64);
     out.extend_from_slice(b",\"state\":\"");
-    out.extend_from_slice(a.state(now).as_str().as_bytes());
+    out.extend_from_slice(a.state_with(now, remaining).as_str().as_bytes());
     out.extend_from_slice(b"\"}");
 }
 

@@ -31,6 +31,8 @@ pub struct AppStats {
     pub unauthorized: AtomicU64,
     pub invalid: AtomicU64,
     pub log_unavailable: AtomicU64,
+    /// Cluster mode: answered 503 because Redis did not answer.
+    pub authority_unavailable: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -224,6 +226,21 @@ impl App {
         }
     }
 
+    /// A sale as `GET` answers it into `self.body`: its counters from
+    /// this engine, or in cluster mode Redis's as last read.
+    fn write_sale(
+        shared: &Shared,
+        body: &mut Vec<u8>,
+        a: &flashd_engine::Activity,
+        now: flashd_engine::Millis,
+    ) {
+        body.clear();
+        match shared.core.cluster.as_ref().and_then(|c| c.counters(a.id)) {
+            Some(c) => api::write_activity_with(body, a, c, now),
+            None => api::write_activity(body, a, now),
+        }
+    }
+
     fn respond(&mut self, out: Outcome, cx: &mut Context<'_>) {
         self.body.clear();
         match out {
@@ -248,6 +265,22 @@ impl App {
                 }
                 None => cx.respond_error(500, "internal", "created activity not found", &[]),
             },
+            Outcome::Activity(id) => match self.shared.engine.activity(id) {
+                Some(a) => {
+                    Self::write_sale(&self.shared, &mut self.body, a, self.shared.now_ms());
+                    cx.respond_json(200, &self.body);
+                }
+                None => Self::not_found(cx),
+            },
+            Outcome::AuthorityUnavailable => {
+                inc(&self.stats().authority_unavailable);
+                cx.respond_error(
+                    503,
+                    "unavailable",
+                    "the stock authority (redis) did not answer: retry with the same request_id to learn the outcome",
+                    &[("Retry-After", "1")],
+                );
+            }
             Outcome::Rejected(r) => {
                 let i = Reject::ALL.iter().position(|x| *x == r).unwrap_or(0);
                 inc(&self.stats().rejected[i]);
@@ -306,20 +339,27 @@ impl App {
                     Err(e) => self.invalid(cx, &e.0),
                 }
             }
-            Route::GetActivity => match id
-                .and_then(|s| s.parse().ok())
-                .and_then(|id| self.shared.engine.activity(id))
-            {
-                Some(a) => {
-                    self.body.clear();
-                    // The turn's clock (refreshed every reactor turn): a
-                    // clock read per GET was ~60 instructions of its ~3,500.
-                    let now = self.shared.clock.turn_ms();
-                    api::write_activity(&mut self.body, a, now);
-                    cx.respond_json(200, &self.body);
+            Route::GetActivity => {
+                let Some(sale) = id.and_then(|s| s.parse().ok()) else {
+                    return Self::not_found(cx);
+                };
+                match self.shared.engine.activity(sale) {
+                    Some(a) => {
+                        self.body.clear();
+                        // The turn's clock (refreshed every reactor turn): a
+                        // clock read per GET was ~60 instructions of its ~3,500.
+                        let now = self.shared.clock.turn_ms();
+                        Self::write_sale(&self.shared, &mut self.body, a, now);
+                        cx.respond_json(200, &self.body);
+                    }
+                    // Cluster mode: it may have been created on another
+                    // node; a worker asks Redis.
+                    None if self.shared.core.cluster.is_some() => {
+                        self.run(Command::GetActivity(sale), cx)
+                    }
+                    None => Self::not_found(cx),
                 }
-                None => Self::not_found(cx),
-            },
+            }
             Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
                 let user = match self.shared.auth.user(auth, self.shared.now_ms() / 1000) {
                     Ok(u) => u,
@@ -393,6 +433,15 @@ impl Handler for App {
                     cx.respond_error(503, "not_ready", "reactors starting", &[])
                 } else if !self.shared.ready.load(Ordering::Acquire) {
                     cx.respond_error(503, "not_ready", "recovering the order log", &[])
+                } else if let Some(why) = self
+                    .shared
+                    .core
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.health.down_reason())
+                {
+                    let why = format!("redis unavailable: {why}");
+                    cx.respond_error(503, "not_ready", &why, &[])
                 } else if let Some(w) = self
                     .shared
                     .core
@@ -411,6 +460,7 @@ impl Handler for App {
                 metrics::render(&self.shared.stats, &mut self.text);
                 metrics::render_app(&self.shared, &mut self.text);
                 metrics::render_log(&self.shared, &mut self.text);
+                metrics::render_cluster(&self.shared, &mut self.text);
                 cx.respond(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

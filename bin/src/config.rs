@@ -1061,7 +1061,9 @@ impl Config {
             order_ttl_ms: self.engine.order_ttl_ms,
             max_activities: self.engine.max_activities,
             // The log is always attached: cancelled units wait for it.
-            hold_released_until_durable: true,
+            // In cluster mode Redis holds the units; the engine only
+            // records what this node logged.
+            hold_released_until_durable: !self.cluster.enabled,
         }
     }
 

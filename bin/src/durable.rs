@@ -176,14 +176,24 @@ fn open_kafka(
 
 /// The engine as the log writer sees it: what became durable (cancelled
 /// units go back on sale), what to undo after a failed commit.
-struct EngineHooks(Arc<Engine>);
+struct EngineHooks {
+    engine: Arc<Engine>,
+    /// Cluster mode: events were recorded as replay records them (Redis
+    /// decided; the counters hold this node's share), so a failed write
+    /// undoes them the same way.
+    recorded: bool,
+}
 
 impl LogHooks for EngineHooks {
     fn durable(&self, ev: &Event) {
-        self.0.durable(ev)
+        self.engine.durable(ev)
     }
     fn revert(&self, ev: &Event) {
-        self.0.revert(ev)
+        if self.recorded {
+            self.engine.revert_replayed(ev)
+        } else {
+            self.engine.revert(ev)
+        }
     }
 }
 
@@ -198,7 +208,10 @@ fn start_writer(
     use flashd_log as st;
     st::LogWriter::start(
         log,
-        Arc::new(EngineHooks(core.engine.clone())),
+        Arc::new(EngineHooks {
+            engine: core.engine.clone(),
+            recorded: core.cluster.is_some(),
+        }),
         Completions {
             completer,
             woken: vec![false; reactors],

@@ -47,6 +47,9 @@ pub enum Command {
         user: UserId,
         order: OrderId,
     },
+    /// Read a sale this node does not serve yet (cluster mode: it may
+    /// have been created on another node).
+    GetActivity(ActivityId),
 }
 
 pub struct Job {
@@ -60,12 +63,18 @@ pub enum Outcome {
     Placed(Placed),
     Moved(OrderView),
     ActivityCreated(ActivityId),
+    /// A sale, as `GET` answers it.
+    Activity(ActivityId),
     Rejected(Reject),
     /// The log cannot make anything durable now (breaker open, or the
     /// write failed and the command was undone).
     LogUnavailable,
     /// The log writer's ring is full: shed.
     LogBusy,
+    /// Cluster mode: Redis, which decides, did not answer (or this node
+    /// lost its id lease). Nothing is known to have changed; a retry with
+    /// the same request id finds out.
+    AuthorityUnavailable,
     /// The log failed and the command was undone, but the undo is not yet
     /// durable: a crash could still bring the command back. The client
     /// learns the outcome by retrying with the same request id.
@@ -90,6 +99,8 @@ pub struct Core {
     pub writer: OnceLock<WriterHandle<Pending>>,
     pub ack: Ack,
     pub events: Arc<AtomicU64>,
+    /// Cluster mode: Redis decides, this node records (`crate::cluster`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Pushes events to the log writer under the command's admission.
@@ -211,6 +222,10 @@ pub fn execute(engine: &Engine, cmd: &Command, now: Millis, sink: &mut dyn Event
         Command::Cancel { user, order } => {
             engine.cancel(*user, *order, now, sink).map(Outcome::Moved)
         }
+        Command::GetActivity(id) => engine
+            .activity(*id)
+            .map(|a| Outcome::Activity(a.id))
+            .ok_or(Reject::NotFound),
         // Someone else's order is as good as no order.
         Command::Get { user, order } => engine
             .order(*user, *order)

@@ -29,12 +29,14 @@
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
 //!   [`exec`] (the command path to the engine and the log);
+//! * cluster mode: [`cluster`] (Redis decides, this node records);
 //! * [`clock`], [`metrics`].
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod exec;

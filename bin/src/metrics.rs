@@ -483,3 +483,82 @@ pub fn serve_sink_metrics(l: std::net::TcpListener, stats: std::sync::Arc<flashd
         );
     }
 }
+
+/// Cluster mode's counters (`crate::cluster`); nothing when it is off.
+pub fn render_cluster(shared: &crate::app::Shared, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(cl) = shared.core.cluster.as_ref() else {
+        return;
+    };
+    let s = &cl.stats;
+    gauge(
+        out,
+        "flashd_cluster_redis_up",
+        "1 while Redis answers and this node holds its id lease, else 0 (buys, pays and cancels answer 503).",
+        u64::from(cl.health.down_reason().is_none()),
+    );
+    counter(
+        out,
+        "flashd_cluster_buy_calls_total",
+        "Buy script calls (one per sale per worker batch).",
+        s.buy_calls.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_buys_decided_total",
+        "Purchases Redis decided (orders per script call = this / calls).",
+        s.buys_decided.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_buys_granted_total",
+        "Purchases Redis granted to this node.",
+        s.buys_granted.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_sold_out_local_total",
+        "Purchases answered sold out here without Redis (cluster.sold_out_recheck_ms).",
+        s.sold_out_local.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_settle_calls_total",
+        "Pay and cancel script calls.",
+        s.settle_calls.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_timed_out_total",
+        "Unpaid orders this node timed out in Redis and logged.",
+        s.timed_out.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_adopted_orders_total",
+        "Orders another node decided whose creation this node logged (a retry, pay, cancel or timeout completed them here).",
+        s.adopted_orders.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_adopted_sales_total",
+        "Sales created on another node that this node serves.",
+        s.adopted_sales.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_redis_errors_total",
+        "Redis calls that failed (timeouts, refused connections, errors).",
+        s.errors.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_cluster_unavailable_total",
+        "Requests answered 503 because Redis did not answer.",
+        shared
+            .app
+            .iter()
+            .map(|a| a.authority_unavailable.load(Relaxed))
+            .sum(),
+    );
+}

@@ -61,6 +61,8 @@ pub enum ServeError {
     },
     #[error("reactors: {0}")]
     Join(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// One running flashd server.
@@ -90,6 +92,13 @@ impl Service {
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
         let dir_locks = DirLock::acquire_all(&dirs).map_err(ServeError::DirLock)?;
         let secrets = secrets::resolve(cfg)?;
+        // Cluster mode: Redis checked and this node's id leased before
+        // anything is served or logged.
+        let cluster = if cfg.cluster.enabled {
+            Some(crate::cluster::start(cfg, &*clock)?)
+        } else {
+            None
+        };
         let engine = Arc::new(flashd_engine::Engine::new(cfg.engine_config()));
         let server = flashd_reactor::Server::<Outcome>::bind(rcfg.clone()).map_err(|source| {
             ServeError::Listen {
@@ -105,6 +114,7 @@ impl Service {
             writer: OnceLock::new(),
             ack: flashd_log::Ack::from(cfg.log.ack),
             events: events.clone(),
+            cluster: cluster.clone(),
         });
         let pool = workers::start(
             &cfg.workers,
@@ -154,12 +164,16 @@ impl Service {
         // Orders whose payment deadline passed while we were down go
         // first; ready only once their units are back on sale, so that the
         // first reader after a restart sees the stock it will sell.
-        sweeper::cancel_overdue(&core, &*clock);
+        // In cluster mode Redis times orders out (the sweeper's passes).
+        if cluster.is_none() {
+            sweeper::cancel_overdue(&core, &*clock);
+        }
         shared.ready.store(true, Ordering::Release);
         let sweeper = SweeperHandle::start(
-            core,
+            core.clone(),
             clock,
             Duration::from_millis(cfg.engine.expiry_sweep_ms),
+            cluster.map(|cl| crate::cluster::sweep::ClusterSweep::new(cl, core)),
         )
         .map_err(|source| ServeError::Thread {
             what: "flashd-sweeper",

@@ -1,7 +1,9 @@
 //! Unpaid orders past their payment deadline go back on sale: once at
 //! start (orders that timed out while flashd was down), then every
 //! `engine.expiry_sweep_ms` on the `flashd-sweeper` thread. Both go through
-//! [`Core::expire`], admitted by the log like any command.
+//! [`Core::expire`], admitted by the log like any command. In cluster mode
+//! Redis times orders out instead: each pass is a
+//! [`ClusterSweep::pass`](crate::cluster::sweep::ClusterSweep::pass).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
+use crate::cluster::sweep::ClusterSweep;
 use crate::exec::Core;
 
 /// How long start waits for the cancels of overdue orders to be durable.
@@ -52,13 +55,18 @@ struct Sweeper {
     clock: Arc<dyn Clock>,
     every: Duration,
     running: Arc<AtomicBool>,
+    cluster: Option<ClusterSweep>,
 }
 
 impl Sweeper {
-    fn run(self) {
+    fn run(mut self) {
         while self.running.load(Ordering::Relaxed) {
             std::thread::sleep(self.every);
-            let n = self.core.expire(self.clock.now_ms());
+            let now = self.clock.now_ms();
+            let n = match &mut self.cluster {
+                Some(c) => c.pass(now),
+                None => self.core.expire(now),
+            };
             if n > 0 {
                 tracing::debug!(cancelled = n, "unpaid orders timed out");
             }
@@ -77,6 +85,7 @@ impl SweeperHandle {
         core: Arc<Core>,
         clock: Arc<dyn Clock>,
         every: Duration,
+        cluster: Option<ClusterSweep>,
     ) -> std::io::Result<SweeperHandle> {
         let running = Arc::new(AtomicBool::new(true));
         let sweeper = Sweeper {
@@ -84,6 +93,7 @@ impl SweeperHandle {
             clock,
             every,
             running: running.clone(),
+            cluster,
         };
         let thread = std::thread::Builder::new()
             .name("flashd-sweeper".into())

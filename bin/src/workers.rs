@@ -40,6 +40,14 @@ impl Worker {
     /// Run one batch: one clock read, one wake-up per reactor.
     pub fn run_batch(&mut self, batch: &mut Vec<Job>) {
         let now = self.clock.now_ms();
+        if let Some(cl) = &self.core.cluster {
+            // Redis decides: the batch's purchases go as one call per sale.
+            let (woken, completer) = (&mut self.woken, &self.completer);
+            cl.run_batch(&self.core, batch, now, &mut |ticket, out| {
+                woken[ticket.reactor()] = true;
+                completer.push(ticket, out);
+            });
+        }
         for job in batch.drain(..) {
             if let Step::Now(out) = self.core.run(&job.cmd, now, job.ticket) {
                 self.woken[job.ticket.reactor()] = true;

@@ -98,11 +98,17 @@ impl Activity {
     }
 
     pub fn state(&self, now: Millis) -> ActivityState {
+        self.state_with(now, self.remaining())
+    }
+
+    /// The state at `now` with `remaining` units on sale (cluster mode:
+    /// Redis's count, not this node's share).
+    pub fn state_with(&self, now: Millis, remaining: i64) -> ActivityState {
         if now < self.start_at {
             ActivityState::Upcoming
         } else if now >= self.end_at {
             ActivityState::Ended
-        } else if self.remaining() <= 0 {
+        } else if remaining <= 0 {
             ActivityState::SoldOut
         } else {
             ActivityState::Open

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod services;
+
 pub use flashd_protocol::{parse_response, ParsedResponse};
 
 pub fn bin() -> &'static str {

@@ -110,6 +110,33 @@ impl RedisClient {
         })
     }
 
+    /// `stock`, `sold` and `reserved` of each of `sales` (`None` for a
+    /// sale Redis does not hold): one pipelined `HMGET` each, for a node's
+    /// mirror of the counters (`GET` of a sale) and its sweeper.
+    pub fn counters(&self, sales: Vec<ActivityId>) -> Pending<Vec<Option<[u64; 3]>>> {
+        self.submit("counters", false, move |s| {
+            let mut out = Vec::with_capacity(sales.len());
+            for chunk in sales.chunks(FIND_SALES_MAX) {
+                let mut p = redis::pipe();
+                for sale in chunk {
+                    p.cmd("HMGET")
+                        .arg(keys::meta(*sale))
+                        .arg("stock")
+                        .arg("sold")
+                        .arg("reserved");
+                }
+                let got: Vec<Vec<Option<u64>>> = s.pipe("counters", &p)?;
+                for v in got {
+                    out.push(match v.as_slice() {
+                        [Some(a), Some(b), Some(c)] => Some([*a, *b, *c]),
+                        _ => None,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Take (or renew) the lease on node id `node` for `holder` for `ttl`:
     /// `true` if this holder has it now, `false` if another process holds
     /// it. A process that died leaves it until `ttl` passes.
