@@ -1082,8 +1082,11 @@ level = "info"
         gets = self.read_orders(owners)
         end = {"now": now_ms(), "redis": redis, "morders": morders, "mreasons": mreasons,
                "sales": sales, "gets": gets}
-        self.say("drain: selling every unit left")
-        self.drain_sales(redis)
+        if any(not n.dead for n in self.nodes):
+            self.say("drain: selling every unit left")
+            self.drain_sales(redis)
+        else:
+            self.note("no node could be started again: no drain, and nothing read from the nodes")
         after = self.redis_state()
         end["after_drain"] = {sid: s["meta"] for sid, s in after.items()}
         end["drain"] = self.drain
