@@ -708,9 +708,10 @@ level = "info"
     def faults_loop(self):
         rng = random.Random(f"{self.seed}/faults")
         plan = []
-        while not self.stop_faults.wait(rng.uniform(2.0, 6.0)):
+        kinds = [f for f in self.FAULTS if f in self.args.faults]
+        while kinds and not self.stop_faults.wait(rng.uniform(2.0, 6.0)):
             if not plan:
-                plan = list(self.FAULTS)
+                plan = list(kinds)
                 rng.shuffle(plan)
             f = plan.pop()
             self.faults[f] += 1
@@ -1067,8 +1068,11 @@ level = "info"
         if wait > 0:
             self.say(f"waiting {wait:.1f}s: every unpaid order past its deadline + a sweep")
             time.sleep(wait)
-        self.say("clean restart of every node (SIGTERM, then a replay of its topic)")
-        self.clean_restart()
+        if self.args.no_clean_restart:
+            self.note("--no-clean-restart: the nodes are read as they run, not after a replay of their topics")
+        else:
+            self.say("clean restart of every node (SIGTERM, then a replay of its topic)")
+            self.clean_restart()
         redis = self.redis_state()
         self.say("waiting for MySQL to hold every claim Redis holds")
         morders, mreasons = self.mysql_level(redis)
@@ -1627,6 +1631,12 @@ def main():
     ap.add_argument("--users", type=int, default=None, help="buyers of the main sale (default: the stock)")
     ap.add_argument("--buyers", type=int, default=6, help="buyer threads (default 6)")
     ap.add_argument("--nodes", type=int, default=NODES, help=f"flashd nodes (default {NODES})")
+    ap.add_argument("--faults", default=",".join(sorted(set(Run.FAULTS))),
+                    help="the kinds of fault to schedule, comma-separated (default: all: "
+                         + ",".join(sorted(set(Run.FAULTS))) + ")")
+    ap.add_argument("--no-clean-restart", action="store_true",
+                    help="check the nodes as they run, without the clean restart (to look past a restart "
+                         "that fails)")
     ap.add_argument("--dir", required=True, help="an empty directory for everything the run writes")
     ap.add_argument("--flashd", required=True)
     ap.add_argument("--tansu", required=True)
@@ -1637,6 +1647,10 @@ def main():
         args.seed = int.from_bytes(os.urandom(4), "big")
     if args.users is None:
         args.users = args.stock
+    args.faults = [f for f in args.faults.split(",") if f]
+    bad = [f for f in args.faults if f not in Run.FAULTS]
+    if bad:
+        ap.error(f"--faults: unknown {bad}; the kinds are {sorted(set(Run.FAULTS))}")
     if args.seconds <= 0 or args.buyers < 1 or args.nodes < 2 or args.stock < 1 or args.users < 4:
         ap.error("--seconds > 0, --buyers >= 1, --nodes >= 2, --stock >= 1, --users >= 4")
     run = Run(args)
