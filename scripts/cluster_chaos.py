@@ -166,15 +166,6 @@ def redis_cmd(port, *args):
         r.close()
 
 
-def parse_info(text):
-    out = {}
-    for line in (text or "").splitlines():
-        k, sep, v = line.partition(":")
-        if sep:
-            out[k] = v
-    return out
-
-
 def parse_record(s):
     """A buyer's record in `{sale:<id>}:users` (docs/cluster.md):
     `held,made;req#oid|S|qty|amount|created|deadline|node;...` ->
