@@ -45,6 +45,11 @@ ORDER_TTL_MS = 5000
 # bound on "back on sale" is ORDER_TTL_MS + EXPIRY_SWEEP_MS (+ clock skew
 # between nodes: one machine here, so none).
 EXPIRY_SWEEP_MS = 100
+# After Redis answered "sold out", a node answers 409 sold_out without
+# asking it for this long (cluster.sold_out_recheck_ms, the default): a
+# unit returned meanwhile, or one too few for a larger purchase, stays off
+# sale on that node for up to this long. The drain waits it out.
+SOLD_OUT_RECHECK_MS = 100
 # A Redis call unanswered this long is a 503 (fail closed); the config's
 # default, kept, so that a paused Redis or node is the same fault it would
 # be in production.
@@ -364,6 +369,7 @@ unavailable_ms = {KAFKA_UNAVAILABLE_MS}
 enabled = true
 redis_url = "redis://127.0.0.1:{self.redis_port}/"
 redis_timeout_ms = {REDIS_TIMEOUT_MS}
+sold_out_recheck_ms = {SOLD_OUT_RECHECK_MS}
 require_durable_redis = true
 [mysql]
 {shards}[sink]
@@ -995,7 +1001,7 @@ level = "info"
             meta = redis[sid]["meta"]
             remaining = meta.get("stock", 0) - meta.get("sold", 0) - meta.get("reserved", 0)
             st = {"qty": meta.get("limit", 1), "granted": 0, "paid": 0, "unknown": 0, "sold_out": 0, "n": 0,
-                  "failures": 0}
+                  "failures": 0, "confirm": True, "since": 0.0}
             lock = threading.Lock()
 
             def worker(k):
@@ -1004,9 +1010,20 @@ level = "info"
                 while True:
                     with lock:
                         # Done when single units have been refused sold_out
-                        # twice per node, or the nodes keep failing.
-                        if st["sold_out"] >= 2 * len(self.nodes) or st["failures"] > 50:
+                        # twice per node, twice: the second time after
+                        # every node's sold-out shortcut has lapsed (a
+                        # purchase of 2 refused with 1 left makes a node
+                        # refuse single units too, for up to
+                        # SOLD_OUT_RECHECK_MS). Or when the nodes keep failing.
+                        if st["failures"] > 50:
                             break
+                        if st["sold_out"] >= 2 * len(self.nodes):
+                            if not st["confirm"]:
+                                break
+                            st["confirm"] = False
+                            st["sold_out"] = 0
+                            time.sleep(3 * SOLD_OUT_RECHECK_MS / 1000)
+                            st["since"] = time.time()  # answers to requests sent before do not count
                         st["n"] += 1
                         j, qty = st["n"], st["qty"]
                     rec = self.buy(http, rng, sid, 2_000_000 + j, qty, f"drain-{sid}-{j}",
@@ -1030,7 +1047,7 @@ level = "info"
                         elif rec["status"] == 409 and rec["code"] == "sold_out":
                             if st["qty"] > 1:
                                 st["qty"] = 1  # what is left may be less than one purchase
-                            elif qty == 1:
+                            elif qty == 1 and rec["t0"] >= st["since"]:
                                 st["sold_out"] += 1
                         elif rec["status"] is None or rec["status"] == 503:
                             st["unknown"] += qty
