@@ -93,6 +93,9 @@ LIVENESS_S = 40
 # MySQL gets this long, after the clean restarts, to hold every claim Redis
 # holds with the same status (three embedded sinks catching up).
 MYSQL_LEVEL_S = 120
+# ... and gives up early when nothing it lacks changed for this long: every
+# sink has gone idle (three sinks batch at most batch_wait_ms apart).
+MYSQL_STILL_S = 20
 # Slack on top of the deadline + sweep bound for a loaded 2-core machine:
 # a claim still C this long after its deadline was missed by every sweeper.
 EXPIRY_SLACK_MS = 3000
@@ -978,16 +981,21 @@ level = "info"
         want = {c["oid"]: CLAIM_STATUS[c["st"]] for s in redis.values()
                 for _, _, cs in s["users"].values() for c in cs}
         deadline = time.monotonic() + MYSQL_LEVEL_S
+        last, moved = None, time.monotonic()
         while True:
             morders, reasons = self.mysql_orders()
             behind = [oid for oid, st in want.items()
                       if len(morders.get(oid, [])) != 1 or morders[oid][0]["status"] != st]
-            # The sinks run inside the nodes: with none up, MySQL is final.
-            stuck = all(n.dead for n in self.nodes)
+            if behind != last:
+                last, moved = behind, time.monotonic()
+            # The sinks run inside the nodes: with none up, or none moving
+            # MySQL for MYSQL_STILL_S, MySQL is as far as it gets.
+            stuck = all(n.dead for n in self.nodes) or time.monotonic() - moved > MYSQL_STILL_S
             if not behind or stuck or time.monotonic() > deadline:
                 if behind:
-                    self.note(f"MySQL not level with Redis {MYSQL_LEVEL_S} s after the clean restarts: "
-                              f"{len(behind)} of {len(want)} claims missing or different (see mysql-* below)")
+                    self.note(f"MySQL not level with Redis after the clean restarts (waited up to {MYSQL_LEVEL_S} s, "
+                              f"{MYSQL_STILL_S} s without progress): "
+                              f"{len(behind)} of {len(want)} claims missing or different (the violations naming MySQL)")
                 return morders, reasons
             time.sleep(1)
 
