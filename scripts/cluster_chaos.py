@@ -993,7 +993,7 @@ level = "info"
             stuck = all(n.dead for n in self.nodes) or time.monotonic() - moved > MYSQL_STILL_S
             if not behind or stuck or time.monotonic() > deadline:
                 if behind:
-                    self.note(f"MySQL not level with Redis after the clean restarts (waited up to {MYSQL_LEVEL_S} s, "
+                    self.note(f"MySQL not level with Redis at the end (waited up to {MYSQL_LEVEL_S} s, "
                               f"{MYSQL_STILL_S} s without progress): "
                               f"{len(behind)} of {len(want)} claims missing or different (the violations naming MySQL)")
                 return morders, reasons
