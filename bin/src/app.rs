@@ -122,9 +122,22 @@ pub struct Shared {
     pub workers: Option<Dispatcher<Job>>,
     /// The wall clock, read once per request (or per worker batch).
     pub clock: Arc<dyn Clock>,
+    /// The latest stream event of every streamed sale.
+    pub sse: crate::stream::Hub,
 }
 
 impl Shared {
+    /// A sale's counters as this node answers them: its engine's, or in
+    /// cluster mode Redis's as the sweeper last read them (the engine
+    /// holds only this node's share of the sale).
+    #[inline]
+    pub fn counters(&self, a: &flashd_engine::Activity) -> flashd_engine::Counters {
+        match &self.core.cluster {
+            None => a.counters(),
+            Some(c) => c.counters(a.id).unwrap_or_else(|| a.counters()),
+        }
+    }
+
     /// Wall-clock ms from the service's clock.
     #[inline]
     pub fn now_ms(&self) -> flashd_engine::Millis {
@@ -235,10 +248,7 @@ impl App {
         now: flashd_engine::Millis,
     ) {
         body.clear();
-        match shared.core.cluster.as_ref().and_then(|c| c.counters(a.id)) {
-            Some(c) => api::write_activity_with(body, a, c, now),
-            None => api::write_activity(body, a, now),
-        }
+        api::write_activity_with(body, a, shared.counters(a), now);
     }
 
     fn respond(&mut self, out: Outcome, cx: &mut Context<'_>) {
@@ -398,7 +408,16 @@ impl App {
                     }
                 }
             }
-            Route::Healthz | Route::Readyz | Route::Metrics => unreachable!("not an API route"),
+            Route::StreamActivity => crate::stream::subscribe(&self.shared, id, req, cx),
+            Route::DashboardData => match self.shared.auth.admin(auth) {
+                Ok(()) => crate::dashboard::data(&self.shared, cx),
+                Err(e) => self.unauthorized(cx, e),
+            },
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::Dashboard
+            | Route::BuyerPage => unreachable!("not an API route"),
         }
     }
 }
@@ -468,11 +487,17 @@ impl Handler for App {
                     self.text.as_bytes(),
                 );
             }
+            Route::Dashboard => crate::dashboard::page(cx),
+            Route::BuyerPage => crate::dashboard::buyer_page(params.get(0), cx),
             _ => self.api(route, params.get(0), req, cx),
         }
     }
 
     fn complete(&mut self, out: Outcome, cx: &mut Context<'_>) {
         self.respond(out, cx);
+    }
+
+    fn poll_stream(&mut self, topic: u64, have_id: u64) -> Option<flashd_reactor::StreamEvent> {
+        crate::stream::poll(&self.shared, topic, have_id)
     }
 }

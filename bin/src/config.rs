@@ -108,6 +108,20 @@ pub mod limits {
     /// A sold-out answer cached for more than a minute would keep
     /// returned units off sale too long.
     pub const SOLD_OUT_RECHECK_MS_MAX: u64 = 60_000;
+    /// Stream events at most 100 a second per sale: each reactor polls the
+    /// streamed sales this often (the reactor's timer tick is 10 ms).
+    pub const SSE_MIN_INTERVAL_MS_MIN: u64 = 10;
+    /// A minute between stock updates is no longer "live".
+    pub const SSE_MIN_INTERVAL_MS_MAX: u64 = 60_000;
+    /// Heartbeats more often than a second are noise on 10^4 sockets.
+    pub const SSE_HEARTBEAT_MS_MIN: u64 = 1_000;
+    /// Proxies commonly cut a silent connection after 60 s; five minutes
+    /// is the most that can make sense.
+    pub const SSE_HEARTBEAT_MS_MAX: u64 = 300_000;
+    /// Under 100 ms a healthy client on a busy link would be dropped.
+    pub const SSE_STALL_TIMEOUT_MS_MIN: u64 = 100;
+    /// Ten minutes of holding an event for a reader that does not read.
+    pub const SSE_STALL_TIMEOUT_MS_MAX: u64 = 600_000;
 }
 
 use limits::*;
@@ -117,6 +131,7 @@ use limits::*;
 pub struct Config {
     pub server: ServerSection,
     pub reactor: ReactorSection,
+    pub sse: SseSection,
     pub workers: WorkersSection,
     pub engine: EngineSection,
     pub rate_limit: RateLimitSection,
@@ -474,6 +489,37 @@ impl Default for ReactorSection {
     }
 }
 
+/// `[sse]`: the live stock streams (`GET /api/v1/activities/{id}/stream`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SseSection {
+    /// At most one event per sale this often (changes in between are
+    /// coalesced into the next); also how often each reactor looks.
+    pub min_interval_ms: u64,
+    /// A subscriber written nothing this long gets a comment at the next
+    /// heartbeat pass (passes run this often).
+    pub heartbeat_ms: u64,
+    /// A subscriber that takes no bytes this long while an event waits
+    /// for it is dropped.
+    pub stall_timeout_ms: u64,
+    /// Subscribers on this node at most; past it, `503`. 0 turns streaming
+    /// off.
+    pub max_subscribers: usize,
+}
+
+impl Default for SseSection {
+    fn default() -> Self {
+        SseSection {
+            // Four updates a second: faster than a buyer reads a number,
+            // and it bounds the writes to 4 per subscriber per second.
+            min_interval_ms: 250,
+            heartbeat_ms: 15_000,
+            stall_timeout_ms: 10_000,
+            max_subscribers: 50_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingSection {
@@ -504,9 +550,13 @@ pub struct ClusterSection {
     /// `appendfsync always` (nothing acknowledged is lost when Redis is
     /// killed). Off: start with a loud warning naming the setting.
     pub require_durable_redis: bool,
-    /// After Redis answered "sold out" for a sale, this node answers 409
-    /// locally for this long before asking Redis again: units a cancel or
-    /// timeout gives back are on sale again on every node within it.
+    /// 0 (the default): every purchase asks Redis. Otherwise, after Redis
+    /// answered "sold out" for a sale, this node answers 409 locally for
+    /// this long before asking again: a stampede on a sold-out sale costs
+    /// Redis nothing, at two prices: a unit a cancel or timeout gives back
+    /// waits up to this long on a node that saw the sale sold out, and a
+    /// retry of a purchase whose answer was lost, sent to such a node,
+    /// hears `sold_out` instead of its order (whose claim then times out).
     pub sold_out_recheck_ms: u64,
 }
 
@@ -517,7 +567,7 @@ impl Default for ClusterSection {
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_timeout_ms: 250,
             require_durable_redis: true,
-            sold_out_recheck_ms: 100,
+            sold_out_recheck_ms: 0,
         }
     }
 }
@@ -719,6 +769,30 @@ impl Config {
             ),
             Bound::new("reactor.sub_reactors", r.sub_reactors, 0, THREADS_MAX),
             Bound::new("reactor.completion_ring", r.completion_ring, 1, RING_MAX),
+            Bound::new(
+                "sse.min_interval_ms",
+                self.sse.min_interval_ms,
+                SSE_MIN_INTERVAL_MS_MIN,
+                SSE_MIN_INTERVAL_MS_MAX,
+            ),
+            Bound::new(
+                "sse.heartbeat_ms",
+                self.sse.heartbeat_ms,
+                SSE_HEARTBEAT_MS_MIN,
+                SSE_HEARTBEAT_MS_MAX,
+            ),
+            Bound::new(
+                "sse.stall_timeout_ms",
+                self.sse.stall_timeout_ms,
+                SSE_STALL_TIMEOUT_MS_MIN,
+                SSE_STALL_TIMEOUT_MS_MAX,
+            ),
+            Bound::new(
+                "sse.max_subscribers",
+                self.sse.max_subscribers,
+                0,
+                CONNECTIONS_MAX,
+            ),
             Bound::new("workers.count", w.count, 0, THREADS_MAX),
             Bound::new("workers.ring_capacity", w.ring_capacity, 1, RING_MAX),
             Bound::new("workers.batch_max", w.batch_max, 1, RING_MAX),
@@ -801,7 +875,7 @@ impl Config {
             Bound::new(
                 "cluster.sold_out_recheck_ms",
                 self.cluster.sold_out_recheck_ms,
-                1,
+                0,
                 SOLD_OUT_RECHECK_MS_MAX,
             ),
             Bound::new("sink.batch_max", self.sink.batch_max, 1, SINK_BATCH_MAX),
@@ -1055,6 +1129,17 @@ impl Config {
         }
     }
 
+    /// What `flashd sink` (a process of its own) follows: the log's topic,
+    /// or in cluster mode every node's topic of the base name, now and
+    /// later (`<base>.node*`, a pattern subscription).
+    pub fn standalone_sink_config(&self) -> flashd_sink::SinkConfig {
+        let mut c = self.sink_config();
+        if self.cluster.enabled {
+            c.kafka.topic = format!("{}.node*", self.log.kafka.topic);
+        }
+        c
+    }
+
     pub fn engine_config(&self) -> flashd_engine::EngineConfig {
         flashd_engine::EngineConfig {
             node_id: self.engine.node_id,
@@ -1084,6 +1169,12 @@ impl Config {
             pin_cpus: self.reactor.pin_cpus,
             shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
             completion_ring: self.reactor.completion_ring,
+            stream: flashd_reactor::StreamConfig {
+                max_subscribers: self.sse.max_subscribers,
+                poll_interval: Duration::from_millis(self.sse.min_interval_ms),
+                heartbeat: Duration::from_millis(self.sse.heartbeat_ms),
+                stall_timeout: Duration::from_millis(self.sse.stall_timeout_ms),
+            },
         }
     }
 }
@@ -1200,6 +1291,14 @@ mod tests {
         // Off, the topic is the configured one.
         let single = Config::parse("[log]\nbackend = \"kafka\"\n").unwrap();
         assert_eq!(single.log_topic(), "flashd-orders");
+        assert_eq!(single.standalone_sink_config().kafka.topic, "flashd-orders");
+        // A node's embedded sink reads its topic; `flashd sink` all of them.
+        let ok = Config::parse(base).unwrap();
+        assert_eq!(ok.sink_config().kafka.topic, "flashd-orders.node0");
+        assert_eq!(
+            ok.standalone_sink_config().kafka.topic,
+            "flashd-orders.node*"
+        );
         assert_eq!(
             errs(&format!("{base}redis_url = \"http://x\"\n")),
             ["cluster.redis_url: must be a redis://host:port/db URL, got \"http://x\""]
@@ -1217,7 +1316,7 @@ mod tests {
         );
         assert_eq!(
             errs(&format!("{base}sold_out_recheck_ms = 70000\n")),
-            ["cluster.sold_out_recheck_ms: must be between 1 and 60000, got 70000"]
+            ["cluster.sold_out_recheck_ms: must be between 0 and 60000, got 70000"]
         );
         assert_eq!(
             errs(&format!("{base}nodes = 3\n")),

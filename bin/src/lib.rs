@@ -22,13 +22,16 @@
 //!
 //! Modules, by concern:
 //! * the command line's helpers: [`config`], [`secrets`], [`logging`],
-//!   [`migrate`] (`flashd migrate`), [`sink_process`] (`flashd sink`);
+//!   [`migrate`] (`flashd migrate`), [`sink_process`] (`flashd sink`),
+//!   [`reconcile`] (`flashd reconcile`: Redis against the nodes' logs);
 //! * a server: [`serve`] (the [`serve::Service`] and `flashd serve`),
 //!   [`recovery`] (the engine rebuilt from the log), [`durable`] (the log
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
 //! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
-//!   [`exec`] (the command path to the engine and the log);
+//!   [`exec`] (the command path to the engine and the log), [`stream`]
+//!   (live stock over server-sent events), [`dashboard`] (the ops page,
+//!   its data, the buyer page);
 //! * cluster mode: [`cluster`] (Redis decides, this node records);
 //! * [`clock`], [`metrics`].
 
@@ -38,16 +41,19 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod durable;
 pub mod exec;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod reconcile;
 pub mod recovery;
 pub mod routes;
 pub mod secrets;
 pub mod serve;
 pub mod sink_process;
+pub mod stream;
 pub mod sweeper;
 pub mod sys;
 pub mod watchdog;

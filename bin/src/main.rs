@@ -4,7 +4,8 @@
 //! library (`flashd::serve`, `flashd::migrate`, `flashd::sink_process`,
 //! `flashd::auth`). It is the only place where errors become exit codes: 0
 //! for a clean stop, 2 for a configuration the operator must fix (each
-//! error named by its key path), 1 for anything else.
+//! error named by its key path), 1 for anything else; `flashd reconcile`
+//! adds 1 for drift and 3 for a part it cannot reach.
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use flashd::clock::SystemClock;
 use flashd::config::{self, Config};
-use flashd::{auth, logging, migrate, secrets, serve, sink_process};
+use flashd::{auth, logging, migrate, reconcile, secrets, serve, sink_process};
 
 // jemalloc: fewer page faults and less fragmentation than glibc malloc under
 // many threads allocating and freeing buffers of mixed sizes.
@@ -51,6 +52,33 @@ enum Cmd {
     Sink {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Cluster mode: compare what Redis (and, with MySQL shards, the
+    /// sink) holds of each sale with what the nodes' logs say it must.
+    /// Exit 0 when they agree (claims decided and not yet logged count as
+    /// agreeing until their deadline and a grace), 1 on drift, 2 on a
+    /// configuration error, 3 when Redis, Kafka or MySQL cannot be
+    /// reached.
+    Reconcile {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this sale.
+        #[arg(long)]
+        sale: Option<u32>,
+        /// Rebuild each drifting sale in Redis from the logs, then check
+        /// again.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: repair even over claims in flight (dropped).
+        #[arg(long, requires = "repair")]
+        force: bool,
+        /// How long past its deadline an unlogged created claim counts as
+        /// in flight (default: engine.expiry_sweep_ms + 10000).
+        #[arg(long)]
+        grace_ms: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a configuration file: exit 0 if valid, else print every error
     /// with its key path and exit 2.
@@ -117,6 +145,40 @@ fn main() -> ExitCode {
             };
             logging::init(&cfg);
             report(sink_process::run(&cfg))
+        }
+        Cmd::Reconcile {
+            config,
+            sale,
+            repair,
+            force,
+            grace_ms,
+            json,
+        } => {
+            let cfg = match load(Some(&config)) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(&cfg);
+            let opts = reconcile::Options {
+                sale,
+                repair,
+                force,
+                grace_ms,
+            };
+            match reconcile::run(&cfg, &opts, SystemClock::now()) {
+                Ok(r) => {
+                    let out = if json { r.json() } else { r.text() };
+                    let mut stdout = std::io::stdout().lock();
+                    if writeln!(stdout, "{}", out.trim_end()).is_err() {
+                        return ExitCode::FAILURE;
+                    }
+                    ExitCode::from(r.exit_code())
+                }
+                Err(e) => {
+                    eprintln!("flashd reconcile: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
         Cmd::Serve { config } => {
             let cfg = match load(config.as_deref()) {

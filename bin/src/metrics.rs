@@ -248,6 +248,7 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
             a.id, open as u8
         );
     }
+    render_sse(shared, out);
     if let Some(d) = &shared.workers {
         out.push_str("# HELP flashd_worker_ring_depth Commands waiting in each worker's ring.\n# TYPE flashd_worker_ring_depth gauge\n");
         for (i, n) in d.depths().iter().enumerate() {
@@ -278,6 +279,59 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
             );
         }
     }
+}
+
+/// The live stock streams: subscribers against their cap, events written,
+/// encodings (one per sale per change, shared by all subscribers), slow
+/// readers dropped, subscriptions refused.
+pub fn render_sse(shared: &crate::app::Shared, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &shared.stats;
+    let sum = |f: &dyn Fn(&flashd_reactor::ReactorStats) -> u64| {
+        stats.reactors.iter().map(|r| f(r)).sum::<u64>()
+    };
+    gauge(
+        out,
+        "flashd_sse_subscribers",
+        "Stream subscribers open now (GET /api/v1/activities/{id}/stream).",
+        stats.stream_subscribers.load(Relaxed) as u64,
+    );
+    gauge(
+        out,
+        "flashd_sse_subscribers_max",
+        "sse.max_subscribers: subscribers past it are answered 503.",
+        shared.sse.max_subscribers as u64,
+    );
+    counter(
+        out,
+        "flashd_sse_events_total",
+        "Stream events written to subscribers (one per subscriber reached).",
+        sum(&|r| r.stream_events.get()),
+    );
+    counter(
+        out,
+        "flashd_sse_encoded_total",
+        "Stream events encoded (each shared by every subscriber of its sale).",
+        shared.sse.encoded.load(Relaxed),
+    );
+    counter(
+        out,
+        "flashd_sse_heartbeats_total",
+        "Heartbeat comments written to idle subscribers.",
+        sum(&|r| r.stream_heartbeats.get()),
+    );
+    counter(
+        out,
+        "flashd_sse_slow_drops_total",
+        "Subscribers dropped for taking no bytes for sse.stall_timeout_ms while an event waited.",
+        sum(&|r| r.stream_slow_drops.get()),
+    );
+    counter(
+        out,
+        "flashd_sse_refused_total",
+        "Subscriptions refused with 503 at sse.max_subscribers.",
+        shared.sse.refused.load(Relaxed),
+    );
 }
 
 /// The order log: group commits, their sizes and latency, the breaker,

@@ -14,11 +14,15 @@ pub enum Route {
     GetOrder = 8,
     PayOrder = 9,
     CancelOrder = 10,
+    StreamActivity = 11,
+    Dashboard = 12,
+    DashboardData = 13,
+    BuyerPage = 14,
 }
 
 /// Index = route number; 0 is the reactor's own answers (framing errors,
 /// timeouts), 4 is "no route matched" (404/405).
-pub const ROUTE_NAMES: [&str; 11] = [
+pub const ROUTE_NAMES: [&str; 15] = [
     "none",
     "healthz",
     "readyz",
@@ -30,6 +34,10 @@ pub const ROUTE_NAMES: [&str; 11] = [
     "get_order",
     "pay_order",
     "cancel_order",
+    "stream_activity",
+    "dashboard",
+    "dashboard_data",
+    "buyer_page",
 ];
 pub const ROUTE_UNMATCHED: u16 = 4;
 
@@ -52,6 +60,14 @@ pub fn router() -> Router<Route> {
             "/api/v1/orders/{id}/cancel",
             Route::CancelOrder,
         )
+        .route(
+            Method::Get,
+            "/api/v1/activities/{id}/stream",
+            Route::StreamActivity,
+        )
+        .route(Method::Get, "/dashboard", Route::Dashboard)
+        .route(Method::Get, "/api/v1/dashboard", Route::DashboardData)
+        .route(Method::Get, "/activities/{id}", Route::BuyerPage)
 }
 
 #[cfg(test)]
@@ -71,6 +87,10 @@ mod tests {
             ("/metrics", Route::Metrics),
             ("/api/v1/activities/7", Route::GetActivity),
             ("/api/v1/orders/7", Route::GetOrder),
+            ("/api/v1/activities/7/stream", Route::StreamActivity),
+            ("/dashboard", Route::Dashboard),
+            ("/api/v1/dashboard", Route::DashboardData),
+            ("/activities/7", Route::BuyerPage),
         ];
         for (path, route) in gets {
             match r.find(Method::Head, path) {

@@ -137,6 +137,7 @@ impl Service {
             events,
             workers: pool.as_ref().map(|p| p.dispatcher(0)),
             clock: clock.clone(),
+            sse: crate::stream::Hub::new(&cfg.sse),
         });
         let app_shared = shared.clone();
         let reactors = server

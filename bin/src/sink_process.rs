@@ -30,7 +30,8 @@ pub fn run(cfg: &Config) -> Result<(), SinkProcessError> {
     if cfg.mysql.shards.is_empty() {
         return Err(SinkProcessError::NoShards);
     }
-    let sink = flashd_sink::Sink::start(cfg.sink_config()).map_err(SinkProcessError::Start)?;
+    let sink =
+        flashd_sink::Sink::start(cfg.standalone_sink_config()).map_err(SinkProcessError::Start)?;
     let mut metrics_thread = None;
     if !cfg.sink.metrics_listen.is_empty() {
         let l = std::net::TcpListener::bind(&cfg.sink.metrics_listen).map_err(|source| {

@@ -100,6 +100,14 @@ fn redis_counters(r: &Redis, sale: u64) -> (u64, u64, u64) {
     (v[0], v[1], v[2])
 }
 
+/// An order's id as the API writes it (a string: 64-bit ids).
+fn order_id(v: &serde_json::Value) -> u64 {
+    v["order_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no order_id in {v}"))
+}
+
 /// A purchase as its client saw it: user, request id, status, body.
 type Tried = (u64, String, u16, String);
 
@@ -168,27 +176,25 @@ fn three_nodes_sell_one_sale_exactly_and_any_node_answers_for_any_order() {
     let mut ids = HashSet::new();
     for (user, rid, _, body) in &won {
         let first: serde_json::Value = serde_json::from_str(body).unwrap();
-        let id = first["id"].as_u64().unwrap();
+        let id = order_id(&first);
         assert!(ids.insert(id), "order {id} twice");
         for hop in 1..NODES {
             let node = (*user as usize + hop) % NODES;
             let r = buy(addrs[node], sale, *user, rid);
             assert_eq!(r.status, 200, "retry on node {node}: {}", r.body_str());
-            assert_eq!(json(&r)["id"].as_u64(), Some(id));
+            assert_eq!(order_id(&json(&r)), id);
         }
     }
     // Pay half on another node than the one that sold it, cancel the rest
     // on a third; read each back on the remaining one.
     for (n, (user, _, _, body)) in won.iter().enumerate() {
-        let id = serde_json::from_str::<serde_json::Value>(body).unwrap()["id"]
-            .as_u64()
-            .unwrap();
+        let id = order_id(&serde_json::from_str(body).unwrap());
         let home = (*user as usize) % NODES;
         let tok = token(*user);
         let (path, status) = if n % 2 == 0 {
-            (format!("/api/v1/orders/{id}/pay"), "paid")
+            (format!("/api/v1/orders/{id}/pay"), "PAID")
         } else {
-            (format!("/api/v1/orders/{id}/cancel"), "cancelled")
+            (format!("/api/v1/orders/{id}/cancel"), "CANCELLED")
         };
         let r = request(addrs[(home + 1) % NODES], &post(&path, &tok, ""));
         assert_eq!(r.status, 200, "{path}: {}", r.body_str());
@@ -202,7 +208,10 @@ fn three_nodes_sell_one_sale_exactly_and_any_node_answers_for_any_order() {
         // Someone else's order is no order, on any node.
         let r = request(
             addrs[home],
-            &get(&format!("/api/v1/orders/{id}"), &token(1)),
+            &get(
+                &format!("/api/v1/orders/{id}"),
+                &token(5_000_000 + n as u64),
+            ),
         );
         assert_eq!(r.status, 404);
     }
@@ -233,13 +242,16 @@ fn boundaries_stock_zero_one_and_one_user_everywhere_at_once() {
     raise_nofile();
     let c = Cluster::start("edge", 600_000);
     let addrs = c.addrs();
-    // Stock 0: sold out everywhere.
-    let zero = create_sale(&c, 0, 1);
-    for (i, a) in addrs.iter().enumerate() {
-        let r = buy(*a, zero, 7, &format!("z{i}"));
-        assert_eq!(r.status, 409, "{}", r.body_str());
-        assert!(r.body_str().contains("sold_out"));
-    }
+    // Stock 0 is no sale: refused before Redis hands out an id.
+    let before = c.redis.cli(&["GET", "flashd:sale_seq"]);
+    let body = format!(
+        r#"{{"sku_id":"S0","name":"none","price_cents":1,"stock":0,"start_at":"{}","end_at":"{}","per_user_limit":1}}"#,
+        rfc3339(-5),
+        rfc3339(3600)
+    );
+    let r = request(addrs[2], &post("/api/v1/activities", ADMIN, &body));
+    assert_eq!(r.status, 400, "{}", r.body_str());
+    assert_eq!(c.redis.cli(&["GET", "flashd:sale_seq"]), before);
     // Stock 1, 30 buyers at once over every node: exactly one order.
     let one = create_sale(&c, 1, 1);
     let wins: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -258,6 +270,12 @@ fn boundaries_stock_zero_one_and_one_user_everywhere_at_once() {
     });
     assert_eq!(wins.lock().unwrap().len(), 1);
     assert_eq!(redis_counters(&c.redis, one), (1, 0, 1));
+    // Zero left: sold out on every node.
+    for (i, a) in addrs.iter().enumerate() {
+        let r = buy(*a, one, 7, &format!("z{i}"));
+        assert_eq!(r.status, 409, "{}", r.body_str());
+        assert!(r.body_str().contains("sold_out"));
+    }
     // Limit 1, one user on every node at once with different request ids:
     // one order.
     let lim = create_sale(&c, 100, 1);
@@ -306,7 +324,18 @@ fn redis_down_fails_closed_reads_go_on_and_orders_flow_again_without_restart() {
     let sale = create_sale(&c, 100, 5);
     let r = buy(c.addr(1), sale, 42, "before");
     assert_eq!(r.status, 201, "{}", r.body_str());
-    let id = json(&r)["id"].as_u64().unwrap();
+    let id = order_id(&json(&r));
+    // Every node serves the sale (installed and logged) before Redis goes.
+    for i in 0..NODES {
+        assert!(eventually(Duration::from_secs(10), || {
+            request(
+                c.addr(i),
+                &format!("GET /api/v1/activities/{sale} HTTP/1.1\r\nHost: t\r\n\r\n"),
+            )
+            .status
+                == 200
+        }));
+    }
     c.redis.kill();
     // Buys, pays, cancels: 503 fast, nothing changed.
     for i in 0..NODES {
@@ -324,7 +353,7 @@ fn redis_down_fails_closed_reads_go_on_and_orders_flow_again_without_restart() {
             c.addr(i),
             &format!("GET /api/v1/activities/{sale} HTTP/1.1\r\nHost: t\r\n\r\n"),
         );
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 200, "node {i}: {}", r.body_str());
     }
     for i in 0..NODES {
         assert!(eventually(Duration::from_secs(5), || {
@@ -341,7 +370,7 @@ fn redis_down_fails_closed_reads_go_on_and_orders_flow_again_without_restart() {
     }
     let r = buy(c.addr(2), sale, 42, "before");
     assert_eq!(r.status, 200, "{}", r.body_str());
-    assert_eq!(json(&r)["id"].as_u64(), Some(id));
+    assert_eq!(order_id(&json(&r)), id);
     let r = buy(c.addr(0), sale, 43, "during");
     assert_eq!(r.status, 201, "{}", r.body_str());
     let r = request(
@@ -362,7 +391,7 @@ fn a_killed_node_restarts_rejoins_and_its_unpaid_orders_time_out_once() {
     for u in 0..4u64 {
         let r = buy(c.addr(1), sale, 100 + u, "k");
         assert_eq!(r.status, 201, "{}", r.body_str());
-        ids.push(json(&r)["id"].as_u64().unwrap());
+        ids.push(order_id(&json(&r)));
     }
     let dir = c.nodes[1].take().unwrap().crash();
     // The others keep selling, and time node 1's unpaid orders out.
@@ -388,7 +417,7 @@ fn a_killed_node_restarts_rejoins_and_its_unpaid_orders_time_out_once() {
         );
         assert_eq!(r.status, 200, "{}", r.body_str());
         let v = json(&r);
-        assert_eq!(v["status"], "cancelled", "{v}");
+        assert_eq!(v["status"], "CANCELLED", "{v}");
         assert_eq!(v["cancel_reason"], "timeout", "{v}");
     }
     let r = buy(c.addr(1), sale, 300, "k");

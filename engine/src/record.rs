@@ -10,6 +10,8 @@
 //! sale. They are emitted to the log under the buyer's lock, in the order
 //! applied, so one buyer's events are logged in an order replay accepts.
 
+use std::sync::atomic::Ordering;
+
 use crate::engine::Engine;
 use crate::error::{ApplyError, ReplayError};
 use crate::event::{Event, EventSink};
@@ -35,12 +37,21 @@ impl Engine {
     /// id it was given, in whatever order sales arrive. `Ok(true)`: it is
     /// new here (the caller logs the event it emitted to `sink`);
     /// `Ok(false)`: already here with the same id.
+    ///
+    /// A sale whose recorded creation the log failed to make durable was
+    /// voided by the undo; the sale still exists (Redis holds it), so
+    /// recording it again brings it back and emits its creation anew.
     pub fn record_sale(&self, ev: &Event, sink: &mut dyn EventSink) -> Result<bool, ReplayError> {
         let Event::ActivityCreated { id, .. } = ev else {
             unreachable!("record_sale takes ActivityCreated");
         };
         let mut next = self.next_activity.lock();
-        if self.activity_any(*id).is_some() {
+        if let Some(a) = self.activity_any(*id) {
+            if a.void.load(Ordering::Acquire) {
+                sink.emit(ev.clone());
+                a.void.store(false, Ordering::Release);
+                return Ok(true);
+            }
             return Ok(false);
         }
         self.install_activity(ev, &mut next)?;

@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use flashd_protocol::Limits;
 
+use crate::stream::StreamConfig;
+
 /// The network core's settings, resolved (no "0 = auto" left).
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -24,6 +26,8 @@ pub struct ServerConfig {
     /// reactor answers it `503` itself (outcome unknown: the client retries
     /// with the same `request_id`). The late completion is then dropped.
     pub request_timeout: Duration,
+    /// Long-lived event streams (subscribers, polling, heartbeats).
+    pub stream: StreamConfig,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
             // healthy log is never cut off; short enough that a client is
             // not left hanging past a typical HTTP client timeout (30 s).
             request_timeout: Duration::from_secs(10),
+            stream: StreamConfig::default(),
         }
     }
 }

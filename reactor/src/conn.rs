@@ -8,6 +8,7 @@ use flashd_protocol::{ConnectionHeader, Framer};
 use mio::net::TcpStream;
 
 use crate::constants::READ_BUF_BYTES;
+use crate::stream::Subscription;
 
 /// A response slot in a connection's pipeline, in request order.
 pub(crate) enum Parked {
@@ -94,6 +95,9 @@ pub(crate) struct Conn {
     /// `LINGER_DRAIN_BYTES_MAX`.
     pub linger_until: Option<Instant>,
     pub lingered_bytes: usize,
+    /// A stream subscriber: no more requests are read; events are written
+    /// until the topic ends or the peer goes.
+    pub stream: Option<Subscription>,
 }
 
 impl Conn {
@@ -127,6 +131,7 @@ impl Conn {
             timer_at: None,
             linger_until: None,
             lingered_bytes: 0,
+            stream: None,
         }
     }
 
@@ -176,6 +181,7 @@ impl Conn {
         header_timeout: Duration,
         idle_timeout: Duration,
         request_timeout: Duration,
+        stall_timeout: Duration,
     ) -> Option<Instant> {
         if let Some(t) = self.linger_until {
             return Some(t);
@@ -184,6 +190,11 @@ impl Conn {
             // Waiting on our own workers, not on the peer: the oldest
             // deferred request's deadline (the front of the pipeline).
             return self.out.oldest_pending().map(|t| t + request_timeout);
+        }
+        if self.stream.is_some() {
+            // A subscriber is idle by design (heartbeats keep it alive);
+            // its only deadline is the stall clock while bytes wait.
+            return (self.unwritten() > 0).then(|| self.last_active + stall_timeout);
         }
         if let Some(t) = self.request_started {
             if self.has_input() || self.unwritten() == 0 {
@@ -251,8 +262,8 @@ mod tests {
             });
             c.out.deferred = n + 1;
         }
-        assert_eq!(c.deadline(h, i, r), Some(t0 + r));
+        assert_eq!(c.deadline(h, i, r, r), Some(t0 + r));
         c.linger_until = Some(t0 + Duration::from_millis(1));
-        assert_eq!(c.deadline(h, i, r), Some(t0 + Duration::from_millis(1)));
+        assert_eq!(c.deadline(h, i, r, r), Some(t0 + Duration::from_millis(1)));
     }
 }

@@ -80,6 +80,13 @@ pub const ACCEPT_RING: usize = 1024;
 /// so a connect storm is handed over in batches.
 pub const ACCEPTS_PER_TURN: usize = 256;
 
+/// Stream event writes one reactor makes per turn. Each is a `write` of a
+/// few microseconds (on loopback it also delivers to the peer), so a pass
+/// over 10,000 subscribers in one go would hold the reactor's requests for
+/// tens of milliseconds; 1,024 a turn bounds that to a few, and 10,000
+/// subscribers still have an event within ten turns.
+pub const STREAM_WRITES_PER_TURN: usize = 1024;
+
 const _: () = assert!(TIMER_SLOTS.is_power_of_two());
 const _: () = assert!(READ_BUF_BYTES <= POOLED_BUF_MAX_BYTES);
 const _: () = assert!(WRITE_BUF_KEEP_BYTES <= POOLED_BUF_MAX_BYTES);

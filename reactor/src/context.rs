@@ -4,6 +4,7 @@ use std::time::Instant;
 use flashd_protocol::{ConnectionHeader, Head, ResponseEncoder};
 
 use crate::completion::Ticket;
+use crate::stream::{self, Offer, StreamEvent, Subscribe, SubscribeError};
 
 /// What a handler sees of the reactor while answering one request.
 pub struct Context<'c> {
@@ -18,6 +19,9 @@ pub struct Context<'c> {
     pub(crate) reactor: usize,
     /// Answering a `HEAD` request: head only, with the GET's length.
     pub(crate) omit_body: bool,
+    /// The connection may become a stream (a request being handled, not
+    /// a completion).
+    pub(crate) stream: Option<Offer<'c>>,
 }
 
 impl<'c> Context<'c> {
@@ -107,6 +111,50 @@ impl<'c> Context<'c> {
         let t = self.ticket.take()?;
         self.deferred = true;
         Some(t)
+    }
+
+    /// Answer with an event stream and hand the connection over to the
+    /// reactor as a subscriber of `topic` (see [`crate::StreamEvent`]):
+    /// the `200` head and `prelude` are written now, then `current` unless
+    /// the client already has it (`last_id`, from `Last-Event-ID`); later
+    /// events come from [`crate::Handler::poll_stream`]. The connection
+    /// reads no more requests and closes when the stream ends.
+    ///
+    /// `Err` writes nothing: the handler answers instead (`503` when the
+    /// server has `max_subscribers` already).
+    pub fn subscribe(
+        &mut self,
+        topic: u64,
+        last_id: Option<u64>,
+        current: StreamEvent,
+        prelude: &[u8],
+    ) -> Result<(), SubscribeError> {
+        debug_assert_eq!(self.status, 0, "two responses to one request");
+        if self.omit_body {
+            return Err(SubscribeError::NotHere);
+        }
+        let Some(offer) = self.stream.as_mut() else {
+            return Err(SubscribeError::NotHere);
+        };
+        if !offer.reserve() {
+            return Err(SubscribeError::Full);
+        }
+        self.status = 200;
+        stream::write_head(self.out);
+        self.out.extend_from_slice(prelude);
+        // Any id but the current one is stale (or never issued): the
+        // client gets the current state at once.
+        let wrote_current = last_id != Some(current.id);
+        if wrote_current {
+            self.out.extend_from_slice(&current.bytes);
+        }
+        offer.taken = Some(Subscribe {
+            topic,
+            sent_id: current.id,
+            event: current,
+            wrote_current,
+        });
+        Ok(())
     }
 
     /// Give back a ticket from [`Context::defer`] that could not be handed

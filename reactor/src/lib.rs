@@ -34,6 +34,12 @@
 //!   of a reset.
 //! * Buffers a large request or response grew are freed after it.
 //!
+//! A handler may also turn a request into a long-lived event stream
+//! ([`Context::subscribe`]): the connection becomes a subscriber of a
+//! topic, written the topic's latest event (shared bytes, encoded once) as
+//! the handler reports new ones; bounded per subscriber, capped per server,
+//! and a subscriber that does not read is dropped (see `stream.rs`).
+//!
 //! It knows nothing of sales: routes are numbers the handler picks.
 
 mod accept;
@@ -45,6 +51,7 @@ mod context;
 mod pool;
 mod server;
 mod stats;
+mod stream;
 mod sub;
 mod timer;
 mod workers;
@@ -55,6 +62,7 @@ pub use constants::*;
 pub use context::Context;
 pub use server::{Server, ServerHandle};
 pub use stats::{Latency, ReactorStats, ServerStats, LATENCY_BOUNDS_NS, STATUS_CODES};
+pub use stream::{StreamConfig, StreamEvent, SubscribeError};
 pub use workers::{Dispatcher, WorkerPool, WorkerStats};
 
 use flashd_protocol::Request;
@@ -73,4 +81,14 @@ pub trait Handler: 'static {
     /// Encode the response for a request deferred earlier; called on this
     /// reactor's thread in completion order, written in request order.
     fn complete(&mut self, deferred: Self::Deferred, cx: &mut Context<'_>);
+
+    /// An event of `topic` newer than `have_id`, if there is one. Called
+    /// every `StreamConfig::poll_interval` for each topic this reactor has
+    /// subscribers of ([`Context::subscribe`]); it must be cheap, and the
+    /// bytes should be shared by every caller. An event with `last` ends
+    /// the topic's streams once written.
+    fn poll_stream(&mut self, topic: u64, have_id: u64) -> Option<StreamEvent> {
+        let _ = (topic, have_id);
+        None
+    }
 }

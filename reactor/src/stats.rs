@@ -106,6 +106,13 @@ pub struct ReactorStats {
     /// normal size, freed after it instead of being kept.
     pub buffers_released: Counter,
     pub deferred_in_flight: AtomicUsize,
+    /// Stream events written to subscribers (one per subscriber reached).
+    pub stream_events: Counter,
+    /// Heartbeat comments written to idle subscribers.
+    pub stream_heartbeats: Counter,
+    /// Subscribers dropped because their socket took nothing for
+    /// `stall_timeout` while an event waited.
+    pub stream_slow_drops: Counter,
     /// Event-loop turns: the watchdog's proof that this reactor is alive.
     pub turns: Counter,
     pub running: AtomicBool,
@@ -134,6 +141,9 @@ pub struct ServerStats {
     pub accepted: Counter,
     pub refused: Counter,
     pub open: AtomicUsize,
+    /// Stream subscribers on every reactor (capped by
+    /// `StreamConfig::max_subscribers`).
+    pub stream_subscribers: AtomicUsize,
     pub shutting_down: AtomicBool,
 }
 
@@ -146,6 +156,7 @@ impl ServerStats {
             accepted: Counter::default(),
             refused: Counter::default(),
             open: AtomicUsize::new(0),
+            stream_subscribers: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
         }
     }

@@ -20,6 +20,7 @@ use crate::constants::*;
 use crate::context::Context;
 use crate::pool::BufPool;
 use crate::stats::{ReactorStats, ServerStats};
+use crate::stream::{self, Offer, Streams, Subscribe, Subscription};
 use crate::timer::{TimerKey, Wheel};
 use crate::Handler;
 
@@ -51,6 +52,7 @@ struct State {
     max_request_bytes: usize,
     now: Instant,
     stats: Arc<ServerStats>,
+    streams: Streams,
 }
 
 impl<H: Handler> SubReactor<H> {
@@ -78,6 +80,7 @@ impl<H: Handler> SubReactor<H> {
             deferred_in_flight: 0,
             draining: None,
             max_request_bytes: cfg.limits.max_header_bytes + cfg.limits.max_body_bytes + 4096,
+            streams: Streams::new(now, &cfg.stream),
             cfg,
             now,
             stats: stats.clone(),
@@ -86,13 +89,21 @@ impl<H: Handler> SubReactor<H> {
         let mut expired: Vec<TimerKey> = Vec::new();
         rstats.running.store(true, Ordering::Release);
         loop {
-            let timeout = if !st.ready.is_empty() {
+            let mut timeout = if !st.ready.is_empty() {
                 Duration::ZERO
             } else if !st.wheel.is_empty() || st.draining.is_some() {
                 TIMER_TICK
             } else {
                 POLL_WAIT_MAX
             };
+            if st.streams.passes > 0 {
+                // A write pass is under way: go on with it after this turn.
+                timeout = Duration::ZERO;
+            } else if st.streams.subscribers > 0 {
+                // Awake for the next stream poll or heartbeat, no sooner.
+                let next = st.streams.next_poll.min(st.streams.next_heartbeat);
+                timeout = timeout.min(next.saturating_duration_since(st.now));
+            }
             if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -151,6 +162,17 @@ impl<H: Handler> SubReactor<H> {
             st.wheel.expire(st.now, &mut expired);
             for (k, gen) in expired.drain(..) {
                 st.on_timer(k, gen, rstats);
+            }
+            if st.streams.subscribers > 0 {
+                if st.now >= st.streams.next_poll {
+                    st.poll_streams(&mut handler);
+                }
+                if st.streams.passes > 0 {
+                    st.write_streams(rstats);
+                }
+                if st.now >= st.streams.next_heartbeat {
+                    st.heartbeat(rstats);
+                }
             }
 
             if st.draining.is_none() && shutdown.load(Ordering::Acquire) {
@@ -214,8 +236,16 @@ impl State {
             return;
         };
         c.read_wanted = false;
-        if c.linger_until.is_some() {
+        if c.linger_until.is_some() || c.stream.is_some() {
+            // Nothing a lingering connection or a subscriber sends is
+            // read as a request: drained and dropped, within bounds.
             self.linger_read(k);
+            let c = &mut self.conns[k];
+            if c.stream.is_some() && c.rbuf.capacity() > 0 {
+                // A subscriber holds no read buffer between reads.
+                let b = mem::take(&mut c.rbuf);
+                recycle_read(&mut self.pool, b, &self.stats.reactors[self.id]);
+            }
             return;
         }
         self.process(k, handler, rstats);
@@ -225,7 +255,7 @@ impl State {
             // Drained: nothing to read until the next readiness event (a
             // completion that frees a pipeline slot comes here too; its
             // read was 0.27 of a recvfrom per durable buy, all EAGAIN).
-            if c.dead || c.read_closed || c.close_after_flush || c.drained {
+            if c.dead || c.read_closed || c.close_after_flush || c.drained || c.stream.is_some() {
                 break;
             }
             if c.backpressured(PIPELINE_DEPTH_MAX, WRITE_HIGH_WATER_BYTES) {
@@ -304,6 +334,7 @@ impl State {
         let c = &mut self.conns[k];
         let pool = &mut self.pool;
         let mut deferred_now = 0usize;
+        let mut subscribed: Option<Subscribe> = None;
         // Requests answered inline are recorded with one clock read per
         // call, taken at the first answer (the answers leave together when
         // this batch is flushed): a read per request was ~60 instructions
@@ -350,9 +381,27 @@ impl State {
                     };
                     let may_defer = can_defer
                         && self.deferred_in_flight + deferred_now < self.cfg.completion_ring;
+                    let offer = Offer {
+                        count: &self.stats.stream_subscribers,
+                        max: self.cfg.stream.max_subscribers,
+                        taken: None,
+                    };
                     let answer = Self::dispatch(
-                        outbox, *peer, *gen, pool, handler, &req, connection, omit_body, may_defer,
-                        id, k, now, rstats,
+                        outbox,
+                        *peer,
+                        *gen,
+                        pool,
+                        handler,
+                        &req,
+                        connection,
+                        omit_body,
+                        may_defer,
+                        id,
+                        k,
+                        now,
+                        rstats,
+                        offer,
+                        &mut subscribed,
                     );
                     match answer {
                         // Deferred: answered later through a completion.
@@ -366,6 +415,12 @@ impl State {
                     c.request_started = None;
                     if connection == ConnectionHeader::Close {
                         c.close_after_flush = true;
+                    }
+                    if subscribed.is_some() {
+                        // A stream: the rest of the input is not requests.
+                        c.close_after_flush = false;
+                        c.rstart = c.rend;
+                        break;
                     }
                 }
                 Ok(Framed::Pending { send_continue }) => {
@@ -396,6 +451,9 @@ impl State {
         rstats
             .deferred_in_flight
             .store(self.deferred_in_flight, Ordering::Relaxed);
+        if let Some(sub) = subscribed {
+            self.start_stream(k, sub, rstats);
+        }
     }
 }
 
@@ -464,6 +522,8 @@ impl State {
         key: usize,
         now: Instant,
         rstats: &ReactorStats,
+        offer: Offer<'_>,
+        subscribed: &mut Option<Subscribe>,
     ) -> Option<(u16, u16)> {
         let seq = c.next_seq;
         let ticket = may_defer.then_some(Ticket {
@@ -489,9 +549,12 @@ impl State {
             now,
             reactor,
             omit_body,
+            stream: Some(offer),
         };
         handler.handle(req, &mut cx);
         let (deferred, route, status) = (cx.deferred, cx.route, cx.status);
+        *subscribed = cx.stream.take().and_then(|o| o.taken);
+        debug_assert!(!(deferred && subscribed.is_some()), "a deferred stream");
         if !deferred && status == 0 {
             cx.respond_error(500, "internal", "handler produced no response", &[]);
         }
@@ -586,6 +649,7 @@ impl State {
                     now,
                     reactor: id,
                     omit_body: t.omit_body,
+                    stream: None,
                 };
                 handler.complete(d, &mut cx);
                 if cx.status == 0 {
@@ -819,6 +883,7 @@ impl State {
             self.cfg.header_timeout,
             self.cfg.idle_timeout,
             self.cfg.request_timeout,
+            self.cfg.stream.stall_timeout,
         );
         if let Some(d) = d {
             // An entry at or before `d` re-checks when it fires; a later one
@@ -839,6 +904,7 @@ impl State {
             self.cfg.header_timeout,
             self.cfg.idle_timeout,
             self.cfg.request_timeout,
+            self.cfg.stream.stall_timeout,
         );
         // Every entry that fires is due (the wheel holds back early ones);
         // one at or before now means the tracked entry is spent.
@@ -867,6 +933,13 @@ impl State {
             self.expire_request(k, rstats);
             self.flush(k);
             self.after_io(k, rstats);
+            return;
+        }
+        if c.stream.is_some() {
+            // An event has waited `stall_timeout` for a reader that does
+            // not read: dropped rather than buffered for.
+            rstats.stream_slow_drops.inc();
+            self.close(k);
             return;
         }
         if c.close_after_flush {
@@ -899,8 +972,196 @@ impl State {
         }
     }
 
+    /// Connection `k` has just been answered with a stream head: make it a
+    /// subscriber of its topic.
+    fn start_stream(&mut self, k: usize, sub: Subscribe, rstats: &ReactorStats) {
+        let last = sub.event.last && sub.sent_id == sub.event.id;
+        let slot = self.streams.add(k, sub.topic, sub.event);
+        let c = &mut self.conns[k];
+        c.stream = Some(Subscription {
+            topic: sub.topic,
+            sent_id: sub.sent_id,
+            slot,
+        });
+        c.close_after_flush = last;
+        // No requests are read from it again: its read buffer goes back.
+        if c.rbuf.capacity() > 0 {
+            recycle_read(&mut self.pool, mem::take(&mut c.rbuf), rstats);
+        }
+        c.rstart = 0;
+        c.rend = 0;
+        if sub.wrote_current {
+            rstats.stream_events.inc();
+        }
+    }
+
+    /// Ask the handler for newer events of every topic with subscribers
+    /// here. A topic with a newer event, or with subscribers left behind
+    /// by the last pass, starts a write pass over its subscribers (from the
+    /// first again if one was under way: every one needs the newest).
+    fn poll_streams<H: Handler>(&mut self, handler: &mut H) {
+        self.streams.next_poll = self.now + self.cfg.stream.poll_interval;
+        let mut keys = mem::take(&mut self.streams.scratch);
+        keys.clear();
+        keys.extend(self.streams.topics.keys().copied());
+        for &topic in &keys {
+            let Some(t) = self.streams.topics.get_mut(&topic) else {
+                continue;
+            };
+            let have = t.latest.as_ref().map_or(0, |l| l.id);
+            let newer = match handler.poll_stream(topic, have) {
+                Some(ev) if ev.id > have => {
+                    t.latest = Some(ev);
+                    true
+                }
+                _ => false,
+            };
+            if newer || t.behind {
+                t.behind = false;
+                if t.cursor.replace(0).is_none() {
+                    self.streams.passes += 1;
+                }
+            }
+        }
+        self.streams.scratch = keys;
+    }
+
+    /// Carry the write passes under way on by at most
+    /// `STREAM_WRITES_PER_TURN` writes: a pass over 10^4 subscribers is
+    /// spread over turns, so the requests of this reactor are served in
+    /// between instead of waiting behind all of it.
+    fn write_streams(&mut self, rstats: &ReactorStats) {
+        let mut keys = mem::take(&mut self.streams.scratch);
+        keys.clear();
+        keys.extend(
+            self.streams
+                .topics
+                .iter()
+                .filter(|(_, t)| t.cursor.is_some())
+                .map(|(k, _)| *k),
+        );
+        let mut budget = STREAM_WRITES_PER_TURN;
+        for &topic in &keys {
+            budget = self.write_topic(topic, budget, rstats);
+            if budget == 0 {
+                break;
+            }
+        }
+        self.streams.scratch = keys;
+        let mut touched = mem::take(&mut self.streams.touched);
+        for &k in &touched {
+            self.after_io(k, rstats);
+        }
+        touched.clear();
+        self.streams.touched = touched;
+    }
+
+    /// Write `topic`'s latest event to its subscribers from the pass's
+    /// cursor on, while `budget` lasts; returns what is left of it. One
+    /// that cannot take it now (still taking an earlier event or answer)
+    /// is left behind for the next poll: it needs only the latest, so
+    /// nothing is queued for it.
+    fn write_topic(&mut self, topic: u64, mut budget: usize, rstats: &ReactorStats) -> usize {
+        let Some(t) = self.streams.topics.get_mut(&topic) else {
+            return budget;
+        };
+        let (Some(ev), Some(mut i)) = (t.latest.clone(), t.cursor) else {
+            return budget;
+        };
+        while i < t.subs.len() {
+            if budget == 0 {
+                t.cursor = Some(i);
+                return 0;
+            }
+            let k = t.subs[i];
+            i += 1;
+            let Some(c) = self.conns.get_mut(k) else {
+                continue;
+            };
+            let Some(s) = c.stream.as_mut() else {
+                continue;
+            };
+            if s.sent_id >= ev.id || c.dead {
+                continue;
+            }
+            if !c.out.parked.is_empty() || (c.out.unwritten() > 0 && !ev.last) {
+                t.behind = true;
+                continue;
+            }
+            budget -= 1;
+            if c.out.unwritten() > 0 {
+                // The final event goes behind the remainder it waits on:
+                // at most two events held, and the stream ends after.
+                c.out.wbuf.extend_from_slice(&ev.bytes);
+            } else {
+                if c.out.wbuf.capacity() > 0 {
+                    recycle_write(&mut self.pool, mem::take(&mut c.out.wbuf), rstats);
+                }
+                c.out.wpos = 0;
+                if stream::write_shared(&mut c.sock, &mut c.out.wbuf, &ev.bytes).is_err() {
+                    c.dead = true;
+                } else {
+                    c.last_active = self.now;
+                }
+            }
+            s.sent_id = ev.id;
+            if ev.last {
+                c.close_after_flush = true;
+            }
+            rstats.stream_events.inc();
+            self.streams.touched.push(k);
+        }
+        t.cursor = None;
+        self.streams.passes -= 1;
+        budget
+    }
+
+    /// A comment to every subscriber that has been written nothing for a
+    /// heartbeat interval, so idle streams stay visibly alive through
+    /// proxies and client timeouts (during a sale the events do that, and
+    /// no heartbeat is written).
+    fn heartbeat(&mut self, rstats: &ReactorStats) {
+        let interval = self.cfg.stream.heartbeat;
+        self.streams.next_heartbeat = self.now + interval;
+        for t in self.streams.topics.values() {
+            for &k in &t.subs {
+                let Some(c) = self.conns.get_mut(k) else {
+                    continue;
+                };
+                if c.out.unwritten() > 0
+                    || !c.out.parked.is_empty()
+                    || c.dead
+                    || c.last_active + interval > self.now
+                {
+                    continue;
+                }
+                if stream::write_shared(&mut c.sock, &mut c.out.wbuf, stream::HEARTBEAT).is_err() {
+                    c.dead = true;
+                } else {
+                    c.last_active = self.now;
+                    rstats.stream_heartbeats.inc();
+                }
+                self.streams.touched.push(k);
+            }
+        }
+        let mut touched = mem::take(&mut self.streams.touched);
+        for &k in &touched {
+            self.after_io(k, rstats);
+        }
+        touched.clear();
+        self.streams.touched = touched;
+    }
+
     fn close(&mut self, k: usize) {
         let c = self.conns.remove(k);
+        if let Some(sub) = &c.stream {
+            if let Some(moved) = self.streams.remove(sub.topic, sub.slot) {
+                if let Some(s) = self.conns.get_mut(moved).and_then(|m| m.stream.as_mut()) {
+                    s.slot = sub.slot;
+                }
+            }
+            self.stats.stream_subscribers.fetch_sub(1, Ordering::AcqRel);
+        }
         let rstats = &self.stats.reactors[self.id];
         if c.rbuf.capacity() > 0 {
             recycle_read(&mut self.pool, c.rbuf, rstats);

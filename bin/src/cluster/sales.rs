@@ -31,12 +31,19 @@ impl Cluster {
                 return Err(Outcome::AuthorityUnavailable);
             }
         };
-        self.install(core, &ev, now)?;
+        self.install(core, &ev, now, true)?;
         Ok(())
     }
 
-    /// Install `ev` (an `ActivityCreated`) here and log it.
-    fn install(&self, core: &Core, ev: &Event, now: Millis) -> Result<bool, Outcome> {
+    /// Install `ev` (an `ActivityCreated`) here and log it; `adopted`: it
+    /// was created on another node.
+    fn install(
+        &self,
+        core: &Core,
+        ev: &Event,
+        now: Millis,
+        adopted: bool,
+    ) -> Result<bool, Outcome> {
         let Some(w) = core.writer.get() else {
             return Err(Outcome::LogUnavailable);
         };
@@ -48,7 +55,7 @@ impl Cluster {
         match core.engine.record_sale(ev, &mut sink) {
             Ok(new) => {
                 core.events.fetch_add(sink.n, Ordering::Relaxed);
-                if new {
+                if new && adopted {
                     self.stats.adopted_sales.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         sale = ev.activity_id(),
@@ -106,7 +113,7 @@ impl Cluster {
             tracing::warn!(sale = id, error = %e, "sale creation not stored in redis");
             return Step::Now(Outcome::AuthorityUnavailable);
         }
-        if let Err(out) = self.install(core, &ev, now) {
+        if let Err(out) = self.install(core, &ev, now, false) {
             return Step::Now(out);
         }
         let out = Outcome::ActivityCreated(id);

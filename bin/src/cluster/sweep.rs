@@ -9,16 +9,17 @@
 //! back on sale at most one sweep interval (plus the nodes' clock skew,
 //! `docs/cluster.md`) after its deadline while any node runs.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use flashd_engine::{ActivityId, Millis};
+use flashd_engine::{ActivityId, Millis, Reject};
 use flashd_redis::Claim;
 
 use super::start::{LEASE_RENEW, LEASE_TTL};
 use super::Cluster;
-use crate::exec::{Core, LogSink, EXPIRE_PER_PASS};
+use crate::exec::{Core, LogSink, Outcome, EXPIRE_PER_PASS};
 
 /// Timeouts made in Redis but not yet in this node's log (the log refused
 /// them for a moment) are kept at most this many, retried every pass.
@@ -27,12 +28,16 @@ use crate::exec::{Core, LogSink, EXPIRE_PER_PASS};
 /// the timeout is missing).
 const UNLOGGED_MAX: usize = 100_000;
 
+/// Passes between two askings of ids Redis held no sale for.
+const ABSENT_RECHECK_PASSES: u64 = 100;
+
 /// The sweeper's state across passes.
 pub struct ClusterSweep {
     cl: Arc<Cluster>,
     core: Arc<Core>,
-    /// Sale ids up to this one were looked up in Redis.
-    checked_upto: ActivityId,
+    /// Sale ids Redis holds no sale for, as last asked.
+    absent: HashSet<ActivityId>,
+    passes: u64,
     last_lease: Instant,
     unlogged: Vec<(ActivityId, Claim)>,
 }
@@ -42,7 +47,8 @@ impl ClusterSweep {
         ClusterSweep {
             cl,
             core,
-            checked_upto: 0,
+            absent: HashSet::new(),
+            passes: 0,
             last_lease: Instant::now(),
             unlogged: Vec::new(),
         }
@@ -70,12 +76,26 @@ impl ClusterSweep {
         cl.saw(&r);
         let Ok(last) = r else { return 0 };
         let last = last.min(core.engine.config().max_activities as ActivityId);
-        while self.checked_upto < last {
-            let id = self.checked_upto + 1;
-            if cl.ensure_sale(core, id, now).is_err() && cl.health.down_reason().is_some() {
-                break;
+        // Ids Redis handed out but holds no sale for (a creation that
+        // failed half way) are asked again now and then: one may still be
+        // on its way.
+        self.passes += 1;
+        if self.passes.is_multiple_of(ABSENT_RECHECK_PASSES) {
+            self.absent.clear();
+        }
+        // Every sale not served here yet (new, or whose installation the
+        // log failed to record and undid).
+        for id in 1..=last {
+            if core.engine.activity(id).is_some() || self.absent.contains(&id) {
+                continue;
             }
-            self.checked_upto = id;
+            match cl.ensure_sale(core, id, now) {
+                Ok(()) => {}
+                Err(Outcome::Rejected(Reject::NotFound)) => {
+                    self.absent.insert(id);
+                }
+                Err(_) => break,
+            }
         }
         let sales: Vec<ActivityId> = core.engine.activities().map(|a| a.id).collect();
         if sales.is_empty() {

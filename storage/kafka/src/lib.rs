@@ -74,4 +74,4 @@ pub use recover::{
     recover_topic, KafkaRecovered, FETCH_BYTES, RECOVERY_PREFETCH_KBYTES,
     RECOVERY_PREFETCH_MESSAGES,
 };
-pub use topic::{ensure_topic, node_topic, topic_node};
+pub use topic::{ensure_topic, node_topic, node_topics, topic_node};

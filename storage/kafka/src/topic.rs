@@ -63,6 +63,25 @@ pub fn topic_node(base: &str, topic: &str) -> Option<u16> {
     rest.parse().ok()
 }
 
+/// Every topic on the brokers named by [`node_topic`] from `base`, with
+/// its node id, sorted by node: the logs of a cluster's nodes (for a
+/// reader of all of them, such as `flashd reconcile`). A topic whose
+/// metadata carries an error is left out, as it cannot be read.
+pub fn node_topics(cfg: &KafkaConfig, base: &str) -> Result<Vec<(u16, String)>, LogError> {
+    let consumer: BaseConsumer = client_config(cfg).create().map_err(kafka_err)?;
+    let md = consumer
+        .fetch_metadata(None, cfg.timeout.max(Duration::from_secs(10)))
+        .map_err(kafka_err)?;
+    let mut out: Vec<(u16, String)> = md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .filter_map(|t| Some((topic_node(base, t.name())?, t.name().to_string())))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

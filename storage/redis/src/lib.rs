@@ -6,8 +6,10 @@
 //! that decide purchases, payments, cancels and timeouts in batches
 //! ([`script`]), the typed inputs and outcomes ([`Buy`], [`Decision`],
 //! [`Settle`], [`Settled`], [`Claim`]), the client that talks to Redis on
-//! a thread of its own ([`RedisClient`]), the durability check at start
-//! ([`DurabilityReport`]), and reading a sale whole, folding engine events
+//! a thread of its own ([`RedisClient`]), the sales every node serves
+//! (ids from one sequence, a sale's names for nodes that did not create
+//! it, finding an order by its buyer, the lease on a node id: `catalog`),
+//! the durability check at start ([`DurabilityReport`]), and reading a sale whole, folding engine events
 //! into the same shape, and repairing Redis from them ([`SaleState`],
 //! [`fold_events`]).
 //!
@@ -30,9 +32,9 @@
 //! 5. Nothing is acknowledged before Redis answered (and, with
 //!    `appendfsync always`, fsynced its AOF).
 //!
-//! Not here (see `docs/cluster.md`): wiring into `bin` (the node logs what
-//! Redis decided, answers after both), the `flashd reconcile` command, the
-//! multi-node fault test.
+//! Not here: what a node does with the decisions (it logs them and answers
+//! after both: `bin/src/cluster/`), `flashd reconcile` (`bin`), the
+//! multi-node fault test. `docs/cluster.md` has the whole design.
 
 mod catalog;
 mod client;

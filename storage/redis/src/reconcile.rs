@@ -332,6 +332,28 @@ pub(crate) fn repair(
         .arg("price")
         .arg(st.spec.price_cents)
         .ignore();
+    // The sale's names, as `register_sale` stores them: without them no
+    // node that meets the sale later can learn it from Redis
+    // (`RedisClient::sale_event`), and the `DEL` above removed them.
+    if let Some(Event::ActivityCreated {
+        sku_id,
+        name,
+        created_at,
+        ..
+    }) = events
+        .iter()
+        .find(|e| e.activity_id() == sale && matches!(e, Event::ActivityCreated { .. }))
+    {
+        p.cmd("HSET")
+            .arg(keys::meta(sale))
+            .arg("sku")
+            .arg(sku_id)
+            .arg("name")
+            .arg(name)
+            .arg("created")
+            .arg(*created_at)
+            .ignore();
+    }
     let mut records: BTreeMap<UserId, String> = BTreeMap::new();
     for (u, made) in &st.made {
         let held = st.held.get(u).copied().unwrap_or(0);

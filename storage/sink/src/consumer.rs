@@ -1,9 +1,10 @@
 //! The consumer-group member: [`Sink::start`] / [`Sink::stop`], and the
-//! sink's thread, which polls a batch of records, has the [`Writer`] write
-//! it (parking what cannot be written), then commits the batch's offsets;
-//! beside that it keeps the lag gauge and rejoins a group that is stuck.
+//! sink's thread, which polls a batch of records (of every topic it
+//! follows), has the [`Writer`] write it (parking what cannot be
+//! written), then commits the batch's offsets; beside that it keeps the
+//! lag gauge and rejoins a group that is stuck.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,17 +20,23 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::poison::{poisoned, record_bytes, unparkable, Parked, Undecodable};
 use crate::retry::{retry_transient, Job, Outcome};
 use crate::stats::SinkStats;
+use crate::topics::{Topics, NODE_TOPIC_REFRESH};
 use crate::writer::{Rec, Writer};
 use crate::SinkError;
 
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
+    /// `kafka.topic` names the topics followed: one, several (`a,b`), or
+    /// every node topic of a base (`<base>.node*`); see [`Topics`].
     pub kafka: KafkaConfig,
     pub group: String,
     pub shards: Vec<String>,
     pub batch_max: usize,
     pub batch_wait: Duration,
 }
+
+/// A partition of a topic.
+type Part = (Arc<str>, i32);
 
 /// A member that has had no partition for this long, while the group's
 /// committed offsets have not moved and the topic holds records past them,
@@ -79,17 +86,19 @@ impl Sink {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let consumer = consumer(&cfg)?;
+        let topics = Topics::parse(&cfg.kafka.topic)?;
+        let consumer = consumer(&cfg, &topics)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SinkStats::new(cfg.shards.len()));
-        let writer = Writer::new(
-            cfg.shards.clone(),
-            pools,
-            stats.clone(),
-            cfg.kafka.topic.clone(),
-        );
+        let legacy_topic = match &topics {
+            Topics::Named(n) if n.len() == 1 => Some(n[0].clone()),
+            _ => None,
+        };
+        let writer = Writer::new(cfg.shards.clone(), pools, stats.clone(), legacy_topic);
         let body = SinkThread {
             cfg,
+            topics,
+            names: HashMap::new(),
             consumer,
             rt,
             writer,
@@ -118,9 +127,15 @@ impl Sink {
     }
 }
 
-/// The group member, subscribed to the topic.
-fn consumer(cfg: &SinkConfig) -> Result<BaseConsumer, SinkError> {
+/// The group member, subscribed to the topics.
+fn consumer(cfg: &SinkConfig, topics: &Topics) -> Result<BaseConsumer, SinkError> {
     let mut c = ClientConfig::new();
+    if topics.is_pattern() {
+        c.set(
+            "topic.metadata.refresh.interval.ms",
+            NODE_TOPIC_REFRESH.as_millis().to_string(),
+        );
+    }
     c.set("bootstrap.servers", &cfg.kafka.brokers)
         // A member killed -9 holds its partitions until its session
         // times out (librdkafka's default is 45 s): a restarted sink
@@ -147,8 +162,15 @@ fn consumer(cfg: &SinkConfig) -> Result<BaseConsumer, SinkError> {
         // Offsets are committed by hand, after the rows.
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create()?;
-    consumer.subscribe(&[&cfg.kafka.topic])?;
+    subscribe(&consumer, topics)?;
     Ok(consumer)
+}
+
+fn subscribe(consumer: &BaseConsumer, topics: &Topics) -> Result<(), SinkError> {
+    let names = topics.subscription();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    Ok(())
 }
 
 /// What one poll round gathered.
@@ -156,7 +178,7 @@ struct Polled {
     batch: Vec<Rec>,
     bad: Vec<Undecodable>,
     /// Next offset to commit, per partition.
-    offsets: BTreeMap<i32, i64>,
+    offsets: BTreeMap<Part, i64>,
     started: Instant,
 }
 
@@ -169,6 +191,9 @@ impl Polled {
 /// The sink's thread.
 struct SinkThread {
     cfg: SinkConfig,
+    topics: Topics,
+    /// Each topic's name, shared by its records.
+    names: HashMap<String, Arc<str>>,
     consumer: BaseConsumer,
     rt: tokio::runtime::Runtime,
     writer: Writer,
@@ -190,8 +215,8 @@ impl SinkThread {
         while !self.stop.load(Ordering::Acquire) {
             let polled = self.poll();
             if self.lag.due() {
-                self.lag.update(&self.cfg, &self.consumer, &self.stats);
-                self.watch.check(&self.cfg, &self.consumer, &self.stats);
+                self.lag.update(&self.consumer, &self.stats);
+                self.watch.check(&self.topics, &self.consumer, &self.stats);
                 self.lag.last = Instant::now();
             }
             if polled.offsets.is_empty() {
@@ -246,8 +271,17 @@ impl SinkThread {
                 Some(Ok(m)) => {
                     let v = m.payload().unwrap_or(&[]);
                     let (partition, offset) = (m.partition(), m.offset());
+                    let topic = match self.names.get(m.topic()) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t: Arc<str> = m.topic().into();
+                            self.names.insert(m.topic().to_string(), t.clone());
+                            t
+                        }
+                    };
                     match decode_message(v) {
                         Ok((group, r)) => p.batch.extend(r.into_iter().map(|(lsn, rec)| Rec {
+                            topic: topic.clone(),
                             partition,
                             offset,
                             group,
@@ -257,13 +291,14 @@ impl SinkThread {
                         // Not ours to judge: park it rather than stall
                         // every order behind it.
                         Err(e) => p.bad.push(Undecodable {
+                            topic: topic.clone(),
                             partition,
                             offset,
                             payload: v.to_vec(),
                             error: format!("undecodable record: {e}"),
                         }),
                     }
-                    p.offsets.insert(partition, offset + 1);
+                    p.offsets.insert((topic, partition), offset + 1);
                 }
             }
         }
@@ -277,6 +312,7 @@ impl SinkThread {
     fn write(&mut self, p: &Polled) -> bool {
         for u in &p.bad {
             let parked = Parked {
+                topic: &u.topic,
                 partition: u.partition,
                 offset: u.offset,
                 lsn: 0,
@@ -301,6 +337,7 @@ impl SinkThread {
             };
             let payload = record_bytes(r);
             let parked = Parked {
+                topic: &r.topic,
                 partition: r.partition,
                 offset: r.offset,
                 lsn: r.lsn,
@@ -327,7 +364,6 @@ impl SinkThread {
 
     fn retry(&mut self, job: &Job<'_>) -> Outcome {
         let SinkThread {
-            cfg,
             consumer,
             rt,
             writer,
@@ -339,7 +375,7 @@ impl SinkThread {
         // While MySQL is down, the lag gauge keeps moving.
         let mut waiting = || {
             if lag.due() {
-                lag.update(cfg, consumer, stats);
+                lag.update(consumer, stats);
             }
         };
         retry_transient(rt, writer, stop, stats, job, &mut waiting)
@@ -348,9 +384,9 @@ impl SinkThread {
     /// The rows are in: commit the batch's offsets.
     fn commit(&mut self, p: &Polled) {
         let mut tpl = TopicPartitionList::new();
-        for (part, o) in &p.offsets {
-            self.lag.next.insert(*part, *o);
-            let _ = tpl.add_partition_offset(&self.cfg.kafka.topic, *part, Offset::Offset(*o));
+        for ((topic, part), o) in &p.offsets {
+            self.lag.next.insert((topic.clone(), *part), *o);
+            let _ = tpl.add_partition_offset(topic, *part, Offset::Offset(*o));
         }
         let tc = Instant::now();
         let committed = self.consumer.commit(&tpl, CommitMode::Sync);
@@ -378,9 +414,9 @@ struct Watermarks {
 /// written.
 struct LagGauge {
     /// Next offset to read, per partition, as far as this member knows.
-    next: BTreeMap<i32, i64>,
+    next: BTreeMap<Part, i64>,
     /// The last watermarks each partition reported.
-    known: BTreeMap<i32, Watermarks>,
+    known: BTreeMap<Part, Watermarks>,
     last: Instant,
 }
 
@@ -397,26 +433,26 @@ impl LagGauge {
         self.last.elapsed() >= LAG_EVERY
     }
 
-    fn update(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer, stats: &SinkStats) {
-        if let Some(lag) = self.measure(cfg, consumer) {
+    fn update(&mut self, consumer: &BaseConsumer, stats: &SinkStats) {
+        if let Some(lag) = self.measure(consumer) {
             stats.lag.store(lag, Ordering::Relaxed);
         }
         self.last = Instant::now();
     }
 
-    fn measure(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer) -> Option<i64> {
+    fn measure(&mut self, consumer: &BaseConsumer) -> Option<i64> {
         let assigned = consumer.assignment().ok()?;
         let mut lag = 0i64;
         for e in assigned.elements() {
-            let p = e.partition();
+            let p: Part = (e.topic().into(), e.partition());
             // A partition whose watermarks do not come back counts with
             // the last ones it reported (tansu has been seen not to answer
             // for an empty partition after a restart; that must not freeze
             // the gauge).
-            let w = match consumer.fetch_watermarks(&cfg.kafka.topic, p, WATERMARKS_TIMEOUT) {
+            let w = match consumer.fetch_watermarks(e.topic(), e.partition(), WATERMARKS_TIMEOUT) {
                 Ok((low, high)) => {
                     let w = Watermarks { low, high };
-                    self.known.insert(p, w);
+                    self.known.insert(p.clone(), w);
                     w
                 }
                 Err(_) => self.known.get(&p).copied().unwrap_or_default(),
@@ -451,7 +487,7 @@ struct GroupWatch {
 }
 
 impl GroupWatch {
-    fn check(&mut self, cfg: &SinkConfig, consumer: &BaseConsumer, stats: &SinkStats) {
+    fn check(&mut self, topics: &Topics, consumer: &BaseConsumer, stats: &SinkStats) {
         let assigned = consumer.assignment().map_or(0, |a| a.count());
         stats.assigned.store(assigned as u64, Ordering::Relaxed);
         if assigned > 0 {
@@ -459,7 +495,7 @@ impl GroupWatch {
             return;
         }
         let Some(u) = &self.unassigned else {
-            self.unassigned = group_offsets(cfg, consumer).map(|g| Unassigned {
+            self.unassigned = group_offsets(topics, consumer).map(|g| Unassigned {
                 since: Instant::now(),
                 committed: g.committed,
             });
@@ -468,7 +504,7 @@ impl GroupWatch {
         if u.since.elapsed() < UNASSIGNED_REJOIN {
             return;
         }
-        let Some(g) = group_offsets(cfg, consumer) else {
+        let Some(g) = group_offsets(topics, consumer) else {
             return;
         };
         if g.committed == u.committed && g.behind > 0 {
@@ -478,7 +514,7 @@ impl GroupWatch {
                 "sink: no partition assigned and the group is not consuming; leaving and rejoining the group"
             );
             consumer.unsubscribe();
-            if let Err(e) = consumer.subscribe(&[&cfg.kafka.topic]) {
+            if let Err(e) = subscribe(consumer, topics) {
                 tracing::error!(error = %e, "sink: cannot subscribe again");
             }
             stats.rejoins.fetch_add(1, Ordering::Relaxed);
@@ -492,15 +528,31 @@ impl GroupWatch {
     }
 }
 
-/// The group's offsets; `None` when the broker does not answer.
-fn group_offsets(cfg: &SinkConfig, consumer: &BaseConsumer) -> Option<GroupOffsets> {
-    let md = consumer
-        .fetch_metadata(Some(&cfg.kafka.topic), GROUP_CHECK_TIMEOUT)
-        .ok()?;
-    let topic = md.topics().iter().find(|t| t.name() == cfg.kafka.topic)?;
+/// The group's offsets on every partition of the topics followed (in
+/// name order); `None` when the broker does not answer.
+fn group_offsets(topics: &Topics, consumer: &BaseConsumer) -> Option<GroupOffsets> {
+    // Named topics: their own metadata; node topics: all, then filtered.
+    let md = match topics {
+        Topics::Named(n) if n.len() == 1 => {
+            consumer.fetch_metadata(Some(&n[0]), GROUP_CHECK_TIMEOUT)
+        }
+        _ => consumer.fetch_metadata(None, GROUP_CHECK_TIMEOUT),
+    }
+    .ok()?;
+    let mut followed: Vec<_> = md
+        .topics()
+        .iter()
+        .filter(|t| topics.follows(t.name()))
+        .collect();
+    followed.sort_by(|a, b| a.name().cmp(b.name()));
     let mut tpl = TopicPartitionList::new();
-    for p in topic.partitions() {
-        tpl.add_partition(&cfg.kafka.topic, p.id());
+    for t in &followed {
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    if tpl.count() == 0 {
+        return None;
     }
     let committed = consumer.committed_offsets(tpl, GROUP_CHECK_TIMEOUT).ok()?;
     let mut g = GroupOffsets {
@@ -513,7 +565,7 @@ fn group_offsets(cfg: &SinkConfig, consumer: &BaseConsumer) -> Option<GroupOffse
             _ => 0,
         };
         let (_, high) = consumer
-            .fetch_watermarks(&cfg.kafka.topic, e.partition(), GROUP_CHECK_TIMEOUT)
+            .fetch_watermarks(e.topic(), e.partition(), GROUP_CHECK_TIMEOUT)
             .ok()?;
         g.behind += (high - c).max(0);
         g.committed.push(c);

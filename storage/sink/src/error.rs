@@ -18,6 +18,8 @@ pub enum SinkError {
         url: String,
         source: mysql_async::Error,
     },
+    #[error("kafka.topic = {value:?}: {why} (one topic, several as a,b,c, or every node topic of a base as <base>.node*)")]
+    Topics { value: String, why: String },
     #[error("kafka consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("starting the sink's MySQL runtime: {0}")]

@@ -1,342 +1,367 @@
-//! Folding events into the sales' `activities` rows, and undoing an
-//! aborted group: pure functions over rows read from MySQL, so the writer
-//! only reads, calls these and writes back.
+//! What a change of copies makes of the rows: pure functions over rows
+//! read from MySQL, so the writer only reads, calls these and writes back.
 //!
-//! The arithmetic is the engine's ([`flashd_engine::fold`]): an event's
-//! effect on its sale's counters, and an undo given the order's status
-//! before the abort. What is the sink's own is only the projection: the
-//! LSN guards (a row skips what it already has), the sale's other columns,
-//! and the `VOID` status an order row keeps once its creation is undone.
+//! An order: copies arrive (a run of events) or are voided (an abort of
+//! their topic); its row, its `order_events` rows and what it holds of its
+//! sale follow from the copies standing before and after (see `copies`).
+//! The change of its holding is the delta its shard's `sale_counters` row
+//! takes, in the same transaction, so it is counted exactly once however
+//! often and from however many topics the order's moves arrive.
+//!
+//! A sale: its row is its description (from any copy of its creation:
+//! every node logs the same), `void` once every copy of its creation was
+//! undone, and its counters `flashd_engine::fold::opened(stock)` plus what
+//! every shard's orders hold of it; recomputed whole, never incremented.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
-use flashd_engine::fold::{effect, undo, Undo};
-use flashd_engine::{ActivityId, Counters, Event, OrderId};
+use flashd_engine::fold::opened;
+use flashd_engine::{Counters, Event};
 
-use crate::rows::{ActivityRow, LsnEvent, OrderRef, RowStatus};
+use crate::copies::{Copy, Move, Origin, Present};
+use crate::rows::{ActivityRow, EventRow, OrderRef, OrderRow, TopicEvent};
 
-/// What an abort does to one sale: its counters move back, and a sale
-/// whose creation is undone becomes void.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SaleUndo {
-    pub counters: Counters,
-    pub void: bool,
-}
-
-/// An order row as found before an abort.
+/// Copies of one topic's LSNs to void: an abort's range.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RowState {
-    pub status: RowStatus,
-    /// LSN of the last event applied to it.
-    pub version: u64,
+pub(crate) struct Voiding<'a> {
+    pub topic: &'a str,
+    pub covers: &'a Range<u64>,
 }
 
-/// An order row an abort moves to another status.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StatusChange {
-    pub order: OrderRef,
-    pub to: RowStatus,
+impl Voiding<'_> {
+    fn voids(&self, at: &Origin) -> bool {
+        at.topic == self.topic && self.covers.contains(&at.lsn)
+    }
 }
 
-/// Everything an abort does: per sale named by its events (every one of
-/// them, changed or not: its version is raised to the abort's LSN, so a
-/// late event of it finds it older), and per order row still to move.
+/// What to write for one order.
 #[derive(Debug, Default)]
-pub(crate) struct GroupUndo {
-    pub sales: HashMap<ActivityId, SaleUndo>,
-    pub changes: Vec<StatusChange>,
+pub(crate) struct OrderPlan {
+    /// Its row, if it changed.
+    pub row: Option<OrderRow>,
+    /// Copies to add.
+    pub new_copies: Vec<Copy>,
+    /// `order_events` rows to write whole (a move that now stands, or a
+    /// smaller copy of one that stood).
+    pub events: Vec<EventRow>,
+    /// Moves that still stand whose least copy is now another one.
+    pub renamed: Vec<(Move, Origin)>,
+    /// Moves that no longer stand.
+    pub gone: Vec<Move>,
+    /// The change of what it holds of its sale.
+    pub delta: Counters,
 }
 
-/// Undo `evs` (an aborted group, newest last) at abort `lsn`, as the
-/// engine reverts a replayed group, over the rows `found` before it (an
-/// order without a row, or whose row is `VOID`, is gone: nothing to undo).
-pub(crate) fn undo_group(evs: &[&Event], lsn: u64, found: HashMap<OrderId, RowState>) -> GroupUndo {
-    let mut status = found;
-    let mut out = GroupUndo::default();
-    for ev in evs {
-        out.sales.entry(ev.activity_id()).or_default();
-    }
-    for ev in evs.iter().rev().copied() {
-        let row = ev.order_id().and_then(|o| status.get_mut(&o));
-        let now = row.as_ref().and_then(|r| r.status.engine());
-        match undo(ev, now) {
-            Undo::Nothing => {}
-            Undo::VoidSale(id) => out.sales.entry(id).or_default().void = true,
-            Undo::Order {
-                activity,
-                delta,
-                status: to,
-            } => {
-                out.sales.entry(activity).or_default().counters += delta;
-                let to = to.map_or(RowStatus::Void, RowStatus::Is);
-                if let (Some(row), Some(order)) = (row, OrderRef::of(ev)) {
-                    row.status = to;
-                    out.changes.push(StatusChange { order, to });
-                }
-            }
+/// Plan the change of order `o`, whose row is `stored` and copies
+/// `copies` (as read, locked), when `adds` arrive and `void` applies.
+/// A copy already kept (same move, topic and LSN) is not added again, so a
+/// replay plans nothing.
+pub(crate) fn plan_order(
+    o: OrderRef,
+    stored: &OrderRow,
+    copies: &[Copy],
+    adds: &[TopicEvent<'_>],
+    void: Option<Voiding<'_>>,
+) -> OrderPlan {
+    let mut plan = OrderPlan::default();
+    let before = Present::of(copies);
+    let mut after_copies: Vec<Copy> = copies.to_vec();
+    if let Some(v) = void {
+        for c in after_copies.iter_mut().filter(|c| v.voids(&c.at)) {
+            c.voided = true;
         }
     }
-    // Orders already at this LSN were reverted by an earlier attempt of
-    // this abort (the activity row, written first, too, and its version
-    // guards it); the others still hold their statuses from before it, so
-    // what is left to do is computed right.
-    out.changes
-        .retain(|c| !matches!(status.get(&c.order.order_id), Some(r) if r.version >= lsn));
-    out
-}
-
-/// Fold `sales`' events (LSN order) and then an abort's `undo` at
-/// `undo_lsn` into `rows` (read from MySQL; missing ones are created
-/// fresh), skipping what a row already has (LSN <= its version). Returns
-/// the sales whose rows changed.
-pub(crate) fn fold_into(
-    rows: &mut BTreeMap<ActivityId, ActivityRow>,
-    sales: &BTreeMap<ActivityId, Vec<LsnEvent<'_>>>,
-    undo: Option<(u64, &HashMap<ActivityId, SaleUndo>)>,
-) -> BTreeSet<ActivityId> {
-    let mut changed = BTreeSet::new();
-    for (id, evs) in sales {
-        for le in evs {
-            let row = rows.entry(*id).or_insert_with(|| ActivityRow::fresh(*id));
-            if le.lsn <= row.version && !row.fresh {
-                continue;
-            }
-            row.fresh = false;
-            fold_event(row, le.event);
-            row.version = le.lsn;
-            changed.insert(*id);
-        }
-    }
-    let Some((lsn, undo)) = undo else {
-        return changed;
-    };
-    for (id, u) in undo {
-        let row = rows.entry(*id).or_insert_with(|| ActivityRow::fresh(*id));
-        if lsn <= row.version && !row.fresh {
+    for te in adds {
+        let Some(mv) = Move::of(te.event) else {
+            continue;
+        };
+        let at = te.origin();
+        if after_copies.iter().any(|c| c.mv == mv && c.at == at) {
             continue;
         }
-        row.fresh = false;
-        row.counters += u.counters;
-        row.void |= u.void;
-        row.version = lsn;
-        changed.insert(*id);
+        let c = Copy {
+            mv,
+            at,
+            voided: false,
+        };
+        after_copies.push(c.clone());
+        plan.new_copies.push(c);
     }
-    changed
+    let after = Present::of(&after_copies);
+    plan.delta = after.holding(o.quantity) - before.holding(o.quantity);
+    let event_of = |mv: Move| adds.iter().find(|te| Move::of(te.event) == Some(mv));
+    for mv in Move::ALL {
+        match (before.origin(mv), after.origin(mv)) {
+            (b, Some(a)) if b != Some(a) => match event_of(mv) {
+                Some(te) => plan.events.push(EventRow::of(o, te.event, a)),
+                None => plan.renamed.push((mv, a.clone())),
+            },
+            (Some(_), None) => plan.gone.push(mv),
+            _ => {}
+        }
+    }
+    let mut row = stored.clone();
+    if let Some(te) = event_of(Move::Created) {
+        row.fill_from_creation(te.event);
+    }
+    row.status = after.status();
+    row.version = after.rank() as u64;
+    row.updated_at = match after.terminal() {
+        // The time of the terminal move: from its event if it stands
+        // since now, else as written when it came to stand.
+        Some(mv) => match (before.origin(mv), event_of(mv)) {
+            (None, Some(te)) => at_of(te.event),
+            _ => stored.updated_at,
+        },
+        // CREATED or VOID: the creation's time, whatever came between.
+        None => row.created_at,
+    };
+    if row != *stored {
+        plan.row = Some(row);
+    }
+    plan
 }
 
-/// One event's change of its sale's row: the engine's effect on the
-/// counters, and for a sale's creation its columns.
-fn fold_event(row: &mut ActivityRow, ev: &Event) {
-    if let Event::ActivityCreated {
-        sku_id,
-        name,
-        price_cents,
-        stock,
-        start_at,
-        end_at,
-        per_user_limit,
-        created_at,
-        ..
-    } = ev
-    {
-        row.sku_id = sku_id.clone();
-        row.name = name.clone();
-        row.price_cents = *price_cents;
-        row.stock = *stock as i64;
-        row.start_at = *start_at;
-        row.end_at = *end_at;
-        row.per_user_limit = *per_user_limit;
-        row.created_at = *created_at;
-        // Orders folded before the creation (a log from before issue 14's
-        // point 3 was fixed) keep their units: the creation sets the
-        // total to `stock`. That is the engine's `opened(stock)` added to
-        // counters whose total was 0 (order events and undos keep it), and
-        // unlike adding it stays right should a creation reach a row twice.
-        let c = &mut row.counters;
-        c.remaining = row.stock - c.reserved - c.sold;
-        return;
+fn at_of(ev: &Event) -> u64 {
+    match ev {
+        Event::OrderPaid { at, .. } | Event::OrderCancelled { at, .. } => *at,
+        Event::OrderCreated { created_at, .. } | Event::ActivityCreated { created_at, .. } => {
+            *created_at
+        }
     }
-    row.counters += effect(ev).1;
+}
+
+/// The copies of a sale's creation, as counted in `sale_copies`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SaleCopies {
+    pub kept: u64,
+    pub standing: u64,
+}
+
+/// A sale's row: `stored` described by `creation` (a copy of it in the
+/// run, if any), void when copies were kept and none stands, its counters
+/// the opening of its stock (once described) plus `held`, what the shards'
+/// orders hold of it. An order folded before its sale's creation keeps its
+/// units: the creation sets the total to `stock`.
+pub(crate) fn sale_row(
+    stored: &ActivityRow,
+    creation: Option<&Event>,
+    copies: SaleCopies,
+    held: Counters,
+) -> ActivityRow {
+    let mut row = stored.clone();
+    if let Some(ev) = creation {
+        row.describe(ev);
+    }
+    let open = if copies.kept > 0 {
+        opened(row.stock.max(0) as u64)
+    } else {
+        Counters::ZERO
+    };
+    row.counters = open + held;
+    row.void = copies.kept > 0 && copies.standing == 0;
+    row
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rows::RowStatus;
+    use flashd_engine::fold::holding;
     use flashd_engine::{CancelReason, OrderStatus};
 
-    fn sale(id: ActivityId, stock: u64) -> Event {
-        Event::ActivityCreated {
-            id,
-            sku_id: format!("SKU-{id}"),
-            name: "Phone".into(),
-            price_cents: 100,
-            stock,
-            start_at: 0,
-            end_at: 1_000,
-            per_user_limit: 5,
-            created_at: 1,
-        }
-    }
+    const O: OrderRef = OrderRef {
+        order_id: 5,
+        activity_id: 1,
+        user_id: 7,
+        quantity: 2,
+    };
 
-    fn created(o: OrderId, q: u32) -> Event {
+    fn created() -> Event {
         Event::OrderCreated {
-            order_id: o,
+            order_id: 5,
             activity_id: 1,
             user_id: 7,
-            quantity: q,
-            amount_cents: 100,
+            quantity: 2,
+            amount_cents: 200,
             request_id: "r".into(),
             created_at: 2,
             expires_at: 3,
         }
     }
 
-    fn paid(o: OrderId, q: u32) -> Event {
-        Event::OrderPaid {
-            order_id: o,
-            activity_id: 1,
-            user_id: 7,
-            quantity: q,
-            at: 4,
-        }
-    }
-
-    fn cancelled(o: OrderId, q: u32) -> Event {
+    fn cancelled() -> Event {
         Event::OrderCancelled {
-            order_id: o,
+            order_id: 5,
             activity_id: 1,
             user_id: 7,
-            quantity: q,
-            reason: CancelReason::User,
-            at: 4,
+            quantity: 2,
+            reason: CancelReason::Timeout,
+            at: 9,
         }
     }
 
-    fn row(status: OrderStatus, version: u64) -> RowState {
-        RowState {
-            status: RowStatus::Is(status),
-            version,
-        }
+    fn te<'a>(topic: &'a str, lsn: u64, event: &'a Event) -> TopicEvent<'a> {
+        TopicEvent { topic, lsn, event }
     }
 
-    fn fold(evs: &[Event]) -> ActivityRow {
-        let mut sales: BTreeMap<ActivityId, Vec<LsnEvent<'_>>> = BTreeMap::new();
-        for (lsn, ev) in evs.iter().enumerate() {
-            sales.entry(1).or_default().push(LsnEvent {
-                lsn: lsn as u64,
-                event: ev,
-            });
+    /// Apply a plan to the row and copies, as the writer would.
+    fn apply(row: &mut OrderRow, copies: &mut Vec<Copy>, p: &OrderPlan, void: Option<Voiding>) {
+        if let Some(v) = void {
+            for c in copies.iter_mut().filter(|c| v.voids(&c.at)) {
+                c.voided = true;
+            }
         }
-        let mut rows = BTreeMap::new();
-        assert_eq!(fold_into(&mut rows, &sales, None).len(), 1);
-        rows.remove(&1).unwrap()
+        copies.extend(p.new_copies.iter().cloned());
+        if let Some(r) = &p.row {
+            *row = r.clone();
+        }
     }
 
     #[test]
-    fn events_move_the_counters_and_a_late_creation_keeps_earlier_units() {
-        let r = fold(&[
-            sale(1, 10),
-            created(5, 2),
-            paid(5, 2),
-            created(6, 3),
-            cancelled(6, 3),
-        ]);
-        assert_eq!(r.stock, 10);
+    fn copies_from_two_topics_count_once_and_an_abort_of_one_keeps_the_other() {
+        let (c, x) = (created(), cancelled());
+        let mut row = OrderRow::placeholder(O);
+        let mut copies = Vec::new();
+        let mut held = Counters::ZERO;
+        // Node 2's cancel (with its creation copy), then node 1's creation.
+        for adds in [
+            vec![te("t.node2", 4, &c), te("t.node2", 5, &x)],
+            vec![te("t.node1", 9, &c)],
+        ] {
+            let p = plan_order(O, &row, &copies, &adds, None);
+            held += p.delta;
+            apply(&mut row, &mut copies, &p, None);
+        }
+        assert_eq!(row.status, RowStatus::Is(OrderStatus::Cancelled));
+        assert_eq!((row.updated_at, row.version, row.amount_cents), (9, 2, 200));
+        assert_eq!(held, holding(OrderStatus::Cancelled, 2));
+        // A replay plans nothing.
+        let p = plan_order(O, &row, &copies, &[te("t.node1", 9, &c)], None);
+        assert!(p.row.is_none() && p.new_copies.is_empty() && p.events.is_empty());
+        // Node 1 voids its copy: the creation still stands on node 2's,
+        // which its event row now names; nothing else moves.
+        let v1 = Voiding {
+            topic: "t.node1",
+            covers: &(9..10),
+        };
+        let p = plan_order(O, &row, &copies, &[], Some(v1));
         assert_eq!(
-            (r.counters.remaining, r.counters.reserved, r.counters.sold),
-            (8, 0, 2)
+            p.renamed,
+            [(
+                Move::Created,
+                Origin {
+                    topic: "t.node2".into(),
+                    lsn: 4
+                }
+            )]
         );
-        assert_eq!(r.version, 4);
-        // An order logged before its sale's creation keeps its units.
-        let r = fold(&[created(5, 2), sale(1, 10)]);
+        assert!(p.gone.is_empty() && p.row.is_none());
+        assert_eq!(p.delta, Counters::ZERO);
+        apply(&mut row, &mut copies, &p, Some(v1));
+        // Node 2 voids its range: no copy stands, the order is VOID.
+        let v2 = Voiding {
+            topic: "t.node2",
+            covers: &(4..6),
+        };
+        let p = plan_order(O, &row, &copies, &[], Some(v2));
+        held += p.delta;
+        assert_eq!(p.gone, [Move::Created, Move::Cancelled]);
+        apply(&mut row, &mut copies, &p, Some(v2));
         assert_eq!(
-            (r.counters.remaining, r.counters.reserved, r.counters.sold),
-            (8, 2, 0)
+            (row.status, row.version, row.updated_at),
+            (RowStatus::Void, 0, 2)
+        );
+        assert_eq!(held, Counters::ZERO);
+    }
+
+    #[test]
+    fn an_abort_of_a_pay_takes_the_order_back_to_created() {
+        let c = created();
+        let pay = Event::OrderPaid {
+            order_id: 5,
+            activity_id: 1,
+            user_id: 7,
+            quantity: 2,
+            at: 8,
+        };
+        let mut row = OrderRow::placeholder(O);
+        let mut copies = Vec::new();
+        let p = plan_order(O, &row, &copies, &[te("t", 1, &c), te("t", 2, &pay)], None);
+        assert_eq!(p.delta, holding(OrderStatus::Paid, 2));
+        assert_eq!(p.events.len(), 2);
+        apply(&mut row, &mut copies, &p, None);
+        assert_eq!(
+            (row.status, row.updated_at),
+            (RowStatus::Is(OrderStatus::Paid), 8)
+        );
+        let v = Voiding {
+            topic: "t",
+            covers: &(2..3),
+        };
+        let p = plan_order(O, &row, &copies, &[], Some(v));
+        assert_eq!(
+            p.delta,
+            holding(OrderStatus::Created, 2) - holding(OrderStatus::Paid, 2)
+        );
+        assert_eq!(p.gone, [Move::Paid]);
+        apply(&mut row, &mut copies, &p, Some(v));
+        assert_eq!(
+            (row.status, row.updated_at),
+            (RowStatus::Is(OrderStatus::Created), 2)
         );
     }
 
     #[test]
-    fn events_a_row_already_has_are_skipped() {
-        let evs = [created(5, 2)];
-        let mut sales = BTreeMap::new();
-        sales.insert(
-            1,
-            vec![LsnEvent {
-                lsn: 9,
-                event: &evs[0],
-            }],
+    fn a_sale_is_opened_once_described_and_void_when_no_copy_stands() {
+        let sale = Event::ActivityCreated {
+            id: 1,
+            sku_id: "S".into(),
+            name: "N".into(),
+            price_cents: 100,
+            stock: 10,
+            start_at: 0,
+            end_at: 1,
+            per_user_limit: 5,
+            created_at: 1,
+        };
+        let held = holding(OrderStatus::Paid, 3);
+        // Orders folded before any creation: negative remaining.
+        let r = sale_row(
+            &ActivityRow::placeholder(1),
+            None,
+            SaleCopies::default(),
+            held,
         );
-        let mut rows = BTreeMap::new();
-        rows.insert(
-            1,
-            ActivityRow {
-                id: 1,
-                version: 9,
-                counters: Counters {
-                    remaining: 10,
-                    ..Counters::ZERO
-                },
-                ..Default::default()
+        assert_eq!(r.counters, held);
+        let r = sale_row(
+            &r,
+            Some(&sale),
+            SaleCopies {
+                kept: 2,
+                standing: 1,
             },
-        );
-        assert!(fold_into(&mut rows, &sales, None).is_empty());
-        assert_eq!(rows[&1].counters.remaining, 10);
-    }
-
-    #[test]
-    fn undoing_a_group_reverses_each_move_from_the_orders_status() {
-        // A paid order whose creation and pay are both undone: its sold
-        // units go back on sale, the row becomes VOID.
-        let (c, p) = (created(5, 2), paid(5, 2));
-        let found = HashMap::from([(5, row(OrderStatus::Paid, 3))]);
-        let u = undo_group(&[&c, &p], 10, found);
-        assert_eq!(
-            u.sales[&1].counters,
-            Counters {
-                remaining: 2,
-                reserved: 0,
-                sold: -2
-            }
-        );
-        let moves: Vec<_> = u.changes.iter().map(|c| c.to).collect();
-        assert_eq!(
-            moves,
-            [RowStatus::Is(OrderStatus::Created), RowStatus::Void]
-        );
-        // A cancel undone: the order holds its units again.
-        let x = cancelled(6, 3);
-        let u = undo_group(
-            &[&x],
-            10,
-            HashMap::from([(6, row(OrderStatus::Cancelled, 3))]),
+            held,
         );
         assert_eq!(
-            u.sales[&1].counters,
-            Counters {
-                remaining: -3,
-                reserved: 3,
-                sold: 0
-            }
+            (
+                r.counters.remaining,
+                r.counters.reserved,
+                r.counters.sold,
+                r.void
+            ),
+            (7, 0, 3, false)
         );
-        // A sale's creation undone: void.
-        let s = sale(2, 5);
-        assert!(undo_group(&[&s], 10, HashMap::new()).sales[&2].void);
-    }
-
-    #[test]
-    fn an_order_never_applied_or_already_reverted_moves_no_row() {
-        let c = created(5, 2);
-        // No row: nothing to undo, but the sale is named (its version
-        // rises to the abort's LSN).
-        let u = undo_group(&[&c], 10, HashMap::new());
-        assert_eq!(u.sales[&1], SaleUndo::default());
-        assert!(u.changes.is_empty());
-        // Reverted by an earlier attempt of this abort: the row is left.
-        let u = undo_group(
-            &[&c],
-            10,
-            HashMap::from([(5, row(OrderStatus::Created, 10))]),
+        let r = sale_row(
+            &r,
+            None,
+            SaleCopies {
+                kept: 2,
+                standing: 0,
+            },
+            held,
         );
-        assert!(u.changes.is_empty());
+        assert!(r.void);
+        assert_eq!(r.counters.remaining, 7);
     }
 }

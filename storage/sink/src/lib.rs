@@ -1,4 +1,4 @@
-//! flashd-sink: projects the order log (the Kafka topic) into sharded
+//! flashd-sink: projects the order log (the Kafka topics) into sharded
 //! MySQL, where the rest of the business reads orders. A process role of
 //! its own (`flashd sink`), or a thread group inside `flashd serve`.
 //!
@@ -6,29 +6,60 @@
 //! the projection of events into rows and the placement of users on
 //! shards. It must never change the order log nor decide anything about
 //! stock: every counter it writes is folded from the engine's events, with
-//! the engine's own arithmetic (`flashd_engine::fold`: an event's effect,
-//! and its undo given the order's status).
+//! the engine's own arithmetic (`flashd_engine::fold`).
+//!
+//! **Topics.** A single node writes one topic; in cluster mode each node
+//! writes its own, `<base>.node<id>`, as that topic's single writer, with
+//! LSNs of its own. `SinkConfig::kafka.topic` names what a sink follows
+//! ([`Topics`]): one topic (a node's embedded sink follows its node's),
+//! several (`a,b`), or every node topic of a base, now and later
+//! (`<base>.node*`, a pattern subscription; a standalone sink of a
+//! cluster). Everything LSN-based is per topic: partitions' marks, voided
+//! ranges, parked records.
+//!
+//! **The projection depends on the topics' contents only**, not on how
+//! their records interleave, how they are split into batches, nor on
+//! replays or restarts, nor on how many sinks write at once. The same
+//! move of an order may be logged by several nodes (a node that completes
+//! a retry, pays, cancels or times out an order first logs its own copy
+//! of the creation), and each topic may void its own records. So:
+//!
+//! * every applied copy of an order's move is kept, by (order, move,
+//!   topic, LSN), in `order_copies` on the order's shard, voided when an
+//!   abort of its topic covers its LSN; a move *stands* while one of its
+//!   copies does (`copies`);
+//! * the order row (one per order) says what stands: its status is its
+//!   standing terminal move, else `CREATED`, else `VOID` (every copy of
+//!   its creation undone); `version` is the status's rank (0 `VOID`, 1
+//!   `CREATED`, 2 `PAID`/`CANCELLED`), not an LSN;
+//! * `order_events` holds one row per standing move, keyed by (order,
+//!   move), naming its least standing copy (topic, LSN); a move no copy
+//!   holds any more has no row;
+//! * counters change only when an order's standing moves change, by the
+//!   engine's effect of each move counted once (`fold::plan_order`), in
+//!   the order shard's own `sale_counters` row, in the same transaction
+//!   as the order's row and copies, which are read `FOR UPDATE` first: a
+//!   replay, or a copy from another topic, finds the move standing and
+//!   changes nothing;
+//! * a sale's `activities` row (shard 0) is recomputed whole, never
+//!   incremented: its description from any copy of its creation (every
+//!   node logs the same; `sale_copies` keeps them per topic), `void` once
+//!   every copy of its creation is undone, and its counters
+//!   `opened(stock)` plus the sum of every shard's `sale_counters`.
 //!
 //! One consumer-group member reads batches of records, writes them to the
-//! shards with multi-row `INSERT ... ON DUPLICATE KEY UPDATE`, and commits
-//! the batch's offsets only after every shard committed its rows. A crash
-//! between the two replays the batch; every write is idempotent, so the
-//! replay changes nothing:
+//! shards, and commits the batch's offsets only after every shard
+//! committed its rows. A crash between the two replays the batch, which
+//! changes nothing.
 //!
-//! * an order row carries `version`, the LSN of the last event applied to
-//!   it; a status change applies only if its LSN is newer;
-//! * `order_events` rows are keyed by (LSN, position in the record);
-//! * the `activities` row (on shard 0) carries the LSN of the last event
-//!   folded into its counters; counters are read, folded with the newer
-//!   events and written back in one transaction.
-//!
-//! Abort records are tombstones by LSN (see `flashd_kafka`): an event
-//! arriving before its abort is applied and then undone by it; one
-//! arriving after it, or behind a later group on its partition (a late
-//! record of a replaced producer), is never applied. The sink keeps, on
-//! shard 0, the voided ranges (`flashd_aborts`) and per partition the
-//! latest group fully written (`flashd_sink_partitions`), so this holds
-//! across restarts and replays too.
+//! Abort records are tombstones by LSN within their topic (see
+//! `flashd_kafka`): an event arriving before its abort is applied and then
+//! its copy voided; one arriving after it, or behind a later group on its
+//! partition (a late record of a replaced producer), is never applied.
+//! The sink keeps, on shard 0, the voided ranges per topic
+//! (`flashd_aborts`) and per partition of each topic the latest group
+//! fully written (`flashd_sink_partitions`), so this holds across restarts
+//! and replays too.
 //!
 //! A write error is either transient (the server or the connection is
 //! unwell: retried with backoff, as long as it lasts, loudly) or permanent
@@ -39,10 +70,10 @@
 //! the sink moves on.
 //!
 //! Orders are placed by user id with a jump consistent hash, so one user's
-//! orders stay on one shard and adding a shard moves only 1/n of users.
-//! Order tables are per month of the order's creation (`orders_YYYYMM`,
-//! from the snowflake id's timestamp, so status changes find the table
-//! without a lookup).
+//! orders (and their copies) stay on one shard and adding a shard moves
+//! only 1/n of users. Order tables are per month of the order's creation
+//! (`orders_YYYYMM`, from the snowflake id's timestamp, so status changes
+//! find the table without a lookup).
 //!
 //! The sink runs on threads of its own (a consumer thread and a small
 //! tokio runtime for MySQL), never on a reactor or worker.
@@ -51,27 +82,36 @@
 //!
 //! * `consumer`: [`Sink::start`] / [`Sink::stop`], the sink's thread
 //!   (poll a batch, write it, commit its offsets), the lag gauge and the
-//!   rejoin of a stuck group;
-//! * `writer`: the `Writer`, which writes a batch to the shards;
-//!   `rows`: the rows built from events; `fold`: events folded into
-//!   the sales' counters and an aborted group undone;
+//!   rejoin of a stuck group; `topics`: what a sink follows;
+//! * `writer`: the `Writer`, which writes a batch (marks, voided ranges,
+//!   runs of events and aborts); `orders_tx`: one order shard's
+//!   transaction; `sales_tx`: the sales' on shard 0; `copies`: what an
+//!   order's copies make of it; `fold`: the rows a change of copies
+//!   writes; `rows`: the rows; `sql`: multi-row statements;
 //! * `retry`: retrying transient failures; `classify`: which failures
 //!   are transient; `poison`: parking records that cannot be written;
-//! * `schema`: the tables and [`migrate`]; `placement`: shards and
-//!   month tables; `stats`: what `/metrics` shows; `clock`: the one
-//!   read of the wall clock.
+//! * `schema`: the tables and [`migrate`]; `upgrade`: the single-writer
+//!   layout brought to this one; `placement`: shards and month tables;
+//!   `stats`: what `/metrics` shows; `clock`: the one read of the wall
+//!   clock.
 
 mod classify;
 mod clock;
 mod consumer;
+mod copies;
 mod error;
 mod fold;
+mod orders_tx;
 mod placement;
 mod poison;
 mod retry;
 mod rows;
+mod sales_tx;
 mod schema;
+mod sql;
 mod stats;
+mod topics;
+mod upgrade;
 mod writer;
 
 pub use classify::{classify, classify_code, Class};
@@ -80,3 +120,4 @@ pub use error::SinkError;
 pub use placement::{order_table, shard_of};
 pub use schema::{check_url, migrate};
 pub use stats::{SinkStats, SINK_BATCH_BOUNDS};
+pub use topics::{Topics, NODE_TOPIC_REFRESH};

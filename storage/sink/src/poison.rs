@@ -19,6 +19,7 @@ const POISON_ERROR_CHARS_MAX: usize = 4000;
 
 /// A message whose bytes do not decode: parked as it is.
 pub(crate) struct Undecodable {
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub payload: Vec<u8>,
@@ -27,6 +28,7 @@ pub(crate) struct Undecodable {
 
 /// A record to park, with where it came from.
 pub(crate) struct Parked<'a> {
+    pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     /// 0 for bytes that do not decode.
@@ -47,7 +49,7 @@ pub(crate) fn record_bytes(r: &Rec) -> Vec<u8> {
 
 /// Park one record on shard 0's pool (idempotent: a replay updates the
 /// error).
-pub(crate) async fn park(pool: &Pool, topic: &str, p: &Parked<'_>) -> Result<(), WriteError> {
+pub(crate) async fn park(pool: &Pool, p: &Parked<'_>) -> Result<(), WriteError> {
     let mut conn = pool.get_conn().await.map_err(sql_err)?;
     // TEXT holds 64 KiB; MySQL's messages are far shorter, but a message
     // quoting the bad value must not itself fail to park.
@@ -55,7 +57,7 @@ pub(crate) async fn park(pool: &Pool, topic: &str, p: &Parked<'_>) -> Result<(),
     conn.exec_drop(
         "INSERT INTO flashd_poison (topic, partition_id, record_offset, lsn, error, payload, parked_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE error = VALUES(error)",
-        (topic, p.partition, p.offset, p.lsn, error, p.payload, now_ms()),
+        (p.topic, p.partition, p.offset, p.lsn, error, p.payload, now_ms()),
     )
     .await
     .map_err(sql_err)
@@ -68,6 +70,7 @@ pub(crate) fn poisoned(stats: &SinkStats, p: &Parked<'_>) {
         *l = p.error.to_string();
     }
     tracing::error!(
+        topic = p.topic,
         partition = p.partition,
         offset = p.offset,
         lsn = p.lsn,
@@ -79,5 +82,5 @@ pub(crate) fn poisoned(stats: &SinkStats, p: &Parked<'_>) {
 /// A record could not even be parked: count and tell; it is skipped.
 pub(crate) fn unparkable(stats: &SinkStats, p: &Parked<'_>, why: &WriteError) {
     stats.poison.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(partition = p.partition, offset = p.offset, lsn = p.lsn, error = p.error, park_error = %why.msg, "sink: poison record could not even be parked; skipped (it stays in the topic at this offset)");
+    tracing::error!(topic = p.topic, partition = p.partition, offset = p.offset, lsn = p.lsn, error = p.error, park_error = %why.msg, "sink: poison record could not even be parked; skipped (it stays in the topic at this offset)");
 }

@@ -1,19 +1,30 @@
-//! The rows the sink writes, built from the engine's events: an order row
-//! image (or status change) and an `order_events` row per order event, and
-//! the `activities` row that events are folded into (see `fold`).
+//! The rows the sink reads and writes, and a run of events split by
+//! shard and order: the order row, an `order_events` row per move, and
+//! the `activities` row of a sale.
 
 use std::collections::BTreeMap;
 
-use flashd_engine::fold::status_after;
 use flashd_engine::{order_created_ms, ActivityId, Counters, Event, OrderId, OrderStatus, UserId};
 
+use crate::copies::Origin;
 use crate::placement::{order_table, shard_of};
 
-/// An event with the LSN the log gave it.
+/// An event with where it was logged: its topic and the LSN the topic's
+/// writer gave it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct LsnEvent<'a> {
+pub(crate) struct TopicEvent<'a> {
+    pub topic: &'a str,
     pub lsn: u64,
     pub event: &'a Event,
+}
+
+impl TopicEvent<'_> {
+    pub fn origin(&self) -> Origin {
+        Origin {
+            topic: self.topic.to_string(),
+            lsn: self.lsn,
+        }
+    }
 }
 
 /// An order row's status: the engine's, or `VOID` for an order whose
@@ -39,15 +50,6 @@ impl RowStatus {
             _ => OrderStatus::parse(s).map(RowStatus::Is),
         }
     }
-
-    /// The engine's status (`None`: the order is gone, as the engine
-    /// forgets it).
-    pub fn engine(self) -> Option<OrderStatus> {
-        match self {
-            RowStatus::Is(s) => Some(s),
-            RowStatus::Void => None,
-        }
-    }
 }
 
 /// The order an event moves (none for a sale's creation), as its rows
@@ -71,7 +73,8 @@ impl OrderRef {
     }
 }
 
-/// An order row image (or status change) to upsert.
+/// An order row, as read (`FOR UPDATE`) and written back whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OrderRow {
     pub order_id: OrderId,
     pub activity_id: ActivityId,
@@ -83,103 +86,150 @@ pub(crate) struct OrderRow {
     pub created_at: u64,
     pub expires_at: u64,
     pub updated_at: u64,
+    /// The rank of `status` (see `copies::Present::rank`).
     pub version: u64,
 }
 
-/// An `order_events` row.
-pub(crate) struct EventRow {
-    pub lsn: u64,
-    pub seq: u32,
-    pub order_id: OrderId,
-    pub activity_id: ActivityId,
-    pub user_id: UserId,
-    pub kind: &'static str,
-    pub reason: &'static str,
-    pub quantity: u32,
-    pub at: u64,
-}
-
-impl EventRow {
-    /// The row of an order event (`created`, `paid`, `cancelled`).
-    fn of(lsn: u64, o: OrderRef, ev: &Event) -> EventRow {
-        let (reason, at) = match ev {
-            Event::OrderCreated { created_at, .. } => ("", *created_at),
-            Event::OrderPaid { at, .. } => ("", *at),
-            Event::OrderCancelled { reason, at, .. } => (reason.as_str(), *at),
-            Event::ActivityCreated { created_at, .. } => ("", *created_at),
-        };
-        let kind = ev.kind().as_str();
-        EventRow {
-            lsn,
-            seq: 0,
-            order_id: o.order_id,
-            activity_id: o.activity_id,
-            user_id: o.user_id,
-            kind,
-            reason,
-            quantity: o.quantity,
-            at,
-        }
-    }
-
-    /// The row of an abort undoing a move of order `o` (the `seq`th of
-    /// the abort at `lsn`), at wall-clock `at`.
-    pub fn reverted(lsn: u64, seq: u32, o: OrderRef, at: u64) -> EventRow {
-        EventRow {
-            lsn,
-            seq,
-            order_id: o.order_id,
-            activity_id: o.activity_id,
-            user_id: o.user_id,
-            kind: "reverted",
-            reason: "",
-            quantity: o.quantity,
-            at,
-        }
-    }
-}
-
 impl OrderRow {
-    /// The row image an order event writes: a creation fills every
-    /// column; a pay or a cancel only its status, `updated_at` and
-    /// `version` (the upsert keeps the rest).
-    fn of(lsn: u64, o: OrderRef, ev: &Event) -> OrderRow {
-        let mut row = OrderRow {
+    /// Its columns, in the order [`OrderRow::from_row`] reads and
+    /// [`OrderRow::values`] writes them.
+    pub const COLUMNS: &'static str = "order_id, activity_id, user_id, quantity, amount_cents, request_id, status, created_at, expires_at, updated_at, version";
+    pub const WIDTH: usize = 11;
+
+    /// The row an order has before any of its moves is applied: `VOID`,
+    /// holding nothing; written first so that the order's row is locked
+    /// whoever else writes it (see `orders_tx`).
+    pub fn placeholder(o: OrderRef) -> OrderRow {
+        let at = order_created_ms(o.order_id);
+        OrderRow {
             order_id: o.order_id,
             activity_id: o.activity_id,
             user_id: o.user_id,
             quantity: o.quantity,
             amount_cents: 0,
             request_id: String::new(),
-            status: RowStatus::Is(status_after(ev).unwrap_or(OrderStatus::Created)),
-            created_at: order_created_ms(o.order_id),
+            status: RowStatus::Void,
+            created_at: at,
             expires_at: 0,
-            updated_at: 0,
-            version: lsn,
-        };
-        match ev {
-            Event::OrderCreated {
-                amount_cents,
-                request_id,
-                created_at,
-                expires_at,
-                ..
-            } => {
-                row.amount_cents = *amount_cents;
-                row.request_id = request_id.to_string();
-                row.created_at = *created_at;
-                row.expires_at = *expires_at;
-                row.updated_at = *created_at;
-            }
-            Event::OrderPaid { at, .. } | Event::OrderCancelled { at, .. } => row.updated_at = *at,
-            Event::ActivityCreated { .. } => {}
+            updated_at: at,
+            version: 0,
         }
-        row
+    }
+
+    /// A row read as `SELECT {COLUMNS}`; `None` if a column does not fit
+    /// (a status this sink never writes).
+    pub fn from_row(r: &mysql_async::Row) -> Option<OrderRow> {
+        Some(OrderRow {
+            order_id: r.get(0)?,
+            activity_id: r.get(1)?,
+            user_id: r.get(2)?,
+            quantity: r.get(3)?,
+            amount_cents: r.get(4)?,
+            request_id: r.get(5)?,
+            status: RowStatus::parse(&r.get::<String, _>(6)?)?,
+            created_at: r.get(7)?,
+            expires_at: r.get(8)?,
+            updated_at: r.get(9)?,
+            version: r.get(10)?,
+        })
+    }
+
+    /// Its values in [`OrderRow::COLUMNS`] order.
+    pub fn values(&self) -> [mysql_async::Value; Self::WIDTH] {
+        use mysql_async::Value;
+        [
+            Value::from(self.order_id),
+            Value::from(self.activity_id),
+            Value::from(self.user_id),
+            Value::from(self.quantity),
+            Value::from(self.amount_cents),
+            Value::from(self.request_id.as_str()),
+            Value::from(self.status.as_str()),
+            Value::from(self.created_at),
+            Value::from(self.expires_at),
+            Value::from(self.updated_at),
+            Value::from(self.version),
+        ]
+    }
+
+    /// Take the columns only a creation knows (every copy of it holds the
+    /// same ones).
+    pub fn fill_from_creation(&mut self, ev: &Event) {
+        if let Event::OrderCreated {
+            amount_cents,
+            request_id,
+            created_at,
+            expires_at,
+            ..
+        } = ev
+        {
+            self.amount_cents = *amount_cents;
+            self.request_id = request_id.to_string();
+            self.created_at = *created_at;
+            self.expires_at = *expires_at;
+        }
+    }
+}
+
+/// An `order_events` row: one move an order made, naming its least
+/// standing copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventRow {
+    pub order_id: OrderId,
+    pub kind: &'static str,
+    pub activity_id: ActivityId,
+    pub user_id: UserId,
+    pub reason: &'static str,
+    pub quantity: u32,
+    pub at: u64,
+    pub topic: String,
+    pub lsn: u64,
+}
+
+impl EventRow {
+    pub const COLUMNS: &'static str =
+        "order_id, kind, activity_id, user_id, reason, quantity, at, topic, lsn";
+    pub const WIDTH: usize = 9;
+
+    /// The row of order event `ev` of order `o`, naming copy `at`.
+    pub fn of(o: OrderRef, ev: &Event, at: &Origin) -> EventRow {
+        let (reason, when) = match ev {
+            Event::OrderCreated { created_at, .. } => ("", *created_at),
+            Event::OrderPaid { at, .. } => ("", *at),
+            Event::OrderCancelled { reason, at, .. } => (reason.as_str(), *at),
+            Event::ActivityCreated { created_at, .. } => ("", *created_at),
+        };
+        EventRow {
+            order_id: o.order_id,
+            kind: ev.kind().as_str(),
+            activity_id: o.activity_id,
+            user_id: o.user_id,
+            reason,
+            quantity: o.quantity,
+            at: when,
+            topic: at.topic.clone(),
+            lsn: at.lsn,
+        }
+    }
+
+    pub fn values(&self) -> [mysql_async::Value; Self::WIDTH] {
+        use mysql_async::Value;
+        [
+            Value::from(self.order_id),
+            Value::from(self.kind),
+            Value::from(self.activity_id),
+            Value::from(self.user_id),
+            Value::from(self.reason),
+            Value::from(self.quantity),
+            Value::from(self.at),
+            Value::from(self.topic.as_str()),
+            Value::from(self.lsn),
+        ]
     }
 }
 
 /// An `activities` row (on shard 0): the sale and its counters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ActivityRow {
     pub id: ActivityId,
     pub sku_id: String,
@@ -193,22 +243,18 @@ pub(crate) struct ActivityRow {
     pub per_user_limit: u32,
     pub created_at: u64,
     pub void: bool,
-    pub version: u64,
-    /// Not in MySQL yet: every event applies (LSNs start at 0).
-    pub fresh: bool,
 }
 
 impl ActivityRow {
     /// Its columns, in the order [`ActivityRow::from_row`] reads and
     /// [`ActivityRow::values`] writes them.
-    pub const COLUMNS: &'static str = "id, sku_id, name, price_cents, stock, remaining, reserved, sold, start_at, end_at, per_user_limit, created_at, void, version";
-    pub const WIDTH: usize = 14;
+    pub const COLUMNS: &'static str = "id, sku_id, name, price_cents, stock, remaining, reserved, sold, start_at, end_at, per_user_limit, created_at, void";
+    pub const WIDTH: usize = 13;
 
-    /// A sale not in MySQL yet.
-    pub fn fresh(id: ActivityId) -> ActivityRow {
+    /// A sale no event has described yet.
+    pub fn placeholder(id: ActivityId) -> ActivityRow {
         ActivityRow {
             id,
-            fresh: true,
             ..Default::default()
         }
     }
@@ -231,8 +277,6 @@ impl ActivityRow {
             per_user_limit: r.get(10).unwrap_or(0),
             created_at: r.get(11).unwrap_or(0),
             void: r.get::<i64, _>(12).unwrap_or(0) != 0,
-            version: r.get(13).unwrap_or(0),
-            fresh: false,
         }
     }
 
@@ -253,47 +297,71 @@ impl ActivityRow {
             Value::from(self.per_user_limit),
             Value::from(self.created_at),
             Value::from(self.void as i64),
-            Value::from(self.version),
         ]
+    }
+
+    /// Take the sale's description from (a copy of) its creation.
+    pub fn describe(&mut self, ev: &Event) {
+        if let Event::ActivityCreated {
+            sku_id,
+            name,
+            price_cents,
+            stock,
+            start_at,
+            end_at,
+            per_user_limit,
+            created_at,
+            ..
+        } = ev
+        {
+            self.sku_id = sku_id.clone();
+            self.name = name.clone();
+            self.price_cents = *price_cents;
+            self.stock = *stock as i64;
+            self.start_at = *start_at;
+            self.end_at = *end_at;
+            self.per_user_limit = *per_user_limit;
+            self.created_at = *created_at;
+        }
     }
 }
 
-/// A run of events as rows: per shard, the order rows by month table and
-/// the `order_events` rows; per sale, its events to fold (in LSN order).
+/// One order's part of a run: where its row lives and its events there.
+pub(crate) struct OrderRun<'a> {
+    pub order: OrderRef,
+    pub table: String,
+    pub events: Vec<TopicEvent<'a>>,
+}
+
+/// A run of events split for writing: per shard, each order's events; per
+/// sale named by any of them, the copies of its creation among them.
 pub(crate) struct BatchRows<'a> {
-    pub orders: Vec<BTreeMap<String, Vec<OrderRow>>>,
-    pub events: Vec<Vec<EventRow>>,
-    pub sales: BTreeMap<ActivityId, Vec<LsnEvent<'a>>>,
+    pub orders: Vec<BTreeMap<OrderId, OrderRun<'a>>>,
+    pub sales: BTreeMap<ActivityId, Vec<TopicEvent<'a>>>,
 }
 
 impl<'a> BatchRows<'a> {
-    pub fn build(run: &[LsnEvent<'a>], shards: usize) -> BatchRows<'a> {
+    pub fn build(run: &[TopicEvent<'a>], shards: usize) -> BatchRows<'a> {
         let mut rows = BatchRows {
             orders: (0..shards).map(|_| BTreeMap::new()).collect(),
-            events: (0..shards).map(|_| Vec::new()).collect(),
             sales: BTreeMap::new(),
         };
-        for &le in run {
-            rows.sales
-                .entry(le.event.activity_id())
-                .or_default()
-                .push(le);
-            let Some(o) = OrderRef::of(le.event) else {
+        for &te in run {
+            let creations = rows.sales.entry(te.event.activity_id()).or_default();
+            let Some(o) = OrderRef::of(te.event) else {
+                creations.push(te);
                 continue;
             };
-            let s = shard_of(o.user_id, shards);
-            rows.orders[s]
-                .entry(order_table(o.order_id))
-                .or_default()
-                .push(OrderRow::of(le.lsn, o, le.event));
-            rows.events[s].push(EventRow::of(le.lsn, o, le.event));
+            rows.orders[shard_of(o.user_id, shards)]
+                .entry(o.order_id)
+                .or_insert_with(|| OrderRun {
+                    order: o,
+                    table: order_table(o.order_id),
+                    events: Vec::new(),
+                })
+                .events
+                .push(te);
         }
         rows
-    }
-
-    /// Shards with rows to write.
-    pub fn shards(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.orders.len())
-            .filter(|&s| !(self.orders[s].is_empty() && self.events[s].is_empty()))
     }
 }

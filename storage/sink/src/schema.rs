@@ -1,14 +1,61 @@
 //! The MySQL schema the sink owns and its migration: on every shard the
 //! sales (`activities`, read on shard 0), the order tables (one per month,
-//! made `LIKE orders_template`) and `order_events`; on shard 0 only, the
-//! sink's own tables (voided ranges, partitions' marks, parked records).
+//! made `LIKE orders_template`), `order_events`, the copies of each
+//! order's moves (`order_copies`) and what the shard's orders hold of each
+//! sale (`sale_counters`); on shard 0 only, the sink's own tables (the
+//! copies of each sale's creation, voided ranges, partitions' marks,
+//! parked records). See the crate doc for what each row means.
 
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder};
 
 use crate::clock::now_ms;
 use crate::placement::month_table;
+use crate::upgrade::upgrade;
 use crate::SinkError;
+
+/// `order_events` as it is now: one row per move an order made.
+pub(crate) const ORDER_EVENTS: &str = "CREATE TABLE IF NOT EXISTS order_events (
+        order_id BIGINT UNSIGNED NOT NULL,
+        kind VARCHAR(12) NOT NULL COMMENT 'created, paid or cancelled',
+        activity_id INT UNSIGNED NOT NULL,
+        user_id BIGINT UNSIGNED NOT NULL,
+        reason VARCHAR(12) NOT NULL DEFAULT '',
+        quantity INT UNSIGNED NOT NULL,
+        at BIGINT UNSIGNED NOT NULL,
+        topic VARCHAR(255) NOT NULL COMMENT 'topic of the least copy standing',
+        lsn BIGINT UNSIGNED NOT NULL COMMENT 'its LSN in that topic',
+        PRIMARY KEY (order_id, kind),
+        KEY by_activity (activity_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+pub(crate) const ORDER_COPIES: &str = "CREATE TABLE IF NOT EXISTS order_copies (
+        order_id BIGINT UNSIGNED NOT NULL,
+        kind TINYINT UNSIGNED NOT NULL COMMENT '1 created, 2 paid, 3 cancelled',
+        topic VARCHAR(255) NOT NULL COMMENT 'empty: written before copies were kept',
+        lsn BIGINT UNSIGNED NOT NULL,
+        voided TINYINT NOT NULL DEFAULT 0 COMMENT 'an abort of its topic undid it',
+        PRIMARY KEY (order_id, kind, topic, lsn)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+pub(crate) const SALE_COUNTERS: &str = "CREATE TABLE IF NOT EXISTS sale_counters (
+        activity_id INT UNSIGNED NOT NULL PRIMARY KEY,
+        remaining BIGINT NOT NULL COMMENT 'what this shard''s orders hold of the sale',
+        reserved BIGINT NOT NULL,
+        sold BIGINT NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+/// Every shard's tables that `upgrade` may build from older ones: made
+/// after it ran.
+pub(crate) const SHARD_TABLES: &[&str] = &[ORDER_EVENTS, ORDER_COPIES, SALE_COUNTERS];
+
+pub(crate) const SALE_COPIES: &str = "CREATE TABLE IF NOT EXISTS sale_copies (
+        activity_id INT UNSIGNED NOT NULL,
+        topic VARCHAR(255) NOT NULL COMMENT 'empty: written before copies were kept',
+        lsn BIGINT UNSIGNED NOT NULL,
+        voided TINYINT NOT NULL DEFAULT 0 COMMENT 'an abort of its topic undid it',
+        PRIMARY KEY (activity_id, topic, lsn)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
 pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS activities (
@@ -24,8 +71,7 @@ pub(crate) const SCHEMA: &[&str] = &[
         end_at BIGINT UNSIGNED NOT NULL,
         per_user_limit INT UNSIGNED NOT NULL,
         created_at BIGINT UNSIGNED NOT NULL,
-        void TINYINT NOT NULL DEFAULT 0,
-        version BIGINT UNSIGNED NOT NULL COMMENT 'LSN of the last event folded in'
+        void TINYINT NOT NULL DEFAULT 0
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS orders_template (
         order_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
@@ -38,32 +84,22 @@ pub(crate) const SCHEMA: &[&str] = &[
         created_at BIGINT UNSIGNED NOT NULL,
         expires_at BIGINT UNSIGNED NOT NULL DEFAULT 0,
         updated_at BIGINT UNSIGNED NOT NULL,
-        version BIGINT UNSIGNED NOT NULL COMMENT 'LSN of the last event applied',
+        version BIGINT UNSIGNED NOT NULL COMMENT 'rank of the status: 0 VOID, 1 CREATED, 2 PAID or CANCELLED',
         KEY by_user (user_id),
         KEY by_activity (activity_id, status)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-    "CREATE TABLE IF NOT EXISTS order_events (
-        lsn BIGINT UNSIGNED NOT NULL,
-        seq INT UNSIGNED NOT NULL,
-        order_id BIGINT UNSIGNED NOT NULL,
-        activity_id INT UNSIGNED NOT NULL,
-        user_id BIGINT UNSIGNED NOT NULL,
-        kind VARCHAR(12) NOT NULL,
-        reason VARCHAR(12) NOT NULL DEFAULT '',
-        quantity INT UNSIGNED NOT NULL,
-        at BIGINT UNSIGNED NOT NULL,
-        PRIMARY KEY (lsn, seq),
-        KEY by_order (order_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];
 
 /// The sink's own tables, on shard 0 only.
 pub(crate) const META_SCHEMA: &[&str] = &[
+    SALE_COPIES,
     "CREATE TABLE IF NOT EXISTS flashd_aborts (
-        abort_lsn BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+        topic VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'empty: written before topics were kept',
+        abort_lsn BIGINT UNSIGNED NOT NULL,
         from_lsn BIGINT UNSIGNED NOT NULL,
-        to_lsn BIGINT UNSIGNED NOT NULL COMMENT 'exclusive: LSNs from_lsn..to_lsn are void',
-        KEY by_end (to_lsn)
+        to_lsn BIGINT UNSIGNED NOT NULL COMMENT 'exclusive: LSNs from_lsn..to_lsn of the topic are void',
+        PRIMARY KEY (topic, abort_lsn),
+        KEY by_end (topic, to_lsn)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS flashd_sink_partitions (
         topic VARCHAR(255) NOT NULL,
@@ -104,8 +140,9 @@ pub fn check_url(url: &str) -> Result<(), SinkError> {
 }
 
 /// Create each shard's database and tables (and this month's and next
-/// month's order tables; the sink's own tables on shard 0), and widen
-/// tables of an older schema to utf8mb4. Idempotent.
+/// month's order tables; the sink's own tables on shard 0), bring tables
+/// of the single-writer layout to this one (`upgrade`), and widen tables
+/// of an older schema to utf8mb4. Idempotent.
 pub async fn migrate(shards: &[String]) -> Result<(), SinkError> {
     for (i, url) in shards.iter().enumerate() {
         let first = i == 0;
@@ -132,6 +169,10 @@ pub async fn migrate(shards: &[String]) -> Result<(), SinkError> {
         c.disconnect().await.map_err(my_err)?;
         let mut c = mysql_async::Conn::new(opts).await.map_err(my_err)?;
         for s in SCHEMA {
+            c.query_drop(*s).await.map_err(my_err)?;
+        }
+        upgrade(&mut c, first).await.map_err(my_err)?;
+        for s in SHARD_TABLES {
             c.query_drop(*s).await.map_err(my_err)?;
         }
         if first {

@@ -1,60 +1,53 @@
 //! The `Writer`: writes a batch of records to the shards, idempotently
-//! (see the crate doc): ordinary events in bulk, one transaction per shard,
-//! abort records one at a time between them, and the partitions' marks and
-//! voided ranges on shard 0 last.
+//! and whatever the order its topics' records arrive in (see the crate
+//! doc): ordinary events in bulk (each order shard's transaction, then the
+//! sales on shard 0), abort records one at a time between them, and the
+//! partitions' marks on shard 0 last.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use flashd_engine::{ActivityId, Event, OrderId};
+use flashd_engine::{ActivityId, OrderId};
 use flashd_kafka::{Abort, Tombstones, TopicRecord};
 use futures_util::FutureExt;
 use mysql_async::prelude::*;
-use mysql_async::{Opts, Pool, TxOpts, Value};
+use mysql_async::{Opts, Pool, TxOpts};
 
 use crate::classify::{sql_err, WriteError};
-use crate::clock::now_ms;
-use crate::fold::{fold_into, undo_group, RowState, SaleUndo};
+use crate::fold::Voiding;
+use crate::orders_tx::write_orders;
 use crate::placement::{order_table, shard_of};
 use crate::poison::{park, Parked};
-use crate::rows::{ActivityRow, BatchRows, EventRow, LsnEvent, OrderRef, OrderRow, RowStatus};
+use crate::rows::{BatchRows, OrderRef, OrderRun, TopicEvent};
+use crate::sales_tx::{insert_abort, write_sales, AbortRange};
 use crate::schema::META_SCHEMA;
 use crate::stats::SinkStats;
 
 /// A record of a batch, with where it came from.
 #[derive(Debug, Clone)]
 pub(crate) struct Rec {
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// The group of its message (see [`flashd_kafka::KIND_GROUP_EVENTS`]).
     pub group: u64,
+    /// Its LSN in its topic.
     pub lsn: u64,
     pub rec: TopicRecord,
 }
 
-/// An abort's voided range, as kept in `flashd_aborts`.
-#[derive(Debug, Clone)]
-struct AbortRange {
-    abort_lsn: u64,
-    covers: Range<u64>,
-}
+/// A partition of a topic.
+type Part = (Arc<str>, i32);
 
 /// What shard 0 knows of a batch's partitions and LSNs before it is
 /// written.
 struct Marks {
     /// The latest group fully written, per partition.
-    high: BTreeMap<i32, u64>,
-    /// The voided ranges that reach into the batch's LSNs.
-    void: Tombstones,
+    high: BTreeMap<Part, u64>,
+    /// The voided ranges that reach into the batch's LSNs, per topic.
+    void: HashMap<Arc<str>, Tombstones>,
 }
-
-/// Rows per multi-row statement: the widest row has 14 placeholders, and
-/// a statement may hold at most 65,535 (ER_PS_MANY_PARAM); 1,000 rows
-/// also keeps a statement well under `max_allowed_packet`.
-const ROWS_PER_STATEMENT: usize = 1000;
-const _: () = assert!(ROWS_PER_STATEMENT * ActivityRow::WIDTH <= 65_535);
 
 pub(crate) struct Writer {
     urls: Vec<String>,
@@ -62,25 +55,28 @@ pub(crate) struct Writer {
     /// Order tables known to exist, per shard.
     tables: Vec<HashSet<String>>,
     stats: Arc<SinkStats>,
-    topic: String,
+    /// The topic voided ranges kept before ranges named their topic
+    /// belong to: the one topic of a single-topic sink.
+    legacy_topic: Option<String>,
     /// The sink's own tables on shard 0 are known to exist.
     meta_ready: bool,
 }
 
 impl Writer {
-    /// `pools`: one per URL of `urls`, in order.
+    /// `pools`: one per URL of `urls`, in order. `legacy_topic`: see the
+    /// field.
     pub fn new(
         urls: Vec<String>,
         pools: Vec<Pool>,
         stats: Arc<SinkStats>,
-        topic: String,
+        legacy_topic: Option<String>,
     ) -> Writer {
         Writer {
             tables: vec![HashSet::new(); urls.len()],
             urls,
             pools,
             stats,
-            topic,
+            legacy_topic,
             meta_ready: false,
         }
     }
@@ -114,9 +110,10 @@ impl Writer {
         }
     }
 
-    /// Write a batch (records in the order their partitions hold them).
-    /// Every event is checked against the voided ranges and its
-    /// partition's high-water mark first; see the crate doc.
+    /// Write a batch (each partition's records in the order it holds
+    /// them; topics and partitions interleaved in any way). Every event is
+    /// checked against its topic's voided ranges and its partition's
+    /// high-water mark first; see the crate doc.
     pub async fn write(&mut self, batch: &[Rec]) -> Result<(), WriteError> {
         if batch.is_empty() {
             return Ok(());
@@ -128,38 +125,43 @@ impl Writer {
         let mut late_aborts: Vec<AbortRange> = Vec::new();
         // Aborts are rare (a failed produce); they are applied one by one
         // between bulk runs of ordinary events.
-        let mut run: Vec<LsnEvent<'_>> = Vec::new();
+        let mut run: Vec<TopicEvent<'_>> = Vec::new();
         let mut skipped = 0u64;
         for r in batch {
             // A message of a group older than one already written on its
             // partition is a replaced producer's: late.
-            let h = high.get(&r.partition).copied();
+            let part = (r.topic.clone(), r.partition);
+            let h = high.get(&part).copied();
             let late = h.is_some_and(|h| r.group < h);
             if !late {
-                high.insert(r.partition, r.group);
+                high.insert(part, r.group);
             }
+            let tomb = void.entry(r.topic.clone()).or_default();
             match &r.rec {
                 TopicRecord::Event(ev) => {
-                    if late || void.covers(r.lsn) {
+                    if late || tomb.covers(r.lsn) {
                         skipped += 1;
                     } else {
-                        run.push(LsnEvent {
+                        run.push(TopicEvent {
+                            topic: &r.topic,
                             lsn: r.lsn,
                             event: ev,
                         });
                     }
                 }
                 TopicRecord::Abort(a) => {
-                    void.insert(a.covers.clone());
+                    tomb.insert(a.covers.clone());
+                    let range = AbortRange {
+                        topic: r.topic.to_string(),
+                        abort_lsn: r.lsn,
+                        covers: a.covers.clone(),
+                    };
                     if late {
-                        late_aborts.push(AbortRange {
-                            abort_lsn: r.lsn,
-                            covers: a.covers.clone(),
-                        });
+                        late_aborts.push(range);
                     } else {
                         self.bulk(&run).await?;
                         run.clear();
-                        self.abort(r.lsn, a).await?;
+                        self.abort(&range, a).await?;
                     }
                 }
             }
@@ -175,7 +177,7 @@ impl Writer {
     /// Park one record on shard 0.
     pub async fn park(&mut self, p: &Parked<'_>) -> Result<(), WriteError> {
         self.ensure_meta().await?;
-        park(&self.pools[0], &self.topic, p).await
+        park(&self.pools[0], p).await
     }
 
     async fn ensure_meta(&mut self) -> Result<(), WriteError> {
@@ -186,40 +188,65 @@ impl Writer {
         for s in META_SCHEMA {
             conn.query_drop(*s).await.map_err(sql_err)?;
         }
+        // Ranges kept before they named a topic were the one topic's of
+        // the single-writer sink: a single-topic sink takes them as its
+        // own. (A sink of several topics leaves them: they cannot be told
+        // apart; cluster mode starts on a fresh topic per node.)
+        if let Some(t) = &self.legacy_topic {
+            conn.exec_drop(
+                "UPDATE IGNORE flashd_aborts SET topic = ? WHERE topic = ''",
+                (t.as_str(),),
+            )
+            .await
+            .map_err(sql_err)?;
+        }
         self.meta_ready = true;
         Ok(())
     }
 
     /// The groups written so far on the batch's partitions and the voided
-    /// ranges that reach into the batch's LSNs, from shard 0.
+    /// ranges that reach into the batch's LSNs of each topic, from shard 0.
     async fn load_marks(&mut self, batch: &[Rec]) -> Result<Marks, WriteError> {
         let mut conn = self.pools[0].get_conn().await.map_err(sql_err)?;
-        let parts: BTreeSet<i32> = batch.iter().map(|r| r.partition).collect();
-        let list = parts
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let rows: Vec<(i32, u64)> = conn
-            .exec(
-                format!("SELECT partition_id, group_lsn FROM flashd_sink_partitions WHERE topic = ? AND partition_id IN ({list})"),
-                (self.topic.as_str(),),
-            )
-            .await
-            .map_err(sql_err)?;
-        let high = rows.into_iter().collect();
-        let lo = batch.iter().map(|r| r.lsn).min().unwrap_or(0);
-        let hi = batch.iter().map(|r| r.lsn).max().unwrap_or(0);
-        let ranges: Vec<(u64, u64)> = conn
-            .exec(
-                "SELECT from_lsn, to_lsn FROM flashd_aborts WHERE to_lsn > ? AND from_lsn <= ?",
-                (lo, hi),
-            )
-            .await
-            .map_err(sql_err)?;
-        let mut void = Tombstones::default();
-        for (f, t) in ranges {
-            void.insert(f..t);
+        let mut lsns: BTreeMap<Arc<str>, (u64, u64, BTreeSet<i32>)> = BTreeMap::new();
+        for r in batch {
+            let e = lsns
+                .entry(r.topic.clone())
+                .or_insert((u64::MAX, 0, BTreeSet::new()));
+            e.0 = e.0.min(r.lsn);
+            e.1 = e.1.max(r.lsn);
+            e.2.insert(r.partition);
+        }
+        let mut high = BTreeMap::new();
+        let mut void = HashMap::new();
+        for (topic, (lo, hi, parts)) in lsns {
+            let list = parts
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let rows: Vec<(i32, u64)> = conn
+                .exec(
+                    format!("SELECT partition_id, group_lsn FROM flashd_sink_partitions WHERE topic = ? AND partition_id IN ({list})"),
+                    (&*topic,),
+                )
+                .await
+                .map_err(sql_err)?;
+            for (p, g) in rows {
+                high.insert((topic.clone(), p), g);
+            }
+            let ranges: Vec<(u64, u64)> = conn
+                .exec(
+                    "SELECT from_lsn, to_lsn FROM flashd_aborts WHERE topic = ? AND to_lsn > ? AND from_lsn <= ?",
+                    (&*topic, lo, hi),
+                )
+                .await
+                .map_err(sql_err)?;
+            let mut t = Tombstones::default();
+            for (f, to) in ranges {
+                t.insert(f..to);
+            }
+            void.insert(topic, t);
         }
         Ok(Marks { high, void })
     }
@@ -228,14 +255,14 @@ impl Writer {
     /// keep the ranges of late aborts.
     async fn save_marks(
         &mut self,
-        before: &BTreeMap<i32, u64>,
-        high: &BTreeMap<i32, u64>,
+        before: &BTreeMap<Part, u64>,
+        high: &BTreeMap<Part, u64>,
         late_aborts: &[AbortRange],
     ) -> Result<(), WriteError> {
-        let raised: Vec<(i32, u64)> = high
+        let raised: Vec<(&Part, u64)> = high
             .iter()
-            .filter(|(p, l)| before.get(p) != Some(l))
-            .map(|(p, l)| (*p, *l))
+            .filter(|(p, l)| before.get(*p) != Some(*l))
+            .map(|(p, l)| (p, *l))
             .collect();
         if raised.is_empty() && late_aborts.is_empty() {
             return Ok(());
@@ -248,11 +275,11 @@ impl Writer {
         for a in late_aborts {
             insert_abort(&mut tx, a).await?;
         }
-        for (p, l) in raised {
+        for ((topic, p), l) in raised {
             tx.exec_drop(
                 "INSERT INTO flashd_sink_partitions (topic, partition_id, group_lsn) VALUES (?, ?, ?) \
                  ON DUPLICATE KEY UPDATE group_lsn = GREATEST(group_lsn, VALUES(group_lsn))",
-                (self.topic.as_str(), p, l),
+                (&**topic, *p, l),
             )
             .await
             .map_err(sql_err)?;
@@ -260,297 +287,94 @@ impl Writer {
         tx.commit().await.map_err(sql_err)
     }
 
-    async fn ensure_table(
+    /// Make sure the month tables of `orders` exist on their shards.
+    async fn ensure_tables<'a>(
         &mut self,
-        shard: usize,
-        table: &str,
-        conn: &mut mysql_async::Conn,
+        shards: impl Iterator<Item = (usize, &'a BTreeMap<OrderId, OrderRun<'a>>)>,
     ) -> Result<(), WriteError> {
-        if !self.tables[shard].contains(table) {
-            conn.query_drop(format!(
-                "CREATE TABLE IF NOT EXISTS {table} LIKE orders_template"
-            ))
-            .await
-            .map_err(sql_err)?;
-            self.tables[shard].insert(table.to_string());
+        for (s, orders) in shards {
+            let missing: BTreeSet<&str> = orders
+                .values()
+                .map(|r| r.table.as_str())
+                .filter(|t| !self.tables[s].contains(*t))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let mut conn = self.pools[s].get_conn().await.map_err(sql_err)?;
+            for table in missing {
+                conn.query_drop(format!(
+                    "CREATE TABLE IF NOT EXISTS `{table}` LIKE orders_template"
+                ))
+                .await
+                .map_err(sql_err)?;
+                self.tables[s].insert(table.to_string());
+            }
         }
         Ok(())
     }
 
-    /// Write a run of ordinary events: order and event rows on their
-    /// shards, then the sales' counters on shard 0.
-    async fn bulk(&mut self, run: &[LsnEvent<'_>]) -> Result<(), WriteError> {
+    /// Write a run of ordinary events: every order shard's transaction at
+    /// once (each commit waits for its server's log flush, and two shards'
+    /// flushes overlap), then the sales on shard 0.
+    async fn bulk(&mut self, run: &[TopicEvent<'_>]) -> Result<(), WriteError> {
         if run.is_empty() {
             return Ok(());
         }
         let rows = BatchRows::build(run, self.pools.len());
-        // Order tables first (cached after the first batch of a month),
-        // then every shard's transaction at once: each commit waits for
-        // its server's log flush, and two shards' flushes overlap.
-        for (s, by_table) in rows.orders.iter().enumerate() {
-            if by_table.is_empty() {
-                continue;
-            }
-            let mut conn = self.pools[s].get_conn().await.map_err(sql_err)?;
-            for table in by_table.keys() {
-                self.ensure_table(s, table, &mut conn).await?;
-            }
-        }
-        let writes = rows.shards().map(|s| {
-            write_shard(&self.pools[s], &rows.orders[s], &rows.events[s])
-                .map(move |r| r.map(|n| (s, n)))
-        });
+        self.ensure_tables(rows.orders.iter().enumerate()).await?;
+        let pools = &self.pools;
+        let writes = rows
+            .orders
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.is_empty())
+            .map(|(s, o)| write_orders(&pools[s], o, None).map(move |r| r.map(|n| (s, n))));
         for (s, n) in futures_util::future::try_join_all(writes).await? {
             self.stats.rows[s].fetch_add(n, Ordering::Relaxed);
         }
-        self.fold_activities(&rows.sales, None).await
+        let n = write_sales(&self.pools, &rows.sales, None).await?;
+        self.stats.rows[0].fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Fold events into the activity rows on shard 0, skipping those the
-    /// row already has (LSN <= version); then, for an abort, its undo
-    /// (computed from the orders' statuses) and its voided range, kept in
-    /// the same transaction.
-    async fn fold_activities(
-        &mut self,
-        sales: &BTreeMap<ActivityId, Vec<LsnEvent<'_>>>,
-        abort: Option<(&AbortRange, &HashMap<ActivityId, SaleUndo>)>,
-    ) -> Result<(), WriteError> {
-        if sales.is_empty() && abort.is_none() {
-            return Ok(());
-        }
-        let ids: BTreeSet<ActivityId> = sales
-            .keys()
-            .chain(abort.iter().flat_map(|(_, u)| u.keys()))
-            .copied()
-            .collect();
-        let mut conn = self.pools[0].get_conn().await.map_err(sql_err)?;
-        let mut tx = conn
-            .start_transaction(TxOpts::default())
-            .await
-            .map_err(sql_err)?;
-        let list = ids
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let found: Vec<mysql_async::Row> = tx
-            .query(format!(
-                "SELECT {} FROM activities WHERE id IN ({list}) FOR UPDATE",
-                ActivityRow::COLUMNS
-            ))
-            .await
-            .map_err(sql_err)?;
-        let mut rows: BTreeMap<ActivityId, ActivityRow> = found
-            .iter()
-            .map(ActivityRow::from_row)
-            .map(|a| (a.id, a))
-            .collect();
-        let undo = abort.map(|(a, u)| (a.abort_lsn, u));
-        let changed: Vec<ActivityId> = fold_into(&mut rows, sales, undo).into_iter().collect();
-        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                &format!("INSERT INTO activities ({})", ActivityRow::COLUMNS),
-                ActivityRow::WIDTH,
-                chunk.len(),
-                " ON DUPLICATE KEY UPDATE sku_id=VALUES(sku_id), name=VALUES(name), price_cents=VALUES(price_cents), stock=VALUES(stock), remaining=VALUES(remaining), reserved=VALUES(reserved), sold=VALUES(sold), start_at=VALUES(start_at), end_at=VALUES(end_at), per_user_limit=VALUES(per_user_limit), created_at=VALUES(created_at), void=VALUES(void), version=VALUES(version)",
-            );
-            let params: Vec<Value> = chunk.iter().flat_map(|id| rows[id].values()).collect();
-            tx.exec_drop(sql, params).await.map_err(sql_err)?;
-            self.stats.rows[0].fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        }
-        if let Some((a, _)) = abort {
-            insert_abort(&mut tx, a).await?;
-        }
-        tx.commit().await.map_err(sql_err)
-    }
-
-    /// Undo the aborted group as the engine did: the activity rows first
-    /// (guarded by their versions, computed from the orders' statuses
-    /// before the abort), then the order rows (guarded by theirs).
-    async fn abort(&mut self, lsn: u64, abort: &Abort) -> Result<(), WriteError> {
+    /// Apply an abort of its topic: void the copies in its range of the
+    /// orders its events name (on their shards), then of the sales' (on
+    /// shard 0, where the range is kept in the same transaction).
+    async fn abort(&mut self, range: &AbortRange, abort: &Abort) -> Result<(), WriteError> {
         let n = self.pools.len();
-        let evs: Vec<&Event> = abort.events.iter().map(|(_, e)| e).collect();
-        // Current statuses of the orders involved.
-        let mut found: HashMap<OrderId, RowState> = HashMap::new();
-        for o in evs.iter().filter_map(|ev| OrderRef::of(ev)) {
-            if found.contains_key(&o.order_id) {
-                continue;
-            }
-            let s = shard_of(o.user_id, n);
-            let table = order_table(o.order_id);
-            let mut conn = self.pools[s].get_conn().await.map_err(sql_err)?;
-            self.ensure_table(s, &table, &mut conn).await?;
-            let r: Option<(String, u64)> = conn
-                .exec_first(
-                    format!("SELECT status, version FROM {table} WHERE order_id = ?"),
-                    (o.order_id,),
-                )
-                .await
-                .map_err(sql_err)?;
-            if let Some((status, version)) =
-                r.and_then(|(s, v)| RowStatus::parse(&s).map(|s| (s, v)))
-            {
-                found.insert(o.order_id, RowState { status, version });
+        let mut orders: Vec<BTreeMap<OrderId, OrderRun<'_>>> =
+            (0..n).map(|_| BTreeMap::new()).collect();
+        let mut sales: BTreeMap<ActivityId, Vec<TopicEvent<'_>>> = BTreeMap::new();
+        for (_, ev) in &abort.events {
+            sales.entry(ev.activity_id()).or_default();
+            if let Some(o) = OrderRef::of(ev) {
+                orders[shard_of(o.user_id, n)]
+                    .entry(o.order_id)
+                    .or_insert_with(|| OrderRun {
+                        order: o,
+                        table: order_table(o.order_id),
+                        events: Vec::new(),
+                    });
             }
         }
-        let undo = undo_group(&evs, lsn, found);
-        let range = AbortRange {
-            abort_lsn: lsn,
-            covers: abort.covers.clone(),
+        self.ensure_tables(orders.iter().enumerate()).await?;
+        let v = Voiding {
+            topic: &range.topic,
+            covers: &range.covers,
         };
-        self.fold_activities(&BTreeMap::new(), Some((&range, &undo.sales)))
-            .await?;
-        for (seq, c) in undo.changes.iter().enumerate() {
-            let o = c.order;
-            let s = shard_of(o.user_id, n);
-            let table = order_table(o.order_id);
-            let mut conn = self.pools[s].get_conn().await.map_err(sql_err)?;
-            let mut tx = conn
-                .start_transaction(TxOpts::default())
-                .await
-                .map_err(sql_err)?;
-            tx.exec_drop(
-                format!(
-                    "UPDATE {table} SET status = ?, version = ? WHERE order_id = ? AND version < ?"
-                ),
-                (c.to.as_str(), lsn, o.order_id, lsn),
-            )
-            .await
-            .map_err(sql_err)?;
-            insert_events(&mut tx, &[EventRow::reverted(lsn, seq as u32, o, now_ms())]).await?;
-            tx.commit().await.map_err(sql_err)?;
-            self.stats.rows[s].fetch_add(2, Ordering::Relaxed);
+        for (s, o) in orders.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+            let rows = write_orders(&self.pools[s], o, Some(v)).await?;
+            self.stats.rows[s].fetch_add(rows, Ordering::Relaxed);
         }
+        let rows = write_sales(&self.pools, &sales, Some(range)).await?;
+        self.stats.rows[0].fetch_add(rows, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// Keep an abort's voided range (idempotent).
-async fn insert_abort(
-    tx: &mut mysql_async::Transaction<'_>,
-    a: &AbortRange,
-) -> Result<(), WriteError> {
-    tx.exec_drop(
-        "INSERT IGNORE INTO flashd_aborts (abort_lsn, from_lsn, to_lsn) VALUES (?, ?, ?)",
-        (a.abort_lsn, a.covers.start, a.covers.end),
-    )
-    .await
-    .map_err(sql_err)
-}
-
-/// `{head} VALUES (?,…),(?,…){tail}`: `rows` rows of `width` placeholders.
-fn values_sql(head: &str, width: usize, rows: usize, tail: &str) -> String {
-    let row = format!("({})", vec!["?"; width].join(","));
-    let mut sql = String::with_capacity(head.len() + tail.len() + 8 + rows * (row.len() + 1));
-    sql.push_str(head);
-    sql.push_str(" VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&row);
-    }
-    sql.push_str(tail);
-    sql
-}
-
-/// One shard's part of a batch, in one transaction; the rows written.
-async fn write_shard(
-    pool: &Pool,
-    orders: &BTreeMap<String, Vec<OrderRow>>,
-    events: &[EventRow],
-) -> Result<u64, WriteError> {
-    let mut conn = pool.get_conn().await.map_err(sql_err)?;
-    let mut tx = conn
-        .start_transaction(TxOpts::default())
-        .await
-        .map_err(sql_err)?;
-    let mut rows = 0u64;
-    for (table, rs) in orders {
-        for chunk in rs.chunks(ROWS_PER_STATEMENT) {
-            upsert_orders(&mut tx, table, chunk).await?;
-            rows += chunk.len() as u64;
-        }
-    }
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        insert_events(&mut tx, chunk).await?;
-        rows += chunk.len() as u64;
-    }
-    tx.commit().await.map_err(sql_err)?;
-    Ok(rows)
-}
-
-async fn upsert_orders(
-    tx: &mut mysql_async::Transaction<'_>,
-    table: &str,
-    rows: &[OrderRow],
-) -> Result<(), WriteError> {
-    // Order matters: the guards read `version` and `expires_at` before
-    // they are changed. A creation (the only image with `expires_at` set)
-    // fills the columns only it knows whenever it arrives, so a status
-    // change that came first leaves no hole.
-    let sql = values_sql(
-        &format!("INSERT INTO {table} (order_id, activity_id, user_id, quantity, amount_cents, request_id, status, created_at, expires_at, updated_at, version)"),
-        11,
-        rows.len(),
-        " ON DUPLICATE KEY UPDATE \
-         amount_cents = IF(VALUES(expires_at) > 0, VALUES(amount_cents), amount_cents), \
-         request_id = IF(VALUES(expires_at) > 0, VALUES(request_id), request_id), \
-         created_at = IF(VALUES(expires_at) > 0, VALUES(created_at), created_at), \
-         expires_at = IF(VALUES(expires_at) > 0, VALUES(expires_at), expires_at), \
-         status = IF(VALUES(version) > version, VALUES(status), status), \
-         updated_at = IF(VALUES(version) > version, VALUES(updated_at), updated_at), \
-         version = GREATEST(version, VALUES(version))",
-    );
-    let params: Vec<Value> = rows
-        .iter()
-        .flat_map(|r| {
-            [
-                Value::from(r.order_id),
-                Value::from(r.activity_id),
-                Value::from(r.user_id),
-                Value::from(r.quantity),
-                Value::from(r.amount_cents),
-                Value::from(r.request_id.as_str()),
-                Value::from(r.status.as_str()),
-                Value::from(r.created_at),
-                Value::from(r.expires_at),
-                Value::from(r.updated_at),
-                Value::from(r.version),
-            ]
-        })
-        .collect();
-    tx.exec_drop(sql, params).await.map_err(sql_err)
-}
-
-async fn insert_events(
-    tx: &mut mysql_async::Transaction<'_>,
-    rows: &[EventRow],
-) -> Result<(), WriteError> {
-    let sql = values_sql(
-        "INSERT INTO order_events (lsn, seq, order_id, activity_id, user_id, kind, reason, quantity, at)",
-        9,
-        rows.len(),
-        " ON DUPLICATE KEY UPDATE lsn = lsn",
-    );
-    let params: Vec<Value> = rows
-        .iter()
-        .flat_map(|r| {
-            [
-                Value::from(r.lsn),
-                Value::from(r.seq),
-                Value::from(r.order_id),
-                Value::from(r.activity_id),
-                Value::from(r.user_id),
-                Value::from(r.kind),
-                Value::from(r.reason),
-                Value::from(r.quantity),
-                Value::from(r.at),
-            ]
-        })
-        .collect();
-    tx.exec_drop(sql, params).await.map_err(sql_err)
-}
-
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -4,7 +4,12 @@
 
 use std::sync::atomic::AtomicU64;
 
-use flashd_engine::{order_created_ms, order_id_floor, ActivityId, CancelReason, UserId};
+use flashd_engine::{
+    order_created_ms, order_id_floor, ActivityId, CancelReason, Event, OrderId, UserId,
+};
+use mysql_async::Opts;
+
+use crate::clock::now_ms;
 use mysql_async::prelude::*;
 
 use super::*;
@@ -55,7 +60,7 @@ pub(crate) mod maria {
                 .map(|u| Pool::new(Opts::from_url(u).unwrap()))
                 .collect(),
             Arc::new(SinkStats::new(urls.len())),
-            topic.into(),
+            Some(topic.into()),
         )
     }
 
@@ -136,6 +141,7 @@ fn paid(o: OrderId, a: ActivityId, user: UserId, q: u32) -> Event {
 
 fn rec(partition: i32, offset: i64, group: u64, lsn: u64, rec: TopicRecord) -> Rec {
     Rec {
+        topic: "t".into(),
         partition,
         offset,
         group,
