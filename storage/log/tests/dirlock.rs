@@ -9,6 +9,14 @@ use std::process::{Command, Stdio};
 
 use flashd_log::{DirLock, LogError};
 
+/// Held by each test that takes locks in this process. A `flock` belongs
+/// to the open file, and a child forked by another test's thread holds a
+/// copy of every descriptor until it execs (close-on-exec closes them only
+/// then): a lock dropped here in that instant stays held by the child. So
+/// the test that spawns a child never runs beside the one that drops and
+/// re-takes a lock. (flashd itself forks nothing.)
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Set in the child: the directory it locks.
 const CHILD_DIR: &str = "FLASHD_DIRLOCK_CHILD_DIR";
 
@@ -30,6 +38,7 @@ fn holder_pid(r: Result<DirLock, LogError>) -> Option<u32> {
 
 #[test]
 fn a_second_acquire_in_this_process_is_refused_until_the_first_is_dropped() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = tmpdir("same");
     let first = DirLock::acquire(&d).unwrap();
     let err = DirLock::acquire(&d).unwrap_err();
@@ -63,6 +72,7 @@ fn child_holds_the_lock() {
 
 #[test]
 fn another_process_is_named_and_its_death_frees_the_lock() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = tmpdir("other");
     std::fs::create_dir_all(&d).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
