@@ -28,7 +28,8 @@
 //!   [`recovery`] (the engine rebuilt from the log), [`durable`] (the log
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
-//! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
+//! * a request: [`app`] (the handler), [`routes`], [`auth`] (with
+//!   [`auth_cache`], tokens already verified), [`api`],
 //!   [`exec`] (the command path to the engine and the log), [`stream`]
 //!   (live stock over server-sent events), [`dashboard`] (the ops page,
 //!   its data, the buyer page);
@@ -38,6 +39,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod auth_cache;
 pub mod clock;
 pub mod cluster;
 pub mod config;
