@@ -8,7 +8,9 @@
 //! validate, then into the struct). A callgrind profile of the sold-out
 //! stampede put SHA-256 at 36% of flashd's instructions and JSON/base64/
 //! UTF-8 checks of the token at another ~15%. Issuing stays with
-//! `jsonwebtoken`; the tests check that both agree.
+//! `jsonwebtoken`; the tests check that both agree. A token verified once
+//! is kept in a per-thread table ([`crate::auth_cache`]), so a buyer's
+//! retries with it skip the HMAC.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -16,6 +18,8 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 use flashd_engine::UserId;
+
+use crate::auth_cache::{self, Owner, Verified};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -89,6 +93,9 @@ pub struct Auth {
     /// configured token. The plain token is not kept.
     admin_key: ring::hmac::Key,
     admin_tag: ring::hmac::Tag,
+    /// Tags this `Auth`'s entries in the token cache: an `Auth` built
+    /// with another secret never gets a token verified under this one.
+    owner: Owner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +135,7 @@ impl Auth {
             own_header,
             admin_key,
             admin_tag,
+            owner: Owner::new(),
         }
     }
 
@@ -135,15 +143,28 @@ impl Auth {
     /// seconds, from the caller's clock).
     pub fn user(&self, authorization: Option<&[u8]>, now_s: u64) -> Result<UserId, AuthError> {
         let token = bearer(authorization)?;
-        self.verify(token, now_s)
+        let v = auth_cache::get_or_verify(self.owner, token, || self.verified(token, now_s))?;
+        // A token from the table was in time when it was verified: time
+        // may have moved on (or back) since.
+        if in_time(&v, now_s) {
+            Ok(v.user)
+        } else {
+            Err(AuthError::Invalid)
+        }
+    }
+
+    /// The full check, never the cache.
+    #[cfg(test)]
+    fn verify(&self, token: &[u8], now_s: u64) -> Result<UserId, AuthError> {
+        self.verified(token, now_s).map(|v| v.user)
     }
 
     /// Check an HS256 JWT: `header.payload.signature`, the signature over
     /// the first two segments (constant-time compare), `alg` exactly HS256
     /// (never `none`, never another algorithm), `exp` not past and `nbf`
     /// (when present) not ahead, both with `LEEWAY_S`, and `sub` a user id
-    /// in canonical decimal.
-    fn verify(&self, token: &[u8], now_s: u64) -> Result<UserId, AuthError> {
+    /// in canonical decimal. What it established, for the cache.
+    fn verified(&self, token: &[u8], now_s: u64) -> Result<Verified, AuthError> {
         let bad = |_| AuthError::Invalid;
         let dot1 = find_dot(token).ok_or(AuthError::Invalid)?;
         let dot2 = dot1 + 1 + find_dot(&token[dot1 + 1..]).ok_or(AuthError::Invalid)?;
@@ -186,11 +207,13 @@ impl Auth {
             }
         };
         match claims {
-            Ok((Some(u), exp, nbf))
-                if exp.saturating_add(LEEWAY_S) >= now_s
-                    && !matches!(nbf, Some(nbf) if nbf > now_s.saturating_add(LEEWAY_S)) =>
-            {
-                Ok(u)
+            Ok((Some(user), exp, nbf)) => {
+                let v = Verified { user, exp, nbf };
+                if in_time(&v, now_s) {
+                    Ok(v)
+                } else {
+                    Err(AuthError::Invalid)
+                }
             }
             _ => Err(AuthError::Invalid),
         }
@@ -214,6 +237,13 @@ impl Auth {
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail")
     }
+}
+
+/// `exp` not past and `nbf` (when present) not ahead of `now_s`, both
+/// with `LEEWAY_S`: on a full check and on every cache hit alike.
+fn in_time(v: &Verified, now_s: u64) -> bool {
+    v.exp.saturating_add(LEEWAY_S) >= now_s
+        && !matches!(v.nbf, Some(nbf) if nbf > now_s.saturating_add(LEEWAY_S))
 }
 
 fn bearer(v: Option<&[u8]>) -> Result<&[u8], AuthError> {
@@ -785,6 +815,160 @@ mod tests {
             let mut h = b"Bearer ".to_vec();
             h.extend_from_slice(&flipped);
             assert_eq!(a.admin(Some(&h)), Err(AuthError::Invalid));
+        }
+    }
+
+    /// The token cache (`auth_cache`) as `user` uses it: a retry is a hit,
+    /// and a hit answers exactly what a full check would.
+    mod cache {
+        use super::*;
+        use crate::auth_cache::thread_counts;
+
+        const SECRET: &str = "cache-test-secret-0123456789";
+        const NOW: u64 = 1_900_000_000;
+
+        fn header(t: &str) -> Vec<u8> {
+            format!("Bearer {t}").into_bytes()
+        }
+
+        fn auth() -> Auth {
+            Auth::new(SECRET, "admin-token-0123456789")
+        }
+
+        /// (hits, misses) this thread made while `f` ran.
+        fn counted<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+            let before = thread_counts();
+            let r = f();
+            let after = thread_counts();
+            (r, after.hits - before.hits, after.misses - before.misses)
+        }
+
+        #[test]
+        fn a_retry_is_a_hit_and_the_first_try_a_miss() {
+            let a = auth();
+            let t = header(&a.issue(1_000_001, NOW, 3600));
+            assert_eq!(counted(|| a.user(Some(&t), NOW)), (Ok(1_000_001), 0, 1));
+            for _ in 0..3 {
+                assert_eq!(counted(|| a.user(Some(&t), NOW)), (Ok(1_000_001), 1, 0));
+            }
+            // Another buyer's token: a miss of its own.
+            let u = header(&a.issue(1_000_002, NOW, 3600));
+            assert_eq!(counted(|| a.user(Some(&u), NOW)), (Ok(1_000_002), 0, 1));
+        }
+
+        #[test]
+        fn expiry_and_nbf_are_honoured_on_a_hit() {
+            let a = auth();
+            let t = header(&a.issue(7, NOW, 60));
+            assert_eq!(a.user(Some(&t), NOW), Ok(7));
+            // Within the leeway past exp, then beyond it: answered from
+            // the table (a hit) and refused.
+            let last = NOW + 60 + LEEWAY_S;
+            assert_eq!(counted(|| a.user(Some(&t), last)), (Ok(7), 1, 0));
+            assert_eq!(
+                counted(|| a.user(Some(&t), last + 1)),
+                (Err(AuthError::Invalid), 1, 0)
+            );
+            // nbf: the clock going back before it refuses a cached token.
+            let claims = format!(r#"{{"sub":"8","exp":{},"nbf":{NOW}}}"#, NOW + 3600);
+            let n = header(&sign(SECRET, r#"{"alg":"HS256"}"#, &claims));
+            assert_eq!(a.user(Some(&n), NOW), Ok(8));
+            assert_eq!(
+                counted(|| a.user(Some(&n), NOW - LEEWAY_S - 1)),
+                (Err(AuthError::Invalid), 1, 0)
+            );
+            assert_eq!(counted(|| a.user(Some(&n), NOW)), (Ok(8), 1, 0));
+        }
+
+        #[test]
+        fn expired_and_invalid_tokens_are_never_kept() {
+            let a = auth();
+            let expired = header(&a.issue(9, NOW - 3600, 60));
+            for _ in 0..3 {
+                assert_eq!(
+                    counted(|| a.user(Some(&expired), NOW)),
+                    (Err(AuthError::Invalid), 0, 1)
+                );
+            }
+        }
+
+        /// A cached token's header and payload under another signature:
+        /// one differing only inside (same last bytes, so the same slot and
+        /// a full compare), one from another secret, one differing in the
+        /// last byte. Each is verified in full and refused.
+        #[test]
+        fn a_forged_signature_on_a_cached_token_is_refused() {
+            let a = auth();
+            let good = a.issue(10, NOW, 3600);
+            assert_eq!(a.user(Some(&header(&good)), NOW), Ok(10));
+            let dot = good.rfind('.').unwrap();
+            let mut inside = good.clone().into_bytes();
+            let k = inside.len() - 12;
+            inside[k] = if inside[k] == b'A' { b'B' } else { b'A' };
+            let inside = String::from_utf8(inside).unwrap();
+            assert_eq!(
+                crate::auth_cache::slot_of(inside.as_bytes()),
+                crate::auth_cache::slot_of(good.as_bytes())
+            );
+            let other = Auth::new("another-secret-0123456789", "x").issue(10, NOW, 3600);
+            let foreign = format!("{}{}", &good[..dot], &other[other.rfind('.').unwrap()..]);
+            let mut last = good.clone().into_bytes();
+            let l = last.len() - 1;
+            last[l] = if last[l] == b'A' { b'Q' } else { b'A' };
+            let last = String::from_utf8(last).unwrap();
+            for forged in [&inside, &foreign, &last] {
+                assert_ne!(forged, &good);
+                for _ in 0..2 {
+                    assert_eq!(
+                        counted(|| a.user(Some(&header(forged)), NOW)),
+                        (Err(AuthError::Invalid), 0, 1),
+                        "{forged}"
+                    );
+                }
+            }
+            // The good one is still cached.
+            assert_eq!(
+                counted(|| a.user(Some(&header(&good)), NOW)),
+                (Ok(10), 1, 0)
+            );
+        }
+
+        /// Secrets rotation: an `Auth` built anew (another secret, or even
+        /// the same one) never serves the tokens another one verified.
+        #[test]
+        fn a_new_auth_never_serves_the_old_ones_tokens() {
+            let old = auth();
+            let t = header(&old.issue(11, NOW, 3600));
+            assert_eq!(old.user(Some(&t), NOW), Ok(11));
+            let rotated = Auth::new("the-rotated-secret-0123456789", "admin-token-0123456789");
+            assert_eq!(
+                counted(|| rotated.user(Some(&t), NOW)),
+                (Err(AuthError::Invalid), 0, 1)
+            );
+            let same = auth();
+            assert_eq!(counted(|| same.user(Some(&t), NOW)), (Ok(11), 0, 1));
+        }
+
+        #[test]
+        fn an_over_long_token_is_verified_every_time() {
+            let a = auth();
+            let pad = "p".repeat(200);
+            let claims = format!(r#"{{"sub":"12","exp":{},"pad":"{pad}"}}"#, NOW + 60);
+            let t = sign(SECRET, r#"{"alg":"HS256"}"#, &claims);
+            assert!(t.len() > crate::auth_cache::TOKEN_MAX);
+            for _ in 0..3 {
+                let before = thread_counts();
+                assert_eq!(a.user(Some(&header(&t)), NOW), Ok(12));
+                // Not even looked up: a lookup would count.
+                assert_eq!(thread_counts(), before);
+            }
+            // Every token `issue` writes fits, the longest user id too.
+            let longest = a.issue(u64::MAX, 99_999_999_999, 0);
+            assert!(
+                longest.len() <= crate::auth_cache::TOKEN_MAX,
+                "{}",
+                longest.len()
+            );
         }
     }
 }

@@ -28,10 +28,11 @@
 //!   [`recovery`] (the engine rebuilt from the log), [`durable`] (the log
 //!   opened for appending: writer, snapshotter, embedded sink),
 //!   [`workers`], [`sweeper`] (payment timeouts), [`watchdog`], [`sys`];
-//! * a request: [`app`] (the handler), [`routes`], [`auth`], [`api`],
-//!   [`admin`] (the admin API's pages and changes of a sale), [`exec`]
-//!   (the command path to the engine and the log), [`request_id`] (the
-//!   `X-Request-Id` taken, made and echoed), [`access_log`], [`stream`]
+//! * a request: [`app`] (the handler), [`routes`], [`auth`] (with
+//!   [`auth_cache`], tokens already verified), [`api`], [`admin`] (the
+//!   admin API's pages and changes of a sale), [`exec`] (the command path
+//!   to the engine and the log), [`request_id`] (the `X-Request-Id` taken,
+//!   made and echoed), [`access_log`], [`stream`]
 //!   (live stock over server-sent events), [`dashboard`] (the ops page,
 //!   its data, the buyer page);
 //! * cluster mode: [`cluster`] (Redis decides, this node records);
@@ -42,6 +43,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod auth_cache;
 pub mod clock;
 pub mod cluster;
 pub mod config;
