@@ -360,6 +360,11 @@ impl Cluster {
                 if r.created && c.node != self.node {
                     self.stats.adopted_orders.fetch_add(1, Ordering::Relaxed);
                 }
+                if r.moved {
+                    // Looked at again by the sweeper: a failed write
+                    // undoes it, and no retry may ever come.
+                    self.moved_here(sale, c.clone());
+                }
                 if r.moved
                     && matches!(
                         c.status,

@@ -28,9 +28,10 @@ pub mod sweep;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use flashd_engine::{ActivityId, Counters, Millis};
-use flashd_redis::{RedisClient, RedisError};
+use flashd_redis::{Claim, RedisClient, RedisError};
 
 pub use start::{start, ClusterError};
 
@@ -51,6 +52,9 @@ pub struct Cluster {
     mirror: Box<[SaleMirror]>,
     pub health: Health,
     pub stats: ClusterStats,
+    /// Moves the workers logged (pays, cancels, timeouts found by a pay),
+    /// for the sweeper to look at once their write had time to fail.
+    moved: Mutex<Vec<(Instant, ActivityId, Claim)>>,
 }
 
 /// A sale's counters in Redis, as last read (`GET` of a sale answers
@@ -163,7 +167,23 @@ impl Cluster {
             mirror: (0..n).map(|_| SaleMirror::default()).collect(),
             health: Health::default(),
             stats: ClusterStats::default(),
+            moved: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A worker logged claim `c`'s move now.
+    pub(crate) fn moved_here(&self, sale: ActivityId, c: Claim) {
+        if let Ok(mut m) = self.moved.lock() {
+            m.push((Instant::now(), sale, c));
+        }
+    }
+
+    /// The moves the workers logged since the last call (oldest first).
+    pub(crate) fn take_moved(&self) -> Vec<(Instant, ActivityId, Claim)> {
+        self.moved
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
     }
 
     /// Count a Redis result towards health and errors.

@@ -14,8 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flashd_engine::CancelReason;
 use flashd_engine::{ActivityId, Millis, Reject};
-use flashd_redis::Claim;
+use flashd_redis::{Claim, ClaimStatus};
 
 use super::start::{LEASE_RENEW, LEASE_TTL};
 use super::Cluster;
@@ -160,29 +161,34 @@ impl ClusterSweep {
         }
     }
 
-    /// Timeouts logged at least `verify_after` ago whose write the log
-    /// failed (the engine no longer holds the order cancelled: the undo
-    /// took the record back) go back to be logged again.
+    /// Moves logged at least `verify_after` ago (timeouts made here, and
+    /// pays and cancels the workers logged) whose write the log failed —
+    /// the engine no longer holds the order as Redis does: the undo took
+    /// the record back — go back to be logged again. A buyer told "retry"
+    /// may never retry, and Redis's move is final: without this the log
+    /// (and MySQL) would keep the order `CREATED` for good.
     fn verify_logged(&mut self) {
+        self.logged.extend(self.cl.take_moved());
         while let Some((at, _, _)) = self.logged.front() {
             if at.elapsed() < self.verify_after {
                 break;
             }
             let (_, sale, c) = self.logged.pop_front().expect("just looked");
             let held = self.core.engine.order(c.user, c.order_id);
-            if !held.is_some_and(|o| o.status == flashd_engine::OrderStatus::Cancelled) {
+            if !held.is_some_and(|o| o.status == c.status.order_status()) {
                 tracing::warn!(
                     sale,
                     order = c.order_id,
-                    "a logged timeout was undone by a failed write: logging it again"
+                    "a logged move was undone by a failed write: logging it again"
                 );
                 self.unlogged.push((sale, c));
             }
         }
     }
 
-    /// Log timeout `c` of `sale` (and its creation if this node's log
-    /// lacks it); false if the log refused it now.
+    /// Log the move of claim `c` of `sale` Redis made (a timeout, or a pay
+    /// or cancel logged again), and its creation if this node's log lacks
+    /// it; false if the log refused it now.
     fn log_timeout(&self, sale: ActivityId, c: &Claim, now: Millis) -> bool {
         let (cl, core) = (&*self.cl, &*self.core);
         let Some(w) = core.writer.get() else {
@@ -203,7 +209,9 @@ impl ClusterSweep {
                 if r.created && c.node != cl.node {
                     cl.stats.adopted_orders.fetch_add(1, Ordering::Relaxed);
                 }
-                cl.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                if r.moved && c.status == ClaimStatus::Cancelled(CancelReason::Timeout) {
+                    cl.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
                 true
             }
             Err(e) => {
