@@ -102,11 +102,102 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Orders still `CREATED` here whose payment deadline is at or before
+    /// `before`, at most `limit`, each handed out once (taken off the
+    /// engine's deadline queue). In cluster mode Redis times orders out,
+    /// and the node that did may have died before logging it: the caller
+    /// asks Redis what became of these and logs it.
+    pub fn take_overdue(&self, before: Millis, limit: usize) -> Vec<crate::OrderView> {
+        let mut out = Vec::new();
+        for s in self.users.stripes() {
+            if out.len() >= limit {
+                break;
+            }
+            let mut stripe = s.lock();
+            while let Some(std::cmp::Reverse((at, user, order))) = stripe.expiries.peek().copied() {
+                if at > before || out.len() >= limit {
+                    break;
+                }
+                stripe.expiries.pop();
+                if let Some(i) = stripe.find(user, order) {
+                    let o = &stripe.orders[i];
+                    if o.status == OrderStatus::Created {
+                        out.push(crate::OrderView::from(o));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn misfit(e: ApplyError) -> ReplayError {
     match e {
         ApplyError::Misfit(e) => e,
         ApplyError::SoldOut => {
             unreachable!("replay applies counters as logged, with no stock check")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Discard, Engine, EngineConfig, Event, OrderStatus};
+
+    #[test]
+    fn overdue_orders_are_handed_out_once_and_only_while_created() {
+        let e = Engine::new(EngineConfig::default());
+        let sale = Event::ActivityCreated {
+            id: 3,
+            sku_id: "s".into(),
+            name: "n".into(),
+            price_cents: 100,
+            stock: 10,
+            start_at: 0,
+            end_at: 1_000_000,
+            per_user_limit: 5,
+            created_at: 0,
+        };
+        assert!(e.record_sale(&sale, &mut Discard).unwrap());
+        // Installed out of order and recorded twice: the second is a no-op.
+        assert!(!e.record_sale(&sale, &mut Discard).unwrap());
+        let created = |order: u64, user: u64, expires_at: u64| Event::OrderCreated {
+            order_id: order,
+            activity_id: 3,
+            user_id: user,
+            quantity: 1,
+            amount_cents: 100,
+            request_id: format!("r{order}").into(),
+            created_at: 10,
+            expires_at,
+        };
+        e.record(&created(1, 7, 500), None, &mut Discard).unwrap();
+        e.record(&created(2, 8, 900), None, &mut Discard).unwrap();
+        // The same creation again changes nothing; a move made elsewhere
+        // is recorded once.
+        let r = e.record(&created(1, 7, 500), None, &mut Discard).unwrap();
+        assert!(!r.created && !r.moved);
+        assert!(e.take_overdue(499, 10).is_empty());
+        let due = e.take_overdue(1_000, 10);
+        let ids: Vec<u64> = due.iter().map(|o| o.id).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(e.take_overdue(1_000, 10).is_empty(), "each handed out once");
+        let paid = Event::OrderPaid {
+            order_id: 2,
+            activity_id: 3,
+            user_id: 8,
+            quantity: 1,
+            at: 950,
+        };
+        let r = e
+            .record(&created(2, 8, 900), Some(&paid), &mut Discard)
+            .unwrap();
+        assert!(!r.created && r.moved);
+        assert_eq!(e.order(8, 2).unwrap().status, OrderStatus::Paid);
+        let r = e
+            .record(&created(2, 8, 900), Some(&paid), &mut Discard)
+            .unwrap();
+        assert!(!r.moved, "a move already held is not recorded twice");
     }
 }

@@ -29,6 +29,11 @@ use crate::exec::{Core, LogSink, Outcome, EXPIRE_PER_PASS};
 /// the timeout is missing).
 const UNLOGGED_MAX: usize = 100_000;
 
+/// Overdue orders of this node's log taken per pass: bounds one pass's
+/// Redis reads (one `HGET` each) when a whole sale's orders come due at
+/// once; the rest wait for the next pass.
+const OVERDUE_PER_PASS: usize = 4096;
+
 /// Passes between two askings of ids Redis held no sale for.
 const ABSENT_RECHECK_PASSES: u64 = 100;
 
@@ -44,6 +49,9 @@ pub struct ClusterSweep {
     /// then, and such a timeout is logged again (no client will retry it).
     logged: VecDeque<(Instant, ActivityId, Claim)>,
     verify_after: Duration,
+    /// Orders this node holds `CREATED` past their deadline, being asked
+    /// of Redis (`settle_overdue`).
+    overdue: Vec<flashd_engine::OrderView>,
     last_lease: Instant,
     unlogged: Vec<(ActivityId, Claim)>,
 }
@@ -59,6 +67,7 @@ impl ClusterSweep {
             passes: 0,
             logged: VecDeque::new(),
             verify_after,
+            overdue: Vec::new(),
             last_lease: Instant::now(),
             unlogged: Vec::new(),
         }
@@ -122,6 +131,7 @@ impl ClusterSweep {
         }
         self.verify_logged();
         self.retry_unlogged(now);
+        self.settle_overdue(now);
         let mut timed_out = 0;
         for sale in sales {
             if cl.reserved(sale) == Some(0) {
@@ -157,6 +167,57 @@ impl ClusterSweep {
                 self.logged.push_back((Instant::now(), sale, c));
             } else {
                 self.unlogged.push((sale, c));
+            }
+        }
+    }
+
+    /// Orders this node's log holds as `CREATED` past their deadline (by
+    /// `verify_after`, so Redis's own expiry had its turn): ask Redis what
+    /// became of them and log it. Another node timed them out (and logged
+    /// it in its own topic), or a node — this one, before a crash — moved
+    /// them in Redis and died before its log held the move: either way this
+    /// log (and so MySQL, and this node's share) would keep them `CREATED`.
+    fn settle_overdue(&mut self, now: Millis) {
+        let before = now.saturating_sub(self.verify_after.as_millis() as Millis);
+        self.overdue
+            .extend(self.core.engine.take_overdue(before, OVERDUE_PER_PASS));
+        if self.overdue.is_empty() {
+            return;
+        }
+        let mut by_sale: Vec<(ActivityId, Vec<flashd_engine::OrderView>)> = Vec::new();
+        for o in std::mem::take(&mut self.overdue) {
+            match by_sale.iter_mut().find(|(s, _)| *s == o.activity_id) {
+                Some((_, v)) => v.push(o),
+                None => by_sale.push((o.activity_id, vec![o])),
+            }
+        }
+        for (sale, orders) in by_sale {
+            let asked = orders.iter().map(|o| (o.user_id, o.id)).collect();
+            let r = self.cl.client.claims(sale, asked).wait();
+            self.cl.saw(&r);
+            let Ok(claims) = r else {
+                // Asked again next pass.
+                self.overdue.extend(orders);
+                continue;
+            };
+            for (o, c) in orders.into_iter().zip(claims) {
+                match c {
+                    Some(c) if c.status != ClaimStatus::Created => {
+                        if self.log_timeout(sale, &c, now) {
+                            self.logged.push_back((Instant::now(), sale, c));
+                        } else {
+                            self.unlogged.push((sale, c));
+                        }
+                    }
+                    // Not yet timed out in Redis (its expiry runs late by
+                    // the nodes' clock skew): asked again next pass.
+                    Some(_) => self.overdue.push(o),
+                    None => tracing::warn!(
+                        sale,
+                        order = o.id,
+                        "an order this node logged is not in redis (repaired away?): run flashd reconcile"
+                    ),
+                }
             }
         }
     }

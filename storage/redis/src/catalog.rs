@@ -137,6 +137,30 @@ impl RedisClient {
         })
     }
 
+    /// The claims of `orders` (buyer, order id) in `sale`, in order
+    /// (`None` where the buyer's record holds no such order): one
+    /// pipelined `HGET` per order.
+    pub fn claims(
+        &self,
+        sale: ActivityId,
+        orders: Vec<(UserId, OrderId)>,
+    ) -> Pending<Vec<Option<Claim>>> {
+        self.submit("claims", false, move |s| {
+            let mut out = Vec::with_capacity(orders.len());
+            for chunk in orders.chunks(FIND_SALES_MAX) {
+                let mut p = redis::pipe();
+                for (user, _) in chunk {
+                    p.cmd("HGET").arg(keys::users(sale)).arg(*user);
+                }
+                let records: Vec<Option<String>> = s.pipe("claims", &p)?;
+                for ((user, order), rec) in chunk.iter().zip(records) {
+                    out.push(rec.and_then(|r| claim_in_record(*user, *order, &r)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Take (or renew) the lease on node id `node` for `holder` for `ttl`:
     /// `true` if this holder has it now, `false` if another process holds
     /// it. A process that died leaves it until `ttl` passes.
