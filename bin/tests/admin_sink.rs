@@ -7,84 +7,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::services::{Broker, Redis};
 use common::*;
 
-fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("FLASHD_TANSU") {
-        return p.into();
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/flashd-tools/bin/tansu");
-    assert!(
-        p.exists(),
-        "no Kafka-API broker: {} is missing (scripts/test installs it; or set FLASHD_TANSU)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A tansu broker on its own port and SQLite file, killed on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_bin())
-            .current_dir(dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tansu");
-        let t0 = Instant::now();
-        while TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(200),
-        )
-        .is_err()
-        {
-            assert!(t0.elapsed() < Duration::from_secs(20), "tansu not up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker { child, port }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The machine's MariaDB (`FLASHD_MYSQL_PORT`, else 3306), through its
-/// command-line client.
 fn maria_port() -> u16 {
     std::env::var("FLASHD_MYSQL_PORT")
         .ok()
@@ -245,50 +173,6 @@ fn admin_changes_reach_mysql_through_kafka_and_the_sink() {
     drop_db(&db);
 }
 
-/// A private redis-server (durable: AOF fsynced always), killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "redis not up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Cluster mode: Redis holds a sale's stock and window for every node, so
 /// a change made on one node is refused (501) and changes nothing; the
 /// list of sales still answers.
@@ -300,7 +184,7 @@ fn cluster_mode_refuses_changes_of_a_sale() {
     std::fs::create_dir_all(&bdir).unwrap();
     std::fs::create_dir_all(&rdir).unwrap();
     let broker = Broker::start(&bdir);
-    let redis = Redis::start(&rdir);
+    let redis = Redis::start(&rdir, true);
     let cfg = sale_config(&format!(
         "[workers]\ncount = 1\n[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"127.0.0.1:{}\"\ntopic = \"admin-cluster\"\npartitions = 1\nunavailable_ms = 1000\n[cluster]\nenabled = true\nredis_url = \"redis://127.0.0.1:{}/\"\n",
         broker.port, redis.port
