@@ -46,7 +46,8 @@ ORDER_TTL_MS = 5000
 # between nodes: one machine here, so none).
 EXPIRY_SWEEP_MS = 100
 # After Redis answered "sold out", a node answers 409 sold_out without
-# asking it for this long (cluster.sold_out_recheck_ms, the default): a
+# asking it for this long (cluster.sold_out_recheck_ms; the default, 0,
+# turns the shortcut off: it is on here so that the round exercises it): a
 # unit returned meanwhile, or one too few for a larger purchase, stays off
 # sale on that node for up to this long. The drain waits it out.
 SOLD_OUT_RECHECK_MS = 100
