@@ -201,3 +201,46 @@ mod tests {
         assert!(!r.moved, "a move already held is not recorded twice");
     }
 }
+
+#[cfg(test)]
+mod ids {
+    use crate::{Discard, Engine, EngineConfig, Event, ReplayError};
+
+    fn sale(id: u32) -> Event {
+        Event::ActivityCreated {
+            id,
+            sku_id: "s".into(),
+            name: "n".into(),
+            price_cents: 1,
+            stock: 1,
+            start_at: 0,
+            end_at: 1,
+            per_user_limit: 1,
+            created_at: 0,
+        }
+    }
+
+    /// Sale ids are installed in any order now; 0 (no sale's id) and one
+    /// past `max_activities` are refused, never an index out of range (a
+    /// log segment the fuzzer made: `fuzz/corpus/log_segment/`).
+    #[test]
+    fn a_sale_id_of_zero_or_past_capacity_is_refused() {
+        let e = Engine::new(EngineConfig {
+            max_activities: 4,
+            ..EngineConfig::default()
+        });
+        for id in [0, 5, u32::MAX] {
+            assert_eq!(
+                e.apply(&sale(id)),
+                Err(ReplayError::ActivityBeyondCapacity { id })
+            );
+            assert_eq!(
+                e.record_sale(&sale(id), &mut Discard),
+                Err(ReplayError::ActivityBeyondCapacity { id })
+            );
+        }
+        assert_eq!(e.apply(&sale(3)), Ok(()));
+        assert_eq!(e.apply(&sale(1)), Ok(()), "an earlier id after a later one");
+        assert_eq!(e.apply(&sale(3)), Err(ReplayError::ActivityTwice { id: 3 }));
+    }
+}

@@ -120,9 +120,10 @@ impl Engine {
         // leaves its id unused, and in cluster mode ids come from Redis
         // for every node, so a node installs the sales it serves in the
         // order it meets them. A slot is written once (`ActivityTwice`).
-        let slot = self
-            .activities
-            .get(*id as usize - 1)
+        // Id 0 is no sale (ids start at 1): refused like one past the end.
+        let slot = (*id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.activities.get(i))
             .ok_or(ReplayError::ActivityBeyondCapacity { id: *id })?;
         let spec = ActivitySpec {
             sku_id: sku_id.clone(),
