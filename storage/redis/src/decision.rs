@@ -195,9 +195,50 @@ impl Claim {
                 user_id: self.user,
                 quantity: self.quantity,
                 reason,
-                at,
+                // A timeout happens at the deadline at the earliest,
+                // whenever (and on whatever clock) a node learns of it: a
+                // node paused mid-batch logs a copy with its batch's
+                // clock, which can be from before the deadline.
+                at: match reason {
+                    CancelReason::Timeout => at.max(self.deadline_ms),
+                    CancelReason::User => at,
+                },
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod moved {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_never_logged_before_its_deadline() {
+        let mut c = Claim {
+            order_id: 9,
+            user: 1,
+            quantity: 1,
+            amount_cents: 5,
+            created_at: 100,
+            deadline_ms: 1_000,
+            node: 0,
+            status: ClaimStatus::Cancelled(CancelReason::Timeout),
+            request_id: "r".into(),
+        };
+        let at = |e: Option<Event>| match e {
+            Some(Event::OrderCancelled { at, .. } | Event::OrderPaid { at, .. }) => at,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            at(c.moved_event(1, 400)),
+            1_000,
+            "learned early: the deadline"
+        );
+        assert_eq!(at(c.moved_event(1, 1_500)), 1_500);
+        c.status = ClaimStatus::Cancelled(CancelReason::User);
+        assert_eq!(at(c.moved_event(1, 400)), 400);
+        c.status = ClaimStatus::Paid;
+        assert_eq!(at(c.moved_event(1, 400)), 400);
     }
 }
 
