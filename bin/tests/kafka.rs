@@ -10,122 +10,15 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::services::{free_port, wait_port, Broker};
 use common::*;
-
-fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("FLASHD_TANSU") {
-        return p.into();
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/flashd-tools/bin/tansu");
-    assert!(
-        p.exists(),
-        "no Kafka-API broker: {} is missing (scripts/test installs it; or set FLASHD_TANSU)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, up: bool, limit: Duration) {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        let ok = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(200),
-        )
-        .is_ok();
-        if ok == up {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "port {port} not {} after {limit:?}",
-        if up { "up" } else { "down" }
-    );
-}
-
-/// A tansu broker on its own port and SQLite file; restartable on both.
-struct Broker {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            dir: dir.to_path_buf(),
-        };
-        b.up();
-        b
-    }
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-    fn up(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu_bin())
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tansu");
-        self.child = Some(child);
-        wait_port(self.port, true, Duration::from_secs(20));
-    }
-    /// Stop it (SIGTERM, as an operator or systemd would).
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let t0 = Instant::now();
-            while c.try_wait().ok().flatten().is_none() {
-                if t0.elapsed() > Duration::from_secs(10) {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.wait();
-        }
-        wait_port(self.port, false, Duration::from_secs(10));
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A MariaDB server: the machine's (for speed) or a private one (to stop).
 struct Maria {

@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::services::{free_port, tansu_bin, wait_port};
 use common::*;
 use flashd_engine::{order_id_floor, ActivityId, Event, Millis};
 use flashd_kafka::{ensure_topic, node_topic, KafkaConfig, KafkaLog};
@@ -24,42 +24,6 @@ const BASE: &str = "orders-rc";
 /// Payment window of the test's orders: long enough that nothing times
 /// out while a test runs, unless it asks for it.
 const TTL_MS: u64 = 600_000;
-
-fn tansu_bin() -> PathBuf {
-    let p = std::env::var("FLASHD_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/flashd-tools/bin/tansu")
-        });
-    assert!(
-        p.exists(),
-        "no Kafka-API broker: {} is missing (scripts/test installs it; or set FLASHD_TANSU)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, limit: Duration) {
-    let t0 = Instant::now();
-    while TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_err()
-    {
-        assert!(t0.elapsed() < limit, "port {port} not up after {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn now_ms() -> Millis {
     SystemTime::now()
@@ -91,7 +55,7 @@ fn private_redis(dir: &Path) -> (Proc, u16) {
         .spawn()
         .expect("spawn redis-server (is it installed?)");
     let redis = Proc(redis);
-    wait_port(port, Duration::from_secs(10));
+    wait_port(port, true, Duration::from_secs(10));
     (redis, port)
 }
 
@@ -129,7 +93,7 @@ impl Parts {
             .expect("spawn tansu");
         let broker = Proc(broker);
         let (redis, redis_port) = private_redis(dir.path());
-        wait_port(port, Duration::from_secs(20));
+        wait_port(port, true, Duration::from_secs(20));
         Parts {
             _broker: broker,
             broker: format!("127.0.0.1:{port}"),
