@@ -142,7 +142,7 @@ impl ClusterSweep {
             let Ok(claims) = r else { continue };
             timed_out += claims.len();
             for c in claims {
-                if self.log_timeout(sale, &c, now) {
+                if self.log_move(sale, &c, now) {
                     self.logged.push_back((Instant::now(), sale, c));
                 } else {
                     self.unlogged.push((sale, c));
@@ -163,7 +163,7 @@ impl ClusterSweep {
     fn retry_unlogged(&mut self, now: Millis) {
         let pending = std::mem::take(&mut self.unlogged);
         for (sale, c) in pending {
-            if self.log_timeout(sale, &c, now) {
+            if self.log_move(sale, &c, now) {
                 self.logged.push_back((Instant::now(), sale, c));
             } else {
                 self.unlogged.push((sale, c));
@@ -203,7 +203,7 @@ impl ClusterSweep {
             for (o, c) in orders.into_iter().zip(claims) {
                 match c {
                     Some(c) if c.status != ClaimStatus::Created => {
-                        if self.log_timeout(sale, &c, now) {
+                        if self.log_move(sale, &c, now) {
                             self.logged.push_back((Instant::now(), sale, c));
                         } else {
                             self.unlogged.push((sale, c));
@@ -250,7 +250,7 @@ impl ClusterSweep {
     /// Log the move of claim `c` of `sale` Redis made (a timeout, or a pay
     /// or cancel logged again), and its creation if this node's log lacks
     /// it; false if the log refused it now.
-    fn log_timeout(&self, sale: ActivityId, c: &Claim, now: Millis) -> bool {
+    fn log_move(&self, sale: ActivityId, c: &Claim, now: Millis) -> bool {
         let (cl, core) = (&*self.cl, &*self.core);
         let Some(w) = core.writer.get() else {
             return false;
