@@ -32,6 +32,10 @@ pub struct AppStats {
     pub rate_limited: AtomicU64,
     pub ring_full: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Purchases refused before their token was checked (a refusal the
+    /// same for every buyer: `Engine::public_refusal`); also counted in
+    /// `rejected`.
+    pub refused_before_auth: AtomicU64,
     pub invalid: AtomicU64,
     pub log_unavailable: AtomicU64,
     /// Cluster mode: answered 503 because Redis did not answer.
@@ -200,11 +204,7 @@ impl App {
             text: String::new(),
             rid: RequestId::default(),
             requests: 0,
-            ids: Ids {
-                node_id: shared.node_id,
-                reactor: reactor as u16,
-                start_ms: shared.start_ms,
-            },
+            ids: Ids::new(shared.node_id, reactor as u16, shared.start_ms),
             parked: Parked::default(),
             access: shared.access_log.clone(),
         }
@@ -524,6 +524,12 @@ impl App {
                 }
             }
             Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
+                if route == Route::PlaceOrder {
+                    if let Some(r) = self.public_refusal(id, req.body) {
+                        inc(&self.stats().refused_before_auth);
+                        return self.respond(Outcome::Rejected(r), cx);
+                    }
+                }
                 let user = match self.shared.auth.user(auth, self.shared.now_ms() / 1000) {
                     Ok(u) => u,
                     Err(e) => return self.unauthorized(cx, e),
@@ -576,6 +582,28 @@ impl App {
 }
 
 impl App {
+    /// A purchase's refusal when it is the same whoever asks (unknown
+    /// sale, not started, ended, sold out, and the request id never used
+    /// in the sale, so not a retry): answered before the token's HMAC and
+    /// the buyer's rate limit, which it needs neither of (the address's
+    /// limit was applied). It tells nothing a `GET` of the sale does not.
+    /// Not in cluster mode, where this node's ledger is a share, not the
+    /// authority. A body that does not parse takes the full path (token
+    /// first), as before.
+    fn public_refusal(&self, id: Option<&str>, body: &[u8]) -> Option<Reject> {
+        if self.shared.core.cluster.is_some() {
+            return None;
+        }
+        let activity = id?.parse().ok()?;
+        let (quantity, request_id) = api::parse_buy(body).ok()?;
+        self.shared.engine.public_refusal(
+            activity,
+            quantity,
+            request_id.as_str(),
+            self.shared.now_ms(),
+        )
+    }
+
     /// The admin API past its token: a page of sales, answered here from
     /// memory, or a change of a sale, run as a command like a purchase
     /// (through the log, answered once durable).

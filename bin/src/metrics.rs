@@ -196,6 +196,12 @@ pub fn render_app(shared: &crate::app::Shared, out: &mut String) {
     );
     counter(
         out,
+        "flashd_refused_before_auth_total",
+        "Purchases refused before their token was checked: the same refusal for any buyer (unknown sale, not started, ended, sold out; never a retry). Also counted in flashd_commands_rejected_total.",
+        sum(&|a| a.refused_before_auth.load(Relaxed)),
+    );
+    counter(
+        out,
         "flashd_invalid_requests_total",
         "API requests answered 400.",
         sum(&|a| a.invalid.load(Relaxed)),

@@ -84,45 +84,49 @@ impl RequestId {
         self.len += b.len() as u8;
     }
 
+    /// `v` in lowercase hex, no leading zeros: written back to front from
+    /// its digit count (no loop over a scratch buffer and copy).
     fn push_hex(&mut self, v: u64) {
-        let mut digits = [0u8; 16];
-        let mut i = digits.len();
+        let digits = (64 - (v | 1).leading_zeros()).div_ceil(4) as usize;
+        let at = self.len as usize;
+        let out = &mut self.bytes[at..at + digits];
         let mut v = v;
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[(v & 15) as usize];
+        for d in out.iter_mut().rev() {
+            *d = b"0123456789abcdef"[(v & 15) as usize];
             v >>= 4;
-            if v == 0 {
-                break;
-            }
         }
-        self.push(&digits[i..]);
+        self.len += digits as u8;
     }
 }
 
 /// Generates ids for one reactor: `<node>-<reactor>-<start>-<n>`, all hex,
 /// where `start` is the process's start (ms) and `n` counts this reactor's
 /// requests. Unique per node and process with no shared counter (at most
-/// 4+1+4+1+16+1+16 = 43 bytes; today's are about 20).
+/// 4+1+4+1+16+1+16 = 43 bytes; today's are about 20). The part before `n`
+/// is formatted once: an id costs a copy and `n`'s digits.
 #[derive(Debug, Clone, Copy)]
 pub struct Ids {
-    pub node_id: u16,
-    pub reactor: u16,
-    pub start_ms: u64,
+    prefix: RequestId,
 }
 
 const _: () = assert!(4 + 1 + 4 + 1 + 16 + 1 + 16 <= REQUEST_ID_HEADER_BYTES_MAX);
 
 impl Ids {
+    pub fn new(node_id: u16, reactor: u16, start_ms: u64) -> Ids {
+        let mut prefix = RequestId::default();
+        prefix.push_hex(node_id.into());
+        prefix.push(b"-");
+        prefix.push_hex(reactor.into());
+        prefix.push(b"-");
+        prefix.push_hex(start_ms);
+        prefix.push(b"-");
+        Ids { prefix }
+    }
+
     /// The id of this reactor's `n`th request.
+    #[inline]
     pub fn format(&self, n: u64) -> RequestId {
-        let mut id = RequestId::default();
-        id.push_hex(self.node_id.into());
-        id.push(b"-");
-        id.push_hex(self.reactor.into());
-        id.push(b"-");
-        id.push_hex(self.start_ms);
-        id.push(b"-");
+        let mut id = self.prefix;
         id.push_hex(n);
         id
     }
@@ -200,21 +204,19 @@ mod tests {
 
     #[test]
     fn generated_ids_are_hex_and_distinct() {
-        let ids = Ids {
-            node_id: 1023,
-            reactor: 2,
-            start_ms: 0x18c_0000_0000,
-        };
+        let ids = Ids::new(1023, 2, 0x18c_0000_0000);
         assert_eq!(ids.format(0).as_str(), "3ff-2-18c00000000-0");
         assert_eq!(ids.format(255).as_str(), "3ff-2-18c00000000-ff");
-        let longest = Ids {
-            node_id: u16::MAX,
-            reactor: u16::MAX,
-            start_ms: u64::MAX,
-        }
-        .format(u64::MAX);
+        assert_eq!(ids.format(256).as_str(), "3ff-2-18c00000000-100");
+        assert_eq!(ids.format(0xf).as_str(), "3ff-2-18c00000000-f");
+        assert_eq!(ids.format(0x10).as_str(), "3ff-2-18c00000000-10");
+        let longest = Ids::new(u16::MAX, u16::MAX, u64::MAX).format(u64::MAX);
+        assert_eq!(
+            longest.as_str(),
+            "ffff-ffff-ffffffffffffffff-ffffffffffffffff"
+        );
         assert_eq!(longest.as_str().len(), 4 + 1 + 4 + 1 + 16 + 1 + 16);
-        let other_reactor = Ids { reactor: 3, ..ids };
+        let other_reactor = Ids::new(1023, 3, 0x18c_0000_0000);
         assert_ne!(ids.format(7).as_str(), other_reactor.format(7).as_str());
     }
 

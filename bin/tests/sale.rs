@@ -516,3 +516,77 @@ fn generated_secrets_and_token_command() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 17: a refusal that is the same for every buyer is answered before
+/// the token is checked (no HMAC for a stampede on a sold-out sale), and
+/// it is never given to a retry, which still gets its order back; nothing
+/// else changes: a live sale still wants a valid token, and a body that
+/// does not parse is still a 401 without one.
+#[test]
+fn public_refusals_come_before_the_token_and_never_to_a_retry() {
+    let f = Flashd::start(&sale_config(
+        "[rate_limit]\nper_user_rps = 0\n[reactor]\nsub_reactors = 1\npin_cpus = false\n",
+    ));
+    let live = create(f.addr, 1, 1, -5, 3600);
+    let soon = create(f.addr, 5, 1, 3600, 7200);
+    let orders = |a: u64| format!("/api/v1/activities/{a}/orders");
+    let body = |rid: &str| format!(r#"{{"quantity":1,"request_id":"{rid}"}}"#);
+    let forged = token_with("not-the-secret", 7, now_s() + 3600);
+
+    // Live with stock: the token is checked first, as ever.
+    let r = request(f.addr, &post(&orders(live), &forged, &body("x")));
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    // User 1 takes the only unit.
+    let r = request(f.addr, &buy_req(live, 1, 1, "mine"));
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    let order = json(&r)["id"].clone();
+
+    // Sold out: a new purchase is refused whatever its token.
+    for auth in [forged.as_str(), "", &token(2)] {
+        let r = request(f.addr, &post(&orders(live), auth, &body("new")));
+        assert_eq!(r.status, 409, "{auth:?}: {}", r.body_str());
+        assert_eq!(json(&r)["error"], "sold_out");
+        assert!(r.header("x-request-id").is_some());
+    }
+    // Over the per-user limit is public too (nobody may buy 2).
+    let r = request(
+        f.addr,
+        &post(&orders(live), "", r#"{"quantity":2,"request_id":"two"}"#),
+    );
+    assert_eq!(
+        (r.status, json(&r)["error"].clone()),
+        (409, "limit_reached".into())
+    );
+    // Not started, and an unknown sale: no token needed either.
+    let r = request(f.addr, &post(&orders(soon), "", &body("early")));
+    assert_eq!(
+        (r.status, json(&r)["error"].clone()),
+        (403, "not_started".into())
+    );
+    let r = request(f.addr, &post(&orders(999), "", &body("nowhere")));
+    assert_eq!(r.status, 404, "{}", r.body_str());
+
+    // The buyer's retry is not a public refusal: without a valid token it
+    // is a 401 (nothing told about the order), with it the same order.
+    let r = request(f.addr, &post(&orders(live), &forged, &body("mine")));
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    let r = request(f.addr, &buy_req(live, 1, 1, "mine"));
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(json(&r)["id"], order);
+    // A body that does not parse: the token first, as before.
+    let r = request(f.addr, &post(&orders(live), "", "{"));
+    assert_eq!(r.status, 401, "{}", r.body_str());
+
+    // Nothing changed, and the refusals were counted.
+    let s = activity(f.addr, live);
+    assert_eq!(
+        (s["remaining"].as_u64(), s["reserved"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let m = f.get("/metrics");
+    let text = m.body_str();
+    assert!(
+        text.contains("flashd_refused_before_auth_total 6\n"),
+        "{text}"
+    );
+}

@@ -21,6 +21,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::request_filter::RequestFilter;
 use crate::spec::ActivitySpec;
 use crate::types::*;
 
@@ -53,6 +54,9 @@ pub struct Activity {
     /// Its creation could not be made durable: it does not exist for
     /// anyone (a tombstone keeps the write-once slot).
     pub(crate) void: std::sync::atomic::AtomicBool,
+    /// The request keys of its orders, for refusals that need no token
+    /// (`Engine::public_refusal`).
+    pub(crate) requests: RequestFilter,
 }
 
 /// A consistent-enough read of a sale for `GET` (each counter is exact;
@@ -82,6 +86,7 @@ impl Activity {
             reserved: AtomicI64::new(0),
             releasing: AtomicI64::new(0),
             void: std::sync::atomic::AtomicBool::new(false),
+            requests: RequestFilter::for_stock(spec.stock),
             sku_id: spec.sku_id,
             name: spec.name,
             price_cents: spec.price_cents,

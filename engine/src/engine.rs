@@ -112,6 +112,57 @@ impl Engine {
         Ok(view)
     }
 
+    /// How [`Engine::place_order`] would refuse this purchase *whoever*
+    /// sent it, when that is already known without the buyer: `None`
+    /// otherwise (the purchase then takes the full path, token first).
+    ///
+    /// What it answers reveals nothing a `GET` of the sale does not (the
+    /// sale exists or not, its window, whether units remain, its per-user
+    /// limit), so a server may answer it before checking the token: a
+    /// stampede on a sold-out sale then costs no HMAC. It refuses only a
+    /// purchase that cannot be a retry — its request id was never used in
+    /// the sale (its request filter, `request_filter.rs`, says so) — as
+    /// a retry gets its order back whatever happened since. For a buyer
+    /// with no order in the sale the answer is `place_order`'s, check for
+    /// check; one who already holds units hears `sold_out` where the full
+    /// path could say `limit_reached` or `too_many_orders` (both true,
+    /// neither changes anything).
+    pub fn public_refusal(
+        &self,
+        activity: ActivityId,
+        quantity: u32,
+        request_id: &str,
+        now: Millis,
+    ) -> Option<Reject> {
+        if quantity == 0
+            || quantity > QUANTITY_MAX
+            || request_id.is_empty()
+            || request_id.len() > REQUEST_ID_BYTES_MAX
+        {
+            return None;
+        }
+        let Some(a) = self.activity(activity) else {
+            return Some(Reject::NotFound);
+        };
+        // The stock first (acquire): an order that took units is then
+        // seen by the filter below (its key is noted before its CAS).
+        let short = a.remaining() < i64::from(quantity);
+        let (early, ended) = (now < a.start_at(), now >= a.end_at());
+        if !(short || early || ended) || a.requests.may_hold(RequestKey::of(request_id)) {
+            return None;
+        }
+        Some(if early {
+            Reject::NotStarted
+        } else if ended {
+            Reject::Ended
+        } else if quantity > a.per_user_limit {
+            // Over the limit for a buyer holding nothing, so for anyone.
+            Reject::LimitReached
+        } else {
+            Reject::SoldOut
+        })
+    }
+
     pub fn place_order(
         &self,
         cmd: &PlaceOrder<'_>,

@@ -32,7 +32,9 @@
 //! * `replay.rs`: rebuilding state from the log (one event, or a batch on
 //!   every core); `snapshot.rs`: exporting and loading the whole state;
 //! * `invariants.rs`: checking the invariants above; [`Engine::dump`];
-//! * `activity.rs`: a sale and its atomic counters; `users.rs`: per-user
+//! * `activity.rs`: a sale and its atomic counters;
+//!   `request_filter.rs`: which request ids a sale may have seen (so
+//!   public refusals skip the token); `users.rs`: per-user
 //!   state in locked stripes (orders, indexes, holdings);
 //! * [`limits`]: every bound, with its reason; `spec.rs`: the engine's
 //!   configuration and a sale's spec; `view.rs`: what commands take and
@@ -52,6 +54,7 @@ pub mod limits;
 pub mod ratelimit;
 mod record;
 mod replay;
+mod request_filter;
 mod sale_change;
 mod snapshot;
 mod spec;

@@ -239,6 +239,11 @@ impl Engine {
                 .unwrap_or(rest.len());
             let mut stripe = stripes[i].lock();
             for o in &rest[..run] {
+                // Published to the reactors by start-up's end (they start
+                // serving after the load returns).
+                if let Some(a) = self.activity_any(o.activity_id) {
+                    a.requests.note(o.request_key);
+                }
                 stripe.push_order(*o);
                 if o.status == OrderStatus::Created {
                     stripe

@@ -130,6 +130,11 @@ impl Engine {
                     "live order {order_id} or its request id seen twice"
                 );
                 let d = fold::created(*quantity);
+                // Noted before the CAS below, whose release publishes it:
+                // whoever sees the stock this order takes sees its key
+                // (`Engine::public_refusal`). A CAS that then loses leaves
+                // a bit set for nothing: a false positive, never wrong.
+                a.requests.note(key);
                 // Off sale first (the CAS that decides a race), then into
                 // reserve.
                 if mode == Mode::Live {
