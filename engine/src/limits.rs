@@ -55,6 +55,15 @@ pub const SALE_USER_ORDERS_MAX: u32 = sale_user_orders_max(PER_USER_LIMIT_MAX);
 /// orders (`503`) instead of wrapping.
 pub const STRIPE_ORDERS_MAX: usize = (1 << 24) - 1;
 
+/// Orders each user stripe is sized for when a sale opens, at most: a sale
+/// of `stock` units expects about `stock * 5/4 / USER_STRIPES` orders per
+/// stripe (retries after cancels and timeouts add some), and growing the
+/// stripes' arenas, indexes and heaps from empty during the first second
+/// of a stampede cost ~1,000 instructions per order (callgrind of the live
+/// sale). 32 orders per stripe is ~6 MB for the 1,024 stripes: bigger
+/// sales grow past it by doubling, as before.
+pub const PRESIZE_ORDERS_PER_STRIPE_MAX: usize = 32;
+
 /// Work worth spreading over threads: a replayed batch with fewer events
 /// ([`crate::Engine::apply_batch`]) runs on the calling thread.
 pub const REPLAY_PARALLEL_EVENTS_MIN: usize = 10_000;

@@ -136,6 +136,9 @@ impl Engine {
         };
         slot.set(Activity::new(*id, spec, *created_at))
             .map_err(|_| ReplayError::ActivityTwice { id: *id })?;
+        // Before anyone can buy (the sale is not yet published to buyers
+        // when created live; in replay no one buys).
+        self.users.presize(*stock);
         *next = (*next).max(*id + 1);
         Ok(())
     }

@@ -30,7 +30,9 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use crate::hash::mix;
-use crate::limits::{PER_USER_LIMIT_MAX, SALE_USER_ORDERS_MAX, STRIPE_ORDERS_MAX};
+use crate::limits::{
+    PER_USER_LIMIT_MAX, PRESIZE_ORDERS_PER_STRIPE_MAX, SALE_USER_ORDERS_MAX, STRIPE_ORDERS_MAX,
+};
 use crate::types::*;
 
 /// Stripes of user state. A power of two comfortably above the number of
@@ -592,6 +594,24 @@ impl Users {
     pub fn stripes(&self) -> &[Mutex<Stripe>] {
         &self.stripes
     }
+
+    /// Size every stripe for a sale of `stock` units about to open (see
+    /// [`PRESIZE_ORDERS_PER_STRIPE_MAX`]): room that is already there is
+    /// not asked for again, so opening many sales does not add up.
+    pub fn presize(&self, stock: u64) {
+        let want = usize::try_from(stock.saturating_mul(5) / 4)
+            .unwrap_or(usize::MAX)
+            .div_ceil(USER_STRIPES)
+            .min(PRESIZE_ORDERS_PER_STRIPE_MAX);
+        for s in self.stripes.iter() {
+            let mut s = s.lock();
+            let room = s.orders.capacity() - s.orders.len();
+            if room < want {
+                s.reserve(want - room);
+                s.expiries.reserve(want - room);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -612,6 +632,37 @@ mod tests {
             updated_at: 0,
             cancel_reason: None,
         }
+    }
+
+    /// A sale's opening sizes every stripe for its expected orders, so
+    /// that many pushes reallocate nothing; sizing again adds nothing, and
+    /// a huge sale is capped.
+    #[test]
+    fn presize_makes_room_once_and_is_capped() {
+        let users = Users::new();
+        users.presize(10_000);
+        let caps = |u: &Users| -> Vec<usize> {
+            u.stripes()
+                .iter()
+                .map(|s| s.lock().orders.capacity())
+                .collect()
+        };
+        let before = caps(&users);
+        assert!(before.iter().all(|&c| (13..=64).contains(&c)), "{before:?}");
+        users.presize(10_000);
+        assert_eq!(caps(&users), before, "sizing twice adds nothing");
+        let mut s = users.stripes()[0].lock();
+        let (ptr, cap) = (s.orders.as_ptr(), s.orders.capacity());
+        for i in 0..13u64 {
+            s.push_order(order(i + 1, i + 1, 1, &format!("r{i}")));
+        }
+        assert_eq!((s.orders.as_ptr(), s.orders.capacity()), (ptr, cap));
+        drop(s);
+        let big = Users::new();
+        big.presize(crate::limits::STOCK_MAX);
+        assert!(caps(&big).iter().all(|&c| (PRESIZE_ORDERS_PER_STRIPE_MAX
+            ..2 * PRESIZE_ORDERS_PER_STRIPE_MAX)
+            .contains(&c)));
     }
 
     /// Every order is found by id and by request key at its own position,
