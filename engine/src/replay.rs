@@ -136,8 +136,11 @@ impl Engine {
         };
         slot.set(Activity::new(*id, spec, *created_at))
             .map_err(|_| ReplayError::ActivityTwice { id: *id })?;
-        // Before anyone can buy (the sale is not yet published to buyers
-        // when created live; in replay no one buys).
+        // Room for the stampede before anyone can buy: a sale is created
+        // before it starts, so its stripes grow here (in the serving
+        // engine, and in the snapshotter's follower, which replays the
+        // creation shortly after) rather than in the first second of
+        // orders.
         self.users.presize(*stock);
         *next = (*next).max(*id + 1);
         Ok(())
