@@ -4,32 +4,13 @@
 //! cap still replays, and the invariant check still finds a request id on
 //! two orders of one user.
 
+mod common;
+
+use common::*;
 use flashd_engine::*;
 use proptest::prelude::*;
 
-const T0: Millis = 1_800_000_000_000;
-
-fn spec(stock: u64, limit: u32) -> ActivitySpec {
-    ActivitySpec {
-        sku_id: "SKU-1".into(),
-        name: "Phone".into(),
-        price_cents: 1999,
-        stock,
-        start_at: T0,
-        end_at: T0 + 3_600_000,
-        per_user_limit: limit,
-    }
-}
-
-fn engine() -> Engine {
-    Engine::new(EngineConfig {
-        node_id: 3,
-        order_ttl_ms: 60_000,
-        max_activities: 16,
-        hold_released_until_durable: false,
-    })
-}
-
+/// A purchase a millisecond into the sale.
 fn buy(
     e: &Engine,
     a: ActivityId,
@@ -38,16 +19,7 @@ fn buy(
     rid: &str,
     log: &mut Vec<Event>,
 ) -> Result<Placed, Reject> {
-    e.place_order(
-        &PlaceOrder {
-            activity_id: a,
-            user_id: user,
-            quantity: q,
-            request_id: rid,
-        },
-        T0 + 1,
-        log,
-    )
+    common::buy(e, a, user, q, rid, T0 + 1, log)
 }
 
 fn created(p: Result<Placed, Reject>) -> OrderView {

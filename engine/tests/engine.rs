@@ -6,52 +6,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod common;
+
+use common::*;
 use flashd_engine::*;
 use proptest::prelude::*;
-
-const T0: Millis = 1_800_000_000_000;
-
-fn spec(stock: u64, limit: u32) -> ActivitySpec {
-    ActivitySpec {
-        sku_id: "SKU-1".into(),
-        name: "Phone".into(),
-        price_cents: 1999,
-        stock,
-        start_at: T0,
-        end_at: T0 + 3_600_000,
-        per_user_limit: limit,
-    }
-}
-
-fn engine() -> Engine {
-    Engine::new(EngineConfig {
-        node_id: 3,
-        order_ttl_ms: 60_000,
-        max_activities: 16,
-        hold_released_until_durable: false,
-    })
-}
-
-fn buy(
-    e: &Engine,
-    a: ActivityId,
-    user: UserId,
-    q: u32,
-    rid: &str,
-    now: Millis,
-    log: &mut Vec<Event>,
-) -> Result<Placed, Reject> {
-    e.place_order(
-        &PlaceOrder {
-            activity_id: a,
-            user_id: user,
-            quantity: q,
-            request_id: rid,
-        },
-        now,
-        log,
-    )
-}
 
 #[test]
 fn stampede_on_one_hot_sale() {

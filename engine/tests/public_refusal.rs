@@ -6,32 +6,14 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::*;
 use flashd_engine::*;
 
-const T0: Millis = 1_800_000_000_000;
 const HOUR: Millis = 3_600_000;
 
-fn spec(stock: u64, limit: u32) -> ActivitySpec {
-    ActivitySpec {
-        sku_id: "SKU-1".into(),
-        name: "Phone".into(),
-        price_cents: 1999,
-        stock,
-        start_at: T0,
-        end_at: T0 + HOUR,
-        per_user_limit: limit,
-    }
-}
-
-fn engine() -> Engine {
-    Engine::new(EngineConfig {
-        node_id: 3,
-        order_ttl_ms: 60_000,
-        max_activities: 16,
-        hold_released_until_durable: false,
-    })
-}
-
+/// A purchase whose events are dropped.
 fn buy(
     e: &Engine,
     a: ActivityId,
@@ -40,16 +22,7 @@ fn buy(
     rid: &str,
     now: Millis,
 ) -> Result<Placed, Reject> {
-    e.place_order(
-        &PlaceOrder {
-            activity_id: a,
-            user_id: user,
-            quantity: q,
-            request_id: rid,
-        },
-        now,
-        &mut Vec::new(),
-    )
+    common::buy(e, a, user, q, rid, now, &mut Vec::new())
 }
 
 /// The full path's refusal for a buyer with nothing in the sale, if any.
