@@ -50,6 +50,7 @@ mod constants;
 mod context;
 mod pool;
 mod server;
+mod sockio;
 mod stats;
 mod stream;
 mod sub;

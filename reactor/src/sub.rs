@@ -1,7 +1,8 @@
 //! The sub-reactor: one thread, one epoll instance, the connections it owns.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::mem;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::conn::{Conn, Outbox, Parked};
 use crate::constants::*;
 use crate::context::Context;
 use crate::pool::BufPool;
+use crate::sockio;
 use crate::stats::{ReactorStats, ServerStats};
 use crate::stream::{self, Offer, Streams, Subscribe, Subscription};
 use crate::timer::{TimerKey, Wheel};
@@ -317,7 +319,7 @@ impl State {
                 }
             }
             let space = c.rbuf.len() - c.rend;
-            match c.sock.read(&mut c.rbuf[c.rend..]) {
+            match sockio::recv(c.sock.as_raw_fd(), &mut c.rbuf[c.rend..]) {
                 Ok(0) => {
                     c.read_closed = true;
                     break;
@@ -732,7 +734,7 @@ impl State {
             return;
         };
         while c.out.wpos < c.out.wbuf.len() && !c.dead {
-            match c.sock.write(&c.out.wbuf[c.out.wpos..]) {
+            match sockio::send(c.sock.as_raw_fd(), &c.out.wbuf[c.out.wpos..]) {
                 Ok(0) => c.dead = true,
                 Ok(n) => {
                     let partial = c.out.wpos + n < c.out.wbuf.len();
