@@ -363,6 +363,34 @@ class Proc:
         return "\n".join(self.new_log().splitlines()[-n:])
 
 
+def restart_wedged_broker(run):
+    """A liveness probe for the broker, as a supervisor would run one.
+    tansu can panic in one of its tasks and keep running with that part
+    dead (seen: its SQLite storage, "more or less than one row", after a
+    kill -9 during a write; every request after is refused): the process
+    is up and listening, so nothing restarts it, and no client of it can
+    do anything about that. When this incarnation's log has a panic, kill
+    it and start it again, and say so in the notes (not a violation: the
+    broker's bug, not flashd's)."""
+    b = run.broker
+    if not b.lock.acquire(blocking=False):
+        return
+    try:
+        if not b.alive() or b.paused:
+            return
+        log = b.new_log()
+        at = log.find("panicked at")
+        if at < 0:
+            return
+        line = log[log.rfind("\n", 0, at) + 1:log.find("\n", at)]
+        run.note(f"{b.name} panicked and stayed up wedged ({line.strip()[:200]}): "
+                 f"killed and restarted, as a supervisor's liveness probe would")
+        b.kill9()
+        run.start_broker()
+    finally:
+        b.lock.release()
+
+
 def describe_rc(rc):
     if rc is None:
         return "did not exit (killed after the timeout)"
@@ -670,6 +698,7 @@ level = "info"
                         self.start_maria()
                 finally:
                     p.lock.release()
+            restart_wedged_broker(self)
             if not self.stop_clients.is_set():
                 with self.lock:
                     self.longest_silence = max(self.longest_silence, time.monotonic() - self.last_answer)

@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chaos import (  # noqa: E402 - the path above makes scripts/chaos.py importable
     ADMIN, CRASH_RE, SECRET, NotSent, Proc, Unknown, build_request, decode, describe_rc,
-    free_port, iso, now_ms, parse_response, rfc3339_ms, token, wait_port,
+    free_port, iso, now_ms, parse_response, restart_wedged_broker, rfc3339_ms, token, wait_port,
 )
 
 # ---- Timings and limits. Each says why it is that number. ----
@@ -555,6 +555,7 @@ level = "info"
                      self.maria: self.start_maria}[p]()
                 finally:
                     p.lock.release()
+            restart_wedged_broker(self)
             self.stop_monitor.wait(0.25)
 
     # -- requests --
