@@ -34,6 +34,10 @@ import time
 # orders expire during a run and pays race the deadline (a pay after it must
 # be 409, an expired order must end CANCELLED with reason timeout).
 ORDER_TTL_MS = 4000
+# Reads of every sale, a second apart, before the clean restart, at most:
+# the state must stop moving (late deadline cancels landing) before it is
+# compared with the replay's.
+SETTLE_READS_MAX = 20
 # The Kafka delivery deadline and breaker window: a paused broker becomes
 # 503s within this long, well inside the client's timeout, so a 503 (not a
 # client timeout) is the normal answer to an outage.
@@ -1269,7 +1273,18 @@ level = "info"
         http = Http(self)
         before = {}
         if not self.flashd_dead:
+            # Settled first: a deadline's cancel waits for the log, which
+            # may still be slow right after the broker healed, and one
+            # landing between this read and the SIGTERM would read as the
+            # restart changing a sale (seed 2397655365). Read until two
+            # reads a second apart agree (at most SETTLE_READS_MAX).
             before = self.activities(http)
+            for _ in range(SETTLE_READS_MAX):
+                time.sleep(1.0)
+                again = self.activities(http)
+                if again == before:
+                    break
+                before = again
             self.say("clean restart of flashd (SIGTERM, then a replay of the whole topic)")
             with self.flashd.lock:
                 self.gen += 1
