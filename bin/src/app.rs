@@ -539,48 +539,49 @@ impl App {
                     None => self.not_found(cx),
                 }
             }
-            Route::PlaceOrder | Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
-                if route == Route::PlaceOrder {
-                    if let Some(r) = self.public_refusal(id, req.body) {
+            Route::PlaceOrder => {
+                // The sale id and body are read once: the public check
+                // uses them before the token, the command after it (a body
+                // that does not parse is still answered 401 first).
+                let activity = id.and_then(|s| s.parse().ok());
+                let buy = api::parse_buy(req.body);
+                let now = self.shared.now_ms();
+                if let (Some(a), Ok((quantity, request_id))) = (activity, &buy) {
+                    if let Some(r) = self.public_refusal(a, *quantity, request_id, now) {
                         inc(&self.stats().refused_before_auth);
                         return self.respond(Outcome::Rejected(r), cx);
                     }
                 }
-                let user = match self.shared.auth.user(auth, self.shared.now_ms() / 1000) {
-                    Ok(u) => u,
-                    Err(e) => return self.unauthorized(cx, e),
+                let Some(user) = self.buyer(auth, now, t, cx) else {
+                    return;
                 };
-                if let Err(wait) = self.shared.limits.user(user, t) {
-                    return self.too_many(cx, wait);
+                let Some(activity) = activity else {
+                    return self.not_found(cx);
+                };
+                match buy {
+                    Ok((quantity, request_id)) => self.run(
+                        Command::Place {
+                            activity,
+                            user,
+                            quantity,
+                            request_id,
+                        },
+                        cx,
+                    ),
+                    Err(e) => self.invalid(cx, &e.0),
                 }
+            }
+            Route::GetOrder | Route::PayOrder | Route::CancelOrder => {
+                let Some(user) = self.buyer(auth, self.shared.now_ms(), t, cx) else {
+                    return;
+                };
+                let Some(order) = id.and_then(|s| s.parse().ok()) else {
+                    return self.not_found(cx);
+                };
                 match route {
-                    Route::PlaceOrder => {
-                        let Some(activity) = id.and_then(|s| s.parse().ok()) else {
-                            return self.not_found(cx);
-                        };
-                        match api::parse_buy(req.body) {
-                            Ok((quantity, request_id)) => self.run(
-                                Command::Place {
-                                    activity,
-                                    user,
-                                    quantity,
-                                    request_id,
-                                },
-                                cx,
-                            ),
-                            Err(e) => self.invalid(cx, &e.0),
-                        }
-                    }
-                    _ => {
-                        let Some(order) = id.and_then(|s| s.parse().ok()) else {
-                            return self.not_found(cx);
-                        };
-                        match route {
-                            Route::GetOrder => self.run(Command::Get { user, order }, cx),
-                            Route::PayOrder => self.run(Command::Pay { user, order }, cx),
-                            _ => self.run(Command::Cancel { user, order }, cx),
-                        }
-                    }
+                    Route::GetOrder => self.run(Command::Get { user, order }, cx),
+                    Route::PayOrder => self.run(Command::Pay { user, order }, cx),
+                    _ => self.run(Command::Cancel { user, order }, cx),
                 }
             }
             Route::StreamActivity => crate::stream::subscribe(&self.shared, id, req, cx),
@@ -604,20 +605,43 @@ impl App {
     /// the buyer's rate limit, which it needs neither of (the address's
     /// limit was applied). It tells nothing a `GET` of the sale does not.
     /// Not in cluster mode, where this node's ledger is a share, not the
-    /// authority. A body that does not parse takes the full path (token
-    /// first), as before.
-    fn public_refusal(&self, id: Option<&str>, body: &[u8]) -> Option<Reject> {
+    /// authority.
+    fn public_refusal(
+        &self,
+        activity: flashd_engine::ActivityId,
+        quantity: u32,
+        request_id: &api::RequestId,
+        now: flashd_engine::Millis,
+    ) -> Option<Reject> {
         if self.shared.core.cluster.is_some() {
             return None;
         }
-        let activity = id?.parse().ok()?;
-        let (quantity, request_id) = api::parse_buy(body).ok()?;
-        self.shared.engine.public_refusal(
-            activity,
-            quantity,
-            request_id.as_str(),
-            self.shared.now_ms(),
-        )
+        self.shared
+            .engine
+            .public_refusal(activity, quantity, request_id.as_str(), now)
+    }
+
+    /// The buyer a token names, past their rate limit at `t`; `None` once
+    /// the answer (401 or 429) is written.
+    fn buyer(
+        &self,
+        auth: Option<&[u8]>,
+        now: flashd_engine::Millis,
+        t: u64,
+        cx: &mut Context<'_>,
+    ) -> Option<UserId> {
+        let user = match self.shared.auth.user(auth, now / 1000) {
+            Ok(u) => u,
+            Err(e) => {
+                self.unauthorized(cx, e);
+                return None;
+            }
+        };
+        if let Err(wait) = self.shared.limits.user(user, t) {
+            self.too_many(cx, wait);
+            return None;
+        }
+        Some(user)
     }
 
     /// The admin API past its token: a page of sales, answered here from
