@@ -440,10 +440,11 @@ impl App {
             },
             Outcome::AuthorityUnavailable => {
                 inc(&self.stats().authority_unavailable);
-                self.error(cx,
+                self.error(
+                    cx,
                     503,
                     "unavailable",
-                    "the stock authority (redis) did not answer: retry with the same request_id to learn the outcome",
+                    "the stock authority (redis) cannot be reached; nothing was changed",
                     &[("Retry-After", "1")],
                 );
             }
@@ -467,7 +468,7 @@ impl App {
                 self.error(cx,
                     503,
                     "outcome_unknown",
-                    "the order log failed and undoing this request is not yet durable: its outcome is unknown; retry with the same request_id to learn it",
+                    "this request may have taken effect but the server cannot confirm it: its outcome is unknown; retry with the same request_id to learn it",
                     &[("Retry-After", "1")],
                 );
             }

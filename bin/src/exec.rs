@@ -88,13 +88,15 @@ pub enum Outcome {
     LogUnavailable,
     /// The log writer's ring is full: shed.
     LogBusy,
-    /// Cluster mode: Redis, which decides, did not answer (or this node
-    /// lost its id lease). Nothing is known to have changed; a retry with
-    /// the same request id finds out.
+    /// Cluster mode: Redis, which decides, was not asked to change
+    /// anything (it cannot be reached, or this node lost its id lease):
+    /// nothing was changed.
     AuthorityUnavailable,
-    /// The log failed and the command was undone, but the undo is not yet
-    /// durable: a crash could still bring the command back. The client
-    /// learns the outcome by retrying with the same request id.
+    /// The outcome is not known to this node: the log failed and the undo
+    /// is not yet durable (a crash could still bring the command back), or
+    /// in cluster mode Redis may hold a decision this node could not record
+    /// or got no answer for. The client learns the outcome by retrying with
+    /// the same request id.
     OutcomeUnknown,
 }
 
@@ -102,6 +104,11 @@ pub enum Outcome {
 pub struct Pending {
     pub ticket: Ticket,
     pub outcome: Outcome,
+    /// Cluster mode: Redis holds the decision this reply reports, whatever
+    /// the log does. Undoing the events here does not undo it there, so a
+    /// failed write answers `OutcomeUnknown` (the retry learns the
+    /// outcome), never "nothing was changed".
+    pub decided_elsewhere: bool,
 }
 
 /// Entries one command may push to the writer: its events (at most two:
@@ -186,6 +193,7 @@ impl Core {
             admission.reply(Pending {
                 ticket,
                 outcome: out,
+                decided_elsewhere: false,
             });
             Step::Queued
         } else {
@@ -282,6 +290,8 @@ impl Replies<Pending> for Completions {
     fn done(&mut self, p: Pending, durable: bool) {
         let out = if durable {
             p.outcome
+        } else if p.decided_elsewhere {
+            Outcome::OutcomeUnknown
         } else {
             Outcome::LogUnavailable
         };

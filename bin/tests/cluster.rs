@@ -453,6 +453,75 @@ fn a_killed_node_restarts_rejoins_and_its_unpaid_orders_time_out_once() {
     assert!(r.body_str().contains("limit_reached"), "{}", r.body_str());
 }
 
+/// The error code of a 503 (`unavailable`, `outcome_unknown`, ...).
+fn code_503(r: &ParsedResponse) -> String {
+    assert_eq!(r.status, 503, "{}", r.body_str());
+    json(r)["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {}", r.body_str()))
+        .to_owned()
+}
+
+/// `unavailable` promises that nothing was changed; once Redis may hold a
+/// decision (granted, then the log failed; or asked, and no answer came in
+/// time) the buyer must hear `outcome_unknown` and learn the outcome from a
+/// retry on any node. A lie here is a buyer who gives up on an order that
+/// holds their units until its deadline, or who buys again elsewhere.
+#[test]
+fn a_decision_redis_may_hold_is_never_answered_as_nothing_changed() {
+    raise_nofile();
+    let mut c = Cluster::start("unknown", 600_000);
+    let sale = create_sale(&c, 100, 5);
+    for i in 0..NODES {
+        let r = buy(c.addr(i), sale, 10 + i as u64, "warm");
+        assert_eq!(r.status, 201, "{}", r.body_str());
+    }
+
+    // The broker stops answering with its connections open: node 1's gate
+    // is still open, Redis grants, and the log write fails after
+    // `log.kafka.unavailable_ms`.
+    c.broker.signal(libc::SIGSTOP);
+    let r = request(c.addr(1), &buy_req(sale, 50, 1, "stalled-log"));
+    c.broker.signal(libc::SIGCONT);
+    assert_eq!(code_503(&r), "outcome_unknown", "{}", r.body_str());
+    assert_eq!(redis_counters(&c.redis, sale).2, 4, "Redis holds the grant");
+    // The retry, on another node, gets that order back.
+    let r = buy(c.addr(2), sale, 50, "stalled-log");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let first = order_id(&json(&r));
+    let r = buy(c.addr(0), sale, 50, "stalled-log");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(order_id(&json(&r)), first);
+
+    // Redis holds scripts that write (CLIENT PAUSE WRITE) past the node's
+    // `cluster.redis_timeout_ms`: the node cannot know whether the script
+    // will run, so neither may its answer.
+    assert_eq!(c.redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
+    let r = request(c.addr(0), &buy_req(sale, 60, 1, "paused"));
+    assert_eq!(code_503(&r), "outcome_unknown", "{}", r.body_str());
+    std::thread::sleep(Duration::from_millis(1600));
+    let r = buy(c.addr(1), sale, 60, "paused");
+    assert!(matches!(r.status, 200 | 201), "{}", r.body_str());
+    let again = buy(c.addr(2), sale, 60, "paused");
+    assert_eq!(again.status, 200, "{}", again.body_str());
+    assert_eq!(order_id(&json(&again)), order_id(&json(&r)));
+    assert_eq!(redis_counters(&c.redis, sale).2, 5);
+
+    // Redis not there at all. A command on the connection Redis had open
+    // when it died reads end-of-file, which cannot tell a script that never
+    // ran from one that ran before the crash: either answer. Once the node
+    // knows Redis refuses connections, nothing can have been asked.
+    c.redis.kill();
+    let r = request(c.addr(2), &buy_req(sale, 70, 1, "down"));
+    assert!(
+        ["unavailable", "outcome_unknown"].contains(&code_503(&r).as_str()),
+        "{}",
+        r.body_str()
+    );
+    let r = request(c.addr(2), &buy_req(sale, 70, 1, "down"));
+    assert_eq!(code_503(&r), "unavailable", "{}", r.body_str());
+}
+
 #[test]
 fn a_redis_that_can_lose_decisions_is_refused_by_setting_name() {
     let dir = TempDir::new("cluster-nodurable");

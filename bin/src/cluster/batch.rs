@@ -9,8 +9,15 @@
 //! Order of truth: Redis decides, the log records, the client hears after
 //! both. A purchase is never admitted to the log before Redis answered (an
 //! admission must not be held across a wait), so the log can fail between
-//! the two: the buyer hears 503 and the claim waits in Redis for the retry
-//! (any node) or the payment deadline.
+//! the two: the buyer hears 503 `outcome_unknown` and the claim waits in
+//! Redis for the retry (any node) or the payment deadline.
+//!
+//! What a 503 promises: `unavailable` only when Redis was provably not
+//! asked to change anything (the log's gate was shut before, Redis could
+//! not be reached, the node lost its id lease); once a script may have
+//! run — Redis answered a change the log then failed to record, or gave no
+//! answer in time — the client hears `outcome_unknown`, and its retry with
+//! the same request id learns the outcome.
 
 use std::sync::atomic::Ordering;
 
@@ -32,11 +39,43 @@ const ENTRIES_PER_DECISION: usize = 3;
 enum Answer {
     /// A purchase: 201 when Redis granted it now, 200 when it found it.
     Placed { granted: bool },
-    /// A pay, cancel or read: the order as it is now.
+    /// A pay or cancel: the order as it is now.
     Moved,
+    /// A read of an order: the order as it is now (Redis changed nothing).
+    Read,
     /// A refusal that still logs what Redis did (a pay at the deadline
     /// timed the order out).
     Refused(Reject),
+}
+
+impl Answer {
+    /// The answer when the log cannot record what Redis answered. After a
+    /// purchase, pay or cancel Redis holds the decision whatever the log
+    /// does, so "nothing was changed" would be a lie: the outcome is
+    /// unknown to the client until it retries. A read changed nothing.
+    fn unrecorded(self) -> Outcome {
+        if self.decided() {
+            Outcome::OutcomeUnknown
+        } else {
+            Outcome::LogUnavailable
+        }
+    }
+
+    /// Whether Redis holds what this answer reports as a decision (made
+    /// now, or before and found again), whatever this node's log does.
+    fn decided(self) -> bool {
+        !matches!(self, Answer::Read)
+    }
+}
+
+/// The answer to a Redis call that gave no decision: `unavailable` only
+/// when the call provably never reached Redis.
+pub(crate) fn undecided(e: &flashd_redis::RedisError) -> Outcome {
+    if e.may_have_decided() {
+        Outcome::OutcomeUnknown
+    } else {
+        Outcome::AuthorityUnavailable
+    }
 }
 
 impl Cluster {
@@ -100,8 +139,9 @@ impl Cluster {
                 }
                 Err(e) => {
                     tracing::debug!(sale, error = %e, "buy not decided");
+                    let out = undecided(&e);
                     for job in jobs {
-                        answer(job.ticket, Outcome::AuthorityUnavailable);
+                        answer(job.ticket, out);
                     }
                 }
             }
@@ -241,8 +281,9 @@ impl Cluster {
                 self.stats.settle_calls.fetch_add(1, Ordering::Relaxed);
                 let settled = match r.map(|mut v| v.pop()) {
                     Ok(Some(s)) => s,
-                    Ok(None) => return Step::Now(Outcome::AuthorityUnavailable),
-                    Err(_) => return Step::Now(Outcome::AuthorityUnavailable),
+                    // One move asked, none answered: the script ran.
+                    Ok(None) => return Step::Now(Outcome::OutcomeUnknown),
+                    Err(e) => return Step::Now(undecided(&e)),
                 };
                 let Some(c) = settled.claim().cloned() else {
                     return Step::Now(Outcome::Rejected(Reject::NotFound));
@@ -282,7 +323,7 @@ impl Cluster {
                         local.unwrap_or_else(|| claim_view(sale, &claim, now)),
                     ));
                 }
-                self.record(core, w, sale, &claim, now, job.ticket, Answer::Moved)
+                self.record(core, w, sale, &claim, now, job.ticket, Answer::Read)
             }
             Command::Place { .. } => unreachable!("purchases are batched"),
             // Refused by the handler in cluster mode (`App::admin`): Redis
@@ -346,7 +387,12 @@ impl Cluster {
         let moved: Option<Event> = c.moved_event(sale, now);
         let mut admission = match w.admit(now, ENTRIES_PER_DECISION) {
             Ok(a) => a,
-            Err(r) => return Step::Now(refused(r)),
+            Err(r) => {
+                return Step::Now(match how {
+                    Answer::Read => refused(r),
+                    _ => how.unrecorded(),
+                })
+            }
         };
         let mut sink = LogSink {
             admission: &mut admission,
@@ -375,13 +421,19 @@ impl Cluster {
                 }
             }
             Err(ReplayError::StripeFull { .. }) => {
-                return Step::Now(Outcome::Rejected(Reject::CapacityExhausted))
+                // Redis holds the claim; this node has no room to log it.
+                // The retry (on a node with room) or the payment deadline
+                // settles it: the client must not hear a refusal.
+                return Step::Now(match how {
+                    Answer::Read => Outcome::Rejected(Reject::CapacityExhausted),
+                    _ => how.unrecorded(),
+                });
             }
             Err(e) => {
                 // Redis's claim does not fit this node's log: a bug or a
                 // log that is not this cluster's. Never answered as done.
                 tracing::error!(sale, order = c.order_id, error = %e, "a decision from redis does not apply here");
-                return Step::Now(Outcome::AuthorityUnavailable);
+                return Step::Now(how.unrecorded());
             }
         }
         let out = match how {
@@ -397,7 +449,7 @@ impl Cluster {
                     Placed::Existing(v)
                 })
             }
-            Answer::Moved => Outcome::Moved(
+            Answer::Moved | Answer::Read => Outcome::Moved(
                 core.engine
                     .order(c.user, c.order_id)
                     .unwrap_or_else(|| claim_view(sale, c, now)),
@@ -407,6 +459,7 @@ impl Cluster {
             admission.reply(Pending {
                 ticket,
                 outcome: out,
+                decided_elsewhere: how.decided(),
             });
             Step::Queued
         } else {

@@ -111,10 +111,17 @@ impl Cluster {
         self.saw(&r);
         if let Err(e) = r {
             tracing::warn!(sale = id, error = %e, "sale creation not stored in redis");
-            return Step::Now(Outcome::AuthorityUnavailable);
+            return Step::Now(super::batch::undecided(&e));
         }
+        // From here the sale exists in Redis and every node will serve
+        // it: a failure to log it here is an unknown outcome, not "nothing
+        // was changed" (a creation is not idempotent: the client checks
+        // the list of sales before creating it again).
         if let Err(out) = self.install(core, &ev, now, false) {
-            return Step::Now(out);
+            return Step::Now(match out {
+                Outcome::LogUnavailable | Outcome::LogBusy => Outcome::OutcomeUnknown,
+                other => other,
+            });
         }
         let out = Outcome::ActivityCreated(id);
         if core.ack != flashd_log::Ack::Durable {
@@ -122,17 +129,18 @@ impl Cluster {
         }
         // Answered after the creation is durable: a reply queued behind it.
         let Some(w) = core.writer.get() else {
-            return Step::Now(Outcome::LogUnavailable);
+            return Step::Now(Outcome::OutcomeUnknown);
         };
         match w.admit(now, 1) {
             Ok(mut a) => {
                 a.reply(Pending {
                     ticket,
                     outcome: out,
+                    decided_elsewhere: true,
                 });
                 Step::Queued
             }
-            Err(r) => Step::Now(refused(r)),
+            Err(_) => Step::Now(Outcome::OutcomeUnknown),
         }
     }
 }

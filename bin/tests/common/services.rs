@@ -106,6 +106,14 @@ impl Broker {
         }
         wait_port(self.port, false, Duration::from_secs(10));
     }
+    /// Send `sig` (`SIGSTOP`: a broker that holds its connections open and
+    /// answers nothing; `SIGCONT` to wake it).
+    pub fn signal(&self, sig: libc::c_int) {
+        let c = self.child.as_ref().expect("broker running");
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        let rc = unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", c.id());
+    }
 }
 
 impl Drop for Broker {

@@ -64,6 +64,28 @@ impl RedisError {
         RedisError::Protocol { op, what }
     }
 
+    /// Whether a script this call sent may have run (and decided) though
+    /// no answer came back: the caller must then tell its client the
+    /// outcome is unknown, never that nothing changed. Only a call that
+    /// provably never reached Redis is `false`: a connection that could
+    /// not be made, a full queue, a bad URL, or a refusal made before
+    /// sending (a conflicting sale, a repair's own check). A timeout may
+    /// have fired while the script ran; a dropped connection, an unexpected
+    /// answer or a client thread that died may follow a script that ran.
+    pub fn may_have_decided(&self) -> bool {
+        match self {
+            RedisError::Timeout { .. }
+            | RedisError::Command { .. }
+            | RedisError::Closed { .. }
+            | RedisError::Protocol { .. } => true,
+            RedisError::Url { .. }
+            | RedisError::Connect { .. }
+            | RedisError::Busy { .. }
+            | RedisError::SaleConflict { .. }
+            | RedisError::Repair { .. } => false,
+        }
+    }
+
     /// Whether the error says Redis could not be reached or did not answer
     /// in time (as opposed to a bad answer or a full queue).
     pub fn is_unavailable(&self) -> bool {
