@@ -1289,13 +1289,29 @@ level = "info"
             # landing between this read and the SIGTERM would read as the
             # restart changing a sale (seed 2397655365). Read until two
             # reads a second apart agree (at most SETTLE_READS_MAX).
+            #
+            # And until no unit is reserved: the wait above knows only the
+            # orders some client heard of, and a purchase whose answer was
+            # lost (or that ran after its client gave up) may have made an
+            # order later than every known one; its timeout landing during
+            # the restart would read as the restart changing the sale
+            # (seed 2722053056). Every order is past its deadline and a
+            # sweep within ORDER_TTL_MS + EXPIRY_SLACK_MS of the last
+            # request; a unit still reserved after that is not-expired.
             before = self.activities(http)
+            limit = time.monotonic() + (ORDER_TTL_MS + EXPIRY_SLACK_MS) / 1000
             for _ in range(SETTLE_READS_MAX):
                 time.sleep(1.0)
                 again = self.activities(http)
-                if again == before:
+                held = any(a.get("reserved") for a in again.values())
+                if again == before and (not held or time.monotonic() > limit):
                     break
                 before = again
+            for i, b in before.items():
+                if b.get("reserved"):
+                    self.violation("not-expired", f"sale {i}: {b['reserved']} units still reserved "
+                                     f"{(ORDER_TTL_MS + EXPIRY_SLACK_MS) / 1000:.0f}s after every request "
+                                     f"ended (an unpaid order outlived its deadline)")
             self.say("clean restart of flashd (SIGTERM, then a replay of the whole topic)")
             with self.flashd.lock:
                 self.gen += 1
