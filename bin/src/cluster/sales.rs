@@ -117,11 +117,8 @@ impl Cluster {
         // it: a failure to log it here is an unknown outcome, not "nothing
         // was changed" (a creation is not idempotent: the client checks
         // the list of sales before creating it again).
-        if let Err(out) = self.install(core, &ev, now, false) {
-            return Step::Now(match out {
-                Outcome::LogUnavailable | Outcome::LogBusy => Outcome::OutcomeUnknown,
-                other => other,
-            });
+        if self.install(core, &ev, now, false).is_err() {
+            return Step::Now(Outcome::OutcomeUnknown);
         }
         let out = Outcome::ActivityCreated(id);
         if core.ack != flashd_log::Ack::Durable {
