@@ -50,6 +50,12 @@ const RETRY_FIRST: Duration = Duration::from_secs(10);
 /// (and retried) several times an hour.
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
+/// How long a stop keeps retrying a read the broker failed, to write its
+/// final snapshot: a leftover transport error clears on the next poll, and
+/// a broker that stays down must not hold up a shutdown (systemd's stop
+/// timeout is far longer; the snapshot is only a faster next start).
+const STOP_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// The follower's engine and its place in the topic.
 struct Shadow {
     engine: Engine,
@@ -151,6 +157,7 @@ struct Follower {
 
 impl Follower {
     fn run(mut self) {
+        let mut stop_by: Option<Instant> = None;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             // The first build runs even if a stop came at once (the final
@@ -183,7 +190,14 @@ impl Follower {
                 }
             }
             if stopping {
-                break;
+                // The broker failed the stop's read (often a transport
+                // error the consumer kept from a blip while there was
+                // nothing to read): try again for a while, or the next
+                // start replays everything since the last snapshot.
+                let by = *stop_by.get_or_insert_with(|| Instant::now() + STOP_CATCH_UP);
+                if !(self.unreachable && self.shadow.is_some() && Instant::now() < by) {
+                    break;
+                }
             }
             std::thread::park_timeout(self.cfg.poll);
         }

@@ -680,3 +680,63 @@ fn the_follower_snapshots_committed_groups_and_a_restart_replays_only_the_tail()
     assert_eq!(res.rec.next_lsn, f.next_lsn);
     assert_eq!(e.export(), f.state);
 }
+
+/// A clean stop writes its final snapshot even when the first read of the
+/// stop fails: the broker went away and came back while the follower had
+/// nothing to read, so the consumer holds a transport error it hands out
+/// on the next poll — the stop's. Without a retry the next start would
+/// replay everything since the last periodic snapshot.
+#[test]
+fn a_stop_after_a_broker_blip_still_writes_the_final_snapshot() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("blip", 3, 1).unwrap();
+    let cfg = config(&mock, "blip");
+    let dir = TempDir::new("blip");
+    let mut log = KafkaLog::open(cfg.clone(), 0).unwrap();
+    let committed = Arc::new(AtomicU64::new(log.committed_lsn()));
+    let snap = KafkaSnapshotter::start(
+        KafkaSnapshotterConfig {
+            dir: dir.path().to_path_buf(),
+            every_events: 1_000_000,
+            keep: 2,
+            fsync: false,
+            poll: Duration::from_millis(20),
+        },
+        cfg.clone(),
+        EngineConfig::default(),
+        0,
+        committed.clone(),
+    )
+    .unwrap();
+    commit_until_ok(&mut log, &[sale(1)]);
+    committed.store(log.committed_lsn(), Ordering::Release);
+    let t0 = Instant::now();
+    while snap.applied_lsn.load(Ordering::Acquire) < log.committed_lsn() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "follower never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The blip, while the follower has nothing to read.
+    mock.broker_down(-1).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    mock.broker_up(-1).unwrap();
+    let evs: Vec<Event> = (1..=8).map(|n| created(oid(n), 1, n)).collect();
+    commit_until_ok(&mut log, &evs);
+    committed.store(log.committed_lsn(), Ordering::Release);
+    let end = log.committed_lsn();
+    drop(log);
+    snap.stop();
+    let cuts = list_cuts(dir.path()).unwrap();
+    assert_eq!(
+        cuts.last().map(|c| c.0),
+        Some(end),
+        "the stop's snapshot is at the committed LSN: {cuts:?}"
+    );
+    let f = full(&cfg);
+    let e = engine();
+    let res = recover_with_snapshot(&cfg, dir.path(), &e).unwrap();
+    assert_eq!(res.rec.events, 0, "replayed {:?}", res.rec);
+    assert_eq!(e.export(), f.state);
+}
