@@ -19,7 +19,7 @@ bench_need() {
 bench_build() {
   if [ -z "${FLASHD_BIN:-}" ]; then
     cargo build --release -q -p flashd -p flashd-load
-    FLASHD_BIN=$PWD/target/release/flashd
+    FLASHD_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/flashd
   fi
   FLASHD_LOAD=${FLASHD_LOAD:-$(dirname "$FLASHD_BIN")/flashd-load}
 }
