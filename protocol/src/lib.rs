@@ -18,6 +18,10 @@
 //! `Transfer-Encoding` list must end in `chunked` and never comes with
 //! `Content-Length`, chunk extensions and trailers follow their grammar.
 //! `tests/smuggling.rs` is the catalogue of cases and the rule for each.
+//! The common head shape (an uppercase method, an ASCII target, visible
+//! ASCII header lines, CRLF) is read by [`head`] in one pass; anything else
+//! goes to httparse, and `tests/head_differential.rs` holds the fast path
+//! to a strict subset of httparse's readings.
 //! `HEAD` is routed as `GET`, and the encoder leaves its body out.
 //!
 //! Invariants:
@@ -31,6 +35,7 @@
 
 mod chunked;
 mod error;
+pub mod head;
 pub mod histogram;
 mod limits;
 mod parse_response;

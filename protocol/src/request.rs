@@ -8,6 +8,7 @@
 
 use crate::chunked::ChunkedDecoder;
 use crate::error::HttpError;
+use crate::head;
 use crate::limits::{Limits, BODY_BUF_KEEP_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,34 +178,55 @@ impl Framer {
             self.body.clear();
             self.shrink();
         }
-        let mut req = httparse::Request::new(&mut []);
-        let head_len = match req.parse_with_uninit_headers(buf, headers) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > limits.max_header_bytes {
+        // The common shape first (see `head`): it either reads the head the
+        // way httparse would or hands the slots back for httparse.
+        let (method, target, minor_version, headers, head_len): (
+            Method,
+            &'a str,
+            u8,
+            &'a [httparse::Header<'a>],
+            usize,
+        ) = match head::parse(buf, headers) {
+            Ok(h) => (h.method, h.target, h.minor_version, h.headers, h.len),
+            Err(headers) => {
+                let mut req = httparse::Request::new(&mut []);
+                let head_len = match req.parse_with_uninit_headers(buf, headers) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    Ok(httparse::Status::Partial) => {
+                        if buf.len() > limits.max_header_bytes {
+                            return Err(HttpError::HeadersTooLarge);
+                        }
+                        return Ok(Poll::Pending {
+                            send_continue: false,
+                        });
+                    }
+                    Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
+                    Err(httparse::Error::Version) => return Err(HttpError::VersionNotSupported),
+                    Err(_) => return Err(HttpError::BadRequest("malformed request head")),
+                };
+                if head_len > limits.max_header_bytes {
                     return Err(HttpError::HeadersTooLarge);
                 }
-                return Ok(Poll::Pending {
-                    send_continue: false,
-                });
+                let method_str = req.method.unwrap_or("");
+                let headers: &'a [httparse::Header<'a>] = req.headers;
+                if !lines_end_in_crlf(buf, head_len, method_str, headers) {
+                    return Err(HttpError::BadRequest(
+                        "request head lines must end in CRLF (bare LF)",
+                    ));
+                }
+                (
+                    Method::from_str(method_str),
+                    req.path.unwrap_or(""),
+                    req.version.unwrap_or(1),
+                    headers,
+                    head_len,
+                )
             }
-            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
-            Err(httparse::Error::Version) => return Err(HttpError::VersionNotSupported),
-            Err(_) => return Err(HttpError::BadRequest("malformed request head")),
         };
         if head_len > limits.max_header_bytes {
             return Err(HttpError::HeadersTooLarge);
         }
-        let method_str = req.method.unwrap_or("");
-        let headers: &'a [httparse::Header<'a>] = req.headers;
-        if !lines_end_in_crlf(buf, head_len, method_str, headers) {
-            return Err(HttpError::BadRequest(
-                "request head lines must end in CRLF (bare LF)",
-            ));
-        }
-        let minor_version = req.version.unwrap_or(1);
-        let method = Method::from_str(method_str);
-        let (path, query) = split_target(method, req.path.unwrap_or(""))?;
+        let (path, query) = split_target(method, target)?;
 
         let mut content_length: Option<usize> = None;
         let mut te = TransferCodings::default();

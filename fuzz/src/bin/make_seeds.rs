@@ -100,6 +100,12 @@ fn http(c: &Corpus) {
         let mut v = vec![0x41, 2, 2, 6];
         v.extend_from_slice(wire);
         c.put("http_framer", &format!("{name}_split"), &v);
+        // The fast head reader: 64 header slots, then 1.
+        let mut v = vec![64];
+        v.extend_from_slice(wire);
+        c.put("http_head", name, &v);
+        v[0] = 1;
+        c.put("http_head", &format!("{name}_one_slot"), &v);
     }
 }
 

@@ -1,0 +1,277 @@
+//! The common request head, read without httparse.
+//!
+//! Almost every request a flash sale sees is the same shape: an uppercase
+//! method, an ASCII origin-form target, `HTTP/1.1`, a few `name: value`
+//! lines of visible ASCII, every line ending in CRLF. [`parse`] reads
+//! exactly that shape in one forward pass, and gives up, changing nothing
+//! the caller can see, on anything else: a partial head, a bare LF, a byte
+//! of 0x80 or above, an unknown method, more headers than slots. The caller
+//! then asks httparse, whose answer (a request, `Partial`, or an error) is
+//! the one that counts.
+//!
+//! Why: httparse's general path was ~530 instructions of a pipelined
+//! `GET /healthz` (callgrind; 100 of them its UTF-8 check of the target,
+//! which this shape cannot need), about a third of the whole request.
+//!
+//! Invariant (checked by `tests/head_differential.rs` and the
+//! `http_head` fuzz target): whenever [`parse`] returns a head, httparse
+//! with flashd's settings returns `Complete` for the same bytes, with the
+//! same method, target, version, header names and values, and length.
+//! The fast path is a strict subset; it never accepts what httparse
+//! refuses, and never frames a message differently.
+
+use std::mem::MaybeUninit;
+
+use httparse::Header;
+
+use crate::request::Method;
+
+/// A head read by [`parse`].
+#[derive(Debug)]
+pub struct SimpleHead<'a> {
+    pub method: Method,
+    /// The request target as sent (only bytes 0x21..=0x7E).
+    pub target: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: &'a [Header<'a>],
+    /// Bytes of the head, through the blank line.
+    pub len: usize,
+}
+
+/// Header name bytes: `tchar` (RFC 9110 §5.6.2), one lookup a byte.
+static NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let names = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut i = 0;
+    while i < names.len() {
+        t[names[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The index of the first byte at or after `i` that is below `lo` or above
+/// 0x7E (`buf.len()` if none). Eight bytes a step while none is: a token
+/// or a `Host` value is tens of bytes, an `Authorization` value hundreds,
+/// and a byte a step with a bounds check was ~5 instructions a byte.
+#[inline]
+fn visible_run(buf: &[u8], mut i: usize, lo: u8) -> usize {
+    debug_assert!(lo <= 0x80);
+    while let Some(chunk) = buf.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // A byte below `lo` (exact for lo <= 0x80 as an "any" test), or
+        // at or above 0x7F (x + 1 sets the high bit of 0x7F, `| x` of the
+        // bytes already at or above 0x80; a carry only follows a byte
+        // that is already a hit).
+        let below = x.wrapping_sub(ONES * lo as u64) & !x;
+        let above = x.wrapping_add(ONES) | x;
+        if (below | above) & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + buf[i.min(buf.len())..]
+        .iter()
+        .position(|&b| b < lo || b > 0x7e)
+        .unwrap_or(buf.len().saturating_sub(i))
+}
+
+/// Read `buf`'s head if it has the common shape (see the top), writing its
+/// headers into the first slots; otherwise hand the slots back untouched
+/// in meaning (slots may have been written, none is claimed initialised).
+pub fn parse<'a>(
+    buf: &'a [u8],
+    slots: &'a mut [MaybeUninit<Header<'a>>],
+) -> Result<SimpleHead<'a>, &'a mut [MaybeUninit<Header<'a>>]> {
+    let Some((method, target, minor_version, n, len)) = scan(buf, slots) else {
+        return Err(slots);
+    };
+    debug_assert!(n <= slots.len());
+    // SAFETY: `scan` wrote `slots[..n]` (each with `MaybeUninit::write`)
+    // before returning `n`, and `MaybeUninit<T>` has `T`'s layout; the
+    // slice borrows `slots` for `'a`, so nothing else can write them.
+    let headers = unsafe { std::slice::from_raw_parts(slots.as_ptr().cast::<Header<'a>>(), n) };
+    Ok(SimpleHead {
+        method,
+        target,
+        minor_version,
+        headers,
+        len,
+    })
+}
+
+/// `(method, target, minor version, headers written, head length)`.
+fn scan<'a>(
+    buf: &'a [u8],
+    slots: &mut [MaybeUninit<Header<'a>>],
+) -> Option<(Method, &'a str, u8, usize, usize)> {
+    let (method, mut i) = match buf.get(..4)? {
+        b"GET " => (Method::Get, 4),
+        b"POST" if buf.get(4) == Some(&b' ') => (Method::Post, 5),
+        b"HEAD" if buf.get(4) == Some(&b' ') => (Method::Head, 5),
+        b"PUT " => (Method::Put, 4),
+        _ => return None,
+    };
+    // The target: at least one visible ASCII byte, then one SP.
+    let start = i;
+    i = visible_run(buf, i, 0x21);
+    if i == start || *buf.get(i)? != b' ' {
+        return None;
+    }
+    let target_bytes = &buf[start..i];
+    debug_assert!(target_bytes.is_ascii());
+    // SAFETY: every byte of the target is in 0x21..=0x7E (class TARGET),
+    // so it is ASCII and therefore UTF-8.
+    let target = unsafe { std::str::from_utf8_unchecked(target_bytes) };
+    let minor_version = match buf.get(i + 1..i + 11)? {
+        b"HTTP/1.1\r\n" => 1,
+        b"HTTP/1.0\r\n" => 0,
+        _ => return None,
+    };
+    i += 11;
+    let mut n = 0;
+    loop {
+        let b = *buf.get(i)?;
+        if b == b'\r' {
+            return (*buf.get(i + 1)? == b'\n').then_some((
+                method,
+                target,
+                minor_version,
+                n,
+                i + 2,
+            ));
+        }
+        // name ':' *( SP / HTAB ) value *( SP / HTAB ) CRLF
+        let name_at = i;
+        i += buf[i..].iter().position(|&b| !NAME[b as usize])?;
+        if i == name_at || buf[i] != b':' {
+            return None;
+        }
+        let name_bytes = &buf[name_at..i];
+        i += 1;
+        while matches!(*buf.get(i)?, b' ' | b'\t') {
+            i += 1;
+        }
+        let value_at = i;
+        loop {
+            i = visible_run(buf, i, 0x20);
+            // HTAB is a value byte too, but rare: step over it and go on.
+            if *buf.get(i)? != b'\t' {
+                break;
+            }
+            i += 1;
+        }
+        if buf[i] != b'\r' || *buf.get(i + 1)? != b'\n' {
+            return None;
+        }
+        let mut value_end = i;
+        while value_end > value_at && matches!(buf[value_end - 1], b' ' | b'\t') {
+            value_end -= 1;
+        }
+        debug_assert!(name_bytes.is_ascii());
+        // SAFETY: every byte of the name is a tchar, so ASCII, so UTF-8.
+        let name = unsafe { std::str::from_utf8_unchecked(name_bytes) };
+        slots.get_mut(n)?.write(Header {
+            name,
+            value: &buf[value_at..value_end],
+        });
+        n += 1;
+        i += 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Method, target, version, headers, length.
+    type Owned = (Method, String, u8, Vec<(String, Vec<u8>)>, usize);
+
+    fn fast(buf: &[u8]) -> Option<Owned> {
+        let mut slots = [const { MaybeUninit::uninit() }; 8];
+        parse(buf, &mut slots).ok().map(|h| {
+            (
+                h.method,
+                h.target.to_string(),
+                h.minor_version,
+                h.headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect(),
+                h.len,
+            )
+        })
+    }
+
+    #[test]
+    fn reads_the_common_shape() {
+        let req = b"GET /healthz HTTP/1.1\r\nHost: a:1\r\nX-Y:  v w \t\r\nE:\r\n\r\nrest";
+        let (m, t, v, hs, len) = fast(req).expect("common shape");
+        assert_eq!((m, t.as_str(), v), (Method::Get, "/healthz", 1));
+        assert_eq!(
+            hs,
+            vec![
+                ("Host".to_string(), b"a:1".to_vec()),
+                ("X-Y".to_string(), b"v w".to_vec()),
+                ("E".to_string(), b"".to_vec()),
+            ]
+        );
+        assert_eq!(len, req.len() - 4);
+    }
+
+    #[test]
+    fn gives_up_on_anything_else() {
+        for req in [
+            &b"GET /healthz HTTP/1.1\r\nHost: a\r\n"[..],  // partial
+            b"GET /healthz HTTP/1.1\nHost: a\r\n\r\n",     // bare LF
+            b"GET /h\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", // non-ASCII target
+            b"GET /h HTTP/1.1\r\nHost: \xff\r\n\r\n",      // obs-text value
+            b"get /h HTTP/1.1\r\nHost: a\r\n\r\n",         // unknown method
+            b"\r\nGET /h HTTP/1.1\r\nHost: a\r\n\r\n",     // leading empty line
+            b"GET  /h HTTP/1.1\r\nHost: a\r\n\r\n",        // two spaces
+            b"GET /h HTTP/1.2\r\nHost: a\r\n\r\n",         // version
+            b"GET /h HTTP/1.1\r\nHost : a\r\n\r\n",        // space before ':'
+            b"GET /h HTTP/1.1\r\n Host: a\r\n\r\n",        // folded / leading space
+            b"GET /h HTTP/1.1\r\nHost: a\rb\r\n\r\n",      // bare CR
+            b"GET /h HTTP/1.1\r\nHost: a\r\n\rx",          // bad end
+        ] {
+            assert!(fast(req).is_none(), "{:?}", String::from_utf8_lossy(req));
+        }
+    }
+
+    /// The word-at-a-time run ends where a byte loop ends, for every byte
+    /// value at every place in and after a word, and from any start.
+    #[test]
+    fn visible_run_matches_a_byte_loop() {
+        for lo in [0x20u8, 0x21] {
+            for len in 0..20 {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut v = vec![b'x'; len];
+                        v[at] = b;
+                        for start in 0..=len.min(3) {
+                            let want = (start..len)
+                                .find(|&j| v[j] < lo || v[j] > 0x7e)
+                                .unwrap_or(len);
+                            assert_eq!(visible_run(&v, start, lo), want, "{v:?} from {start}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn more_headers_than_slots_is_given_up() {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..9 {
+            req.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        assert!(fast(&req).is_none());
+    }
+}
