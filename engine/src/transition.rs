@@ -347,6 +347,16 @@ impl Engine {
                     // CREATED is only ever left once: it was last updated
                     // when it was created.
                     o.updated_at = o.created_at;
+                    // Back on the payment clock too: a sweep that ran while
+                    // the pay was in flight popped this order's deadline and
+                    // skipped it as paid. Without this it would hold its
+                    // units until a restart rebuilt the deadlines (found by
+                    // the chaos soak: a broker pause failed a group with a
+                    // pay in it). A second entry for an order still in the
+                    // heap is harmless: the sweep skips any order no longer
+                    // CREATED.
+                    let expires_at = o.expires_at;
+                    stripe.expiries.push(Reverse((expires_at, user, order)));
                 }
             }
         }

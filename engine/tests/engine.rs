@@ -420,6 +420,17 @@ proptest! {
         a.last_order_id = 0;
         b.last_order_id = 0;
         prop_assert_eq!(a, b);
+        // And both still time out the same unpaid orders: an undone pay or
+        // cancel puts its order back on the payment clock, even if the
+        // sweeper looked at (and skipped) the order while it was paid.
+        let late = T0 + 10_000_000;
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        let expired = (e.expire_due(late, usize::MAX, &mut ea), r.expire_due(late, usize::MAX, &mut eb));
+        prop_assert_eq!(expired.0, expired.1, "unpaid orders timed out after the undo");
+        let (mut a, mut b) = (e.export(), r.export());
+        a.last_order_id = 0;
+        b.last_order_id = 0;
+        prop_assert_eq!(a, b);
     }
 
     /// Units of a cancelled order are not for sale until the cancel is
