@@ -546,13 +546,25 @@ impl App {
                 // that does not parse is still answered 401 first).
                 let activity = id.and_then(|s| s.parse().ok());
                 let buy = api::parse_buy(req.body);
-                let now = self.shared.now_ms();
                 if let (Some(a), Ok((quantity, request_id))) = (activity, &buy) {
-                    if let Some(r) = self.public_refusal(a, *quantity, request_id, now) {
+                    // The turn's clock, not a clock read (~160 instructions
+                    // of a refused buy in a sold-out stampede): it is at
+                    // most a turn behind, so it never finds a sale ended
+                    // early, and sold out does not depend on it. A "not
+                    // started" from it is asked again of the clock: the
+                    // start instant is the one moment a buyer must not be
+                    // refused by a stale time.
+                    let mut r =
+                        self.public_refusal(a, *quantity, request_id, self.shared.clock.turn_ms());
+                    if r == Some(Reject::NotStarted) {
+                        r = self.public_refusal(a, *quantity, request_id, self.shared.now_ms());
+                    }
+                    if let Some(r) = r {
                         inc(&self.stats().refused_before_auth);
                         return self.respond(Outcome::Rejected(r), cx);
                     }
                 }
+                let now = self.shared.now_ms();
                 let Some(user) = self.buyer(auth, now, t, cx) else {
                     return;
                 };

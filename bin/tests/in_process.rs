@@ -107,6 +107,43 @@ fn a_sale_on_a_fake_clock_times_out_unpaid_orders() {
     svc.stop().expect("service stops");
 }
 
+/// A clock whose event-loop turn lags the wall clock by ten minutes: what
+/// a handler reads from `turn_ms` is always older than `now_ms`.
+struct StaleTurn(FakeClock);
+
+impl Clock for StaleTurn {
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
+    fn turn_ms(&self) -> u64 {
+        self.0.now_ms() - 600_000
+    }
+}
+
+/// The public check before the token reads the turn's clock; a sale that
+/// started after the turn began (here: 5 s ago, the turn 10 min old) is
+/// open, and a buy is never refused "not started" by a stale time. A sold
+/// out sale is refused whatever the clock says.
+#[test]
+fn a_stale_turn_never_refuses_a_started_sale() {
+    let dir = TempDir::new("inproc-turn");
+    let clock = Arc::new(StaleTurn(FakeClock::new(SystemClock.now_ms())));
+    let svc = service(&dir, "[workers]\ncount = 1\n", clock);
+    let addr = svc.local_addr();
+    let a = create(addr, 1, 1, -5, 3600);
+    let r = request(addr, &buy_req(a, 1, 1, "first"));
+    assert_eq!(r.status, 201, "{}", r.body_str());
+    let r = request(addr, &buy_req(a, 2, 1, "second"));
+    assert_eq!(r.status, 409, "{}", r.body_str());
+    assert_eq!(json(&r)["error"], "sold_out", "{}", r.body_str());
+    // Not started by the wall clock too: refused as such.
+    let later = create(addr, 1, 1, 3600, 7200);
+    let r = request(addr, &buy_req(later, 1, 1, "early"));
+    assert_eq!(r.status, 403, "{}", r.body_str());
+    assert_eq!(json(&r)["error"], "not_started", "{}", r.body_str());
+    svc.stop().expect("service stops");
+}
+
 /// Events of a small sale, produced by a real engine: orders placed, some
 /// paid, some cancelled.
 fn sell(engine: &Engine, users: std::ops::Range<u64>, now: u64, out: &mut Vec<Event>) {
