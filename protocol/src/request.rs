@@ -187,7 +187,12 @@ impl Framer {
             &'a [httparse::Header<'a>],
             usize,
         ) = match head::parse(buf, headers) {
-            Ok(h) => (h.method, h.target, h.minor_version, h.headers, h.len),
+            Ok(h) => {
+                if h.len > limits.max_header_bytes {
+                    return Err(HttpError::HeadersTooLarge);
+                }
+                (h.method, h.target, h.minor_version, h.headers, h.len)
+            }
             Err(headers) => {
                 let mut req = httparse::Request::new(&mut []);
                 let head_len = match req.parse_with_uninit_headers(buf, headers) {
@@ -223,9 +228,6 @@ impl Framer {
                 )
             }
         };
-        if head_len > limits.max_header_bytes {
-            return Err(HttpError::HeadersTooLarge);
-        }
         let (path, query) = split_target(method, target)?;
 
         let mut content_length: Option<usize> = None;

@@ -159,3 +159,50 @@ fn the_common_heads_take_the_fast_path() {
         assert!(agree(req, 8).expect("agrees"), "{:?}", String::from_utf8_lossy(req));
     }
 }
+
+#[test]
+fn reads_the_common_shape() {
+    let req = b"GET /healthz HTTP/1.1\r\nHost: a:1\r\nX-Y:  v w \t\r\nE:\r\n\r\nrest";
+    let (m, (_, t, v, hs, len)) = fast(req, 8).expect("common shape");
+    assert_eq!((m, t.as_str(), v), (Method::Get, "/healthz", 1));
+    assert_eq!(
+        hs,
+        vec![
+            ("Host".to_string(), b"a:1".to_vec()),
+            ("X-Y".to_string(), b"v w".to_vec()),
+            ("E".to_string(), b"".to_vec()),
+        ]
+    );
+    assert_eq!(len, req.len() - 4);
+    assert!(agree(req, 8).expect("agrees"));
+}
+
+#[test]
+fn gives_up_on_anything_else() {
+    for req in [
+        &b"GET /healthz HTTP/1.1\r\nHost: a\r\n"[..],  // partial
+        b"GET /healthz HTTP/1.1\nHost: a\r\n\r\n",     // bare LF
+        b"GET /h\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", // non-ASCII target
+        b"GET /h HTTP/1.1\r\nHost: \xff\r\n\r\n",      // obs-text value
+        b"get /h HTTP/1.1\r\nHost: a\r\n\r\n",         // unknown method
+        b"\r\nGET /h HTTP/1.1\r\nHost: a\r\n\r\n",     // leading empty line
+        b"GET  /h HTTP/1.1\r\nHost: a\r\n\r\n",        // two spaces
+        b"GET /h HTTP/1.2\r\nHost: a\r\n\r\n",         // version
+        b"GET /h HTTP/1.1\r\nHost : a\r\n\r\n",        // space before ':'
+        b"GET /h HTTP/1.1\r\n Host: a\r\n\r\n",        // folded / leading space
+        b"GET /h HTTP/1.1\r\nHost: a\rb\r\n\r\n",      // bare CR
+        b"GET /h HTTP/1.1\r\nHost: a\r\n\rx",          // bad end
+    ] {
+        assert!(fast(req, 8).is_none(), "{:?}", String::from_utf8_lossy(req));
+    }
+}
+
+#[test]
+fn more_headers_than_slots_is_given_up() {
+    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..9 {
+        req.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    assert!(fast(&req, 8).is_none());
+}
