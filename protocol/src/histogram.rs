@@ -61,12 +61,20 @@ impl<const B: usize> Histogram<B> {
     /// a scrape at most one observation behind.
     #[inline]
     pub fn observe_owned(&self, v: u64) {
+        self.observe_owned_n(v, 1);
+    }
+
+    /// `n` observations of the same value `v`, by the one writing thread
+    /// ([`observe_owned`](Self::observe_owned)): one bucket search for a
+    /// pipelined burst whose answers share one latency.
+    #[inline]
+    pub fn observe_owned_n(&self, v: u64, n: u64) {
         let bump = |c: &AtomicU64, by: u64| c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
         match self.bounds.iter().position(|&b| v <= b) {
-            Some(i) => bump(&self.buckets[i], 1),
-            None => bump(&self.above, 1),
+            Some(i) => bump(&self.buckets[i], n),
+            None => bump(&self.above, n),
         }
-        bump(&self.sum, v);
+        bump(&self.sum, v.wrapping_mul(n));
     }
 
     /// Per-bucket (not cumulative) counts: `B` bounds, then the overflow.

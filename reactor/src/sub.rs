@@ -225,10 +225,7 @@ impl State {
         if self.unclocked.is_empty() {
             return;
         }
-        let l = self.now.elapsed();
-        for (route, status) in self.unclocked.drain(..) {
-            rstats.record(route, status, l);
-        }
+        rstats.record_all(&mut self.unclocked, self.now.elapsed());
     }
 
     fn take_sockets<D>(&mut self, me: &Mailbox<D>, poll: &Poll, rstats: &ReactorStats) {
@@ -434,10 +431,7 @@ impl State {
                         None => deferred_now += 1,
                         Some((route, status)) => {
                             if unclocked.len() == UNCLOCKED_MAX {
-                                let l = now.elapsed();
-                                for (r, s) in unclocked.drain(..) {
-                                    rstats.record(r, s, l);
-                                }
+                                rstats.record_all(unclocked, now.elapsed());
                             }
                             unclocked.push((route, status));
                         }
