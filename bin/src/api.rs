@@ -263,58 +263,99 @@ thread_local! {
 /// same second, and the next orders share them): formatting each was
 /// ~270 instructions, ~800 per order answer (callgrind of the live sale).
 fn push_time(out: &mut Vec<u8>, ms: Millis) {
+    out.extend_from_slice(&time_json(ms));
+}
+
+/// [`push_time`]'s bytes, quotes included.
+fn time_json(ms: Millis) -> [u8; TIME_JSON_BYTES] {
     let secs = ms / 1000;
     let milli = (ms % 1000) as u32;
-    let mut b = [0u8; 24];
+    let mut b = [0u8; TIME_JSON_BYTES];
     SECONDS.with(|c| {
         let mut c = c.borrow_mut();
         match c.secs.iter().position(|&s| s == secs) {
-            Some(i) => b[..19].copy_from_slice(&c.text[i]),
+            Some(i) => b[1..20].copy_from_slice(&c.text[i]),
             None => {
-                format_rfc3339(ms, &mut b);
+                let mut t = [0u8; 24];
+                format_rfc3339(ms, &mut t);
+                b[1..20].copy_from_slice(&t[..19]);
                 let i = c.next;
                 c.next = (i + 1) % c.secs.len();
                 c.secs[i] = secs;
-                c.text[i].copy_from_slice(&b[..19]);
+                c.text[i].copy_from_slice(&t[..19]);
             }
         }
     });
-    b[19] = b'.';
-    b[20] = b'0' + (milli / 100) as u8;
-    b[21] = b'0' + (milli / 10 % 10) as u8;
-    b[22] = b'0' + (milli % 10) as u8;
-    b[23] = b'Z';
-    out.push(b'"');
-    out.extend_from_slice(&b);
-    out.push(b'"');
+    b[0] = b'"';
+    b[20] = b'.';
+    b[21] = b'0' + (milli / 100) as u8;
+    b[22] = b'0' + (milli / 10 % 10) as u8;
+    b[23] = b'0' + (milli % 10) as u8;
+    b[24] = b'Z';
+    b[25] = b'"';
+    b
 }
 
+/// `"YYYY-MM-DDTHH:MM:SS.mmmZ"` with its quotes.
+const TIME_JSON_BYTES: usize = 26;
+
+/// An order's JSON, appended in one [`room`](flashd_protocol::room)
+/// bounded by the longest it can be: a piece at a time through
+/// `extend_from_slice` was ~940 instructions of a live sale's answer,
+/// many of them capacity checks and `memcpy` calls (callgrind, issue 17).
 pub fn write_order(out: &mut Vec<u8>, o: &OrderView) {
-    out.extend_from_slice(b"{\"order_id\":\"");
-    push_u64(out, o.id);
-    out.extend_from_slice(b"\",\"activity_id\":");
-    push_u64(out, o.activity_id as u64);
-    out.extend_from_slice(b",\"user_id\":");
-    push_u64(out, o.user_id);
-    out.extend_from_slice(b",\"quantity\":");
-    push_u64(out, o.quantity as u64);
-    out.extend_from_slice(b",\"amount_cents\":");
-    push_u64(out, o.amount_cents);
-    out.extend_from_slice(b",\"status\":\"");
-    out.extend_from_slice(o.status.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"created_at\":");
-    push_time(out, o.created_at);
-    out.extend_from_slice(b",\"expires_at\":");
-    push_time(out, o.expires_at);
-    out.extend_from_slice(b",\"updated_at\":");
-    push_time(out, o.updated_at);
-    if let Some(r) = o.cancel_reason {
-        out.extend_from_slice(match r {
-            CancelReason::User => b",\"cancel_reason\":\"user\"".as_slice(),
-            CancelReason::Timeout => b",\"cancel_reason\":\"timeout\"".as_slice(),
-        });
-    }
-    out.push(b'}');
+    use flashd_protocol::room::{append_within, U64_DIGITS};
+    const FIXED: usize = concat!(
+        "{\"order_id\":\"",
+        "\",\"activity_id\":",
+        ",\"user_id\":",
+        ",\"quantity\":",
+        ",\"amount_cents\":",
+        ",\"status\":\"",
+        "\",\"created_at\":",
+        ",\"expires_at\":",
+        ",\"updated_at\":",
+        "}"
+    )
+    .len();
+    let status = o.status.as_str().as_bytes();
+    let reason: &[u8] = match o.cancel_reason {
+        None => b"",
+        Some(CancelReason::User) => b",\"cancel_reason\":\"user\"",
+        Some(CancelReason::Timeout) => b",\"cancel_reason\":\"timeout\"",
+    };
+    // An order is usually answered the instant it changed: its creation
+    // and its last change are then one time, formatted once.
+    let created = time_json(o.created_at);
+    let updated = if o.updated_at == o.created_at {
+        created
+    } else {
+        time_json(o.updated_at)
+    };
+    let times = [created, time_json(o.expires_at), updated];
+    let max = FIXED + 5 * U64_DIGITS + status.len() + 3 * TIME_JSON_BYTES + reason.len();
+    append_within(out, max, |r| {
+        r.put(b"{\"order_id\":\"");
+        r.put_u64(o.id);
+        r.put(b"\",\"activity_id\":");
+        r.put_u64(o.activity_id as u64);
+        r.put(b",\"user_id\":");
+        r.put_u64(o.user_id);
+        r.put(b",\"quantity\":");
+        r.put_u64(o.quantity as u64);
+        r.put(b",\"amount_cents\":");
+        r.put_u64(o.amount_cents);
+        r.put(b",\"status\":\"");
+        r.put(status);
+        r.put(b"\",\"created_at\":");
+        r.put(&times[0]);
+        r.put(b",\"expires_at\":");
+        r.put(&times[1]);
+        r.put(b",\"updated_at\":");
+        r.put(&times[2]);
+        r.put(reason);
+        r.put_byte(b'}');
+    });
 }
 
 /// The fields of a sale that change rarely (stock and window only by an
@@ -671,6 +712,60 @@ mod tests {
             push_time(&mut out, ms);
             assert_eq!(out[1..25], want, "{ms}");
             assert_eq!((out[0], out[25], out.len()), (b'"', b'"', 26));
+        }
+    }
+
+    /// Every field of an order's JSON, for orders at the edges of the
+    /// room's bound (the largest numbers, the longest status and reason)
+    /// and with their creation and last change at one time or two.
+    #[test]
+    fn order_json_holds_every_field() {
+        let ms: Millis = 1_795_348_800_123;
+        let statuses = [
+            flashd_engine::OrderStatus::Created,
+            flashd_engine::OrderStatus::Paid,
+            flashd_engine::OrderStatus::Cancelled,
+        ];
+        let reasons = [None, Some(CancelReason::User), Some(CancelReason::Timeout)];
+        for (i, (status, reason)) in statuses.iter().zip(reasons).enumerate() {
+            for updated_at in [ms, ms + 61_007] {
+                let big = i == 2;
+                let o = OrderView {
+                    id: if big { u64::MAX } else { 7 },
+                    activity_id: if big { u32::MAX as _ } else { 1 },
+                    user_id: if big { u64::MAX } else { 9 },
+                    quantity: if big { u32::MAX as _ } else { 1 },
+                    amount_cents: if big { u64::MAX } else { 0 },
+                    status: *status,
+                    created_at: ms,
+                    expires_at: ms + 900_000,
+                    updated_at,
+                    cancel_reason: reason,
+                };
+                let mut out = b"[".to_vec();
+                write_order(&mut out, &o);
+                let v: serde_json::Value = serde_json::from_slice(&out[1..]).unwrap();
+                let time = |ms: Millis| {
+                    let mut t = [0u8; 24];
+                    format_rfc3339(ms, &mut t);
+                    String::from_utf8(t.to_vec()).unwrap()
+                };
+                assert_eq!(out[0], b'[', "what was there is kept");
+                assert_eq!(v["order_id"], o.id.to_string());
+                assert_eq!(v["activity_id"], o.activity_id as u64);
+                assert_eq!(v["user_id"], o.user_id);
+                assert_eq!(v["quantity"], o.quantity as u64);
+                assert_eq!(v["amount_cents"], o.amount_cents);
+                assert_eq!(v["status"], status.as_str());
+                assert_eq!(v["created_at"], time(o.created_at));
+                assert_eq!(v["expires_at"], time(o.expires_at));
+                assert_eq!(v["updated_at"], time(o.updated_at));
+                match reason {
+                    None => assert!(v.get("cancel_reason").is_none()),
+                    Some(r) => assert_eq!(v["cancel_reason"], r.as_str()),
+                }
+                assert_eq!(v.as_object().unwrap().len(), 9 + reason.is_some() as usize);
+            }
         }
     }
 

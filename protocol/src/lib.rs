@@ -41,6 +41,7 @@ mod limits;
 mod parse_response;
 mod request;
 mod response;
+pub mod room;
 mod router;
 
 pub mod date;

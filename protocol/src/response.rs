@@ -247,6 +247,94 @@ mod tests {
         assert!(!json_plain("tab\there"));
     }
 
+    /// The head written is, byte for byte, the head
+    /// spelled out piece by piece, for every status, both kinds of content
+    /// type, each `Connection` answer and any number of extra headers; and
+    /// whatever the buffer held before is kept, however full it was.
+    #[test]
+    fn head_is_the_spelled_out_head() {
+        let statuses = [100, 200, 201, 204, 400, 404, 429, 503, 505, 999];
+        let types = [
+            "application/json",
+            "text/plain; version=0.0.4; charset=utf-8",
+        ];
+        let connections = [
+            (ConnectionHeader::Omit, ""),
+            (ConnectionHeader::KeepAlive, "Connection: keep-alive\r\n"),
+            (ConnectionHeader::Close, "Connection: close\r\n"),
+        ];
+        let extras: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("X-Request-Id", "0123456789abcdef")],
+            &[
+                ("Allow", "GET, HEAD"),
+                ("Retry-After", "1"),
+                (
+                    "X-Long",
+                    "a value of some length, longer than the room left",
+                ),
+            ],
+        ];
+        for status in statuses {
+            for content_type in types {
+                for (connection, conn_line) in connections {
+                    for extra in extras {
+                        for (body_len, prefill) in [(0, 0), (9, 3), (1_234_567, 61)] {
+                            let head = Head {
+                                status,
+                                content_type,
+                                connection,
+                                extra,
+                                omit_body: false,
+                            };
+                            // A buffer whose spare room is smaller than the
+                            // head, to make `reserve` grow it.
+                            let mut out = Vec::with_capacity(prefill + 1);
+                            out.extend(std::iter::repeat_n(b'x', prefill));
+                            ResponseEncoder::write_head(&mut out, &head, body_len);
+                            let mut want = Vec::new();
+                            want.extend(std::iter::repeat_n(b'x', prefill));
+                            want.extend_from_slice(status_line(status));
+                            want.extend_from_slice(b"Server: flashd\r\nDate: ");
+                            want.extend_from_slice(&date::current());
+                            want.extend_from_slice(
+                                format!("\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n{conn_line}")
+                                    .as_bytes(),
+                            );
+                            for (n, v) in extra {
+                                want.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+                            }
+                            want.extend_from_slice(b"\r\n");
+                            assert_eq!(
+                                String::from_utf8_lossy(&out),
+                                String::from_utf8_lossy(&want),
+                                "status {status}, {content_type}, {connection:?}, {extra:?}"
+                            );
+                            // Head and body in one go: the same head, then
+                            // the body (none for a HEAD request).
+                            let body = vec![b'b'; body_len.min(4096)];
+                            for omit_body in [false, true] {
+                                let head = Head { omit_body, ..head };
+                                let mut alone = Vec::new();
+                                ResponseEncoder::write_head(&mut alone, &head, body.len());
+                                let mut out = vec![b'x'; prefill];
+                                ResponseEncoder::write(&mut out, &head, &body);
+                                assert_eq!(out[prefill..prefill + alone.len()], alone[..]);
+                                let body_written = if omit_body { 0 } else { body.len() };
+                                assert_eq!(out.len(), prefill + alone.len() + body_written);
+                                assert!(out.ends_with(if omit_body {
+                                    b"\r\n\r\n"
+                                } else {
+                                    &body[..]
+                                }));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn error_body_is_valid_json_with_exact_length() {
         let mut out = Vec::new();
