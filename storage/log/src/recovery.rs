@@ -366,6 +366,20 @@ fn scan(
                 }
                 continue;
             }
+            // Nothing but zeroes from there: the room the writer zeroes
+            // ahead of its records (`file_log`), left by a crash. Any
+            // write torn in it was never acknowledged either.
+            Some(Damage::Torn(at)) if data[at as usize..].iter().all(|b| *b == 0) => (
+                at,
+                (
+                    true,
+                    format!(
+                        "{}: {} zeroed bytes past the last record at offset {at}, the end of the log: cutting them off",
+                        path.display(),
+                        data.len() as u64 - at
+                    ),
+                ),
+            ),
             Some(Damage::Torn(at)) => (
                 at,
                 (

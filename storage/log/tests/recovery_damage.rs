@@ -65,7 +65,12 @@ fn write_events(dir: &Path, n: u64, segment_bytes: u64) -> Vec<(PathBuf, usize)>
         at.push((seg.clone(), off));
         log.append(&[ev(i)]).unwrap();
         log.commit().unwrap();
-        off = std::fs::metadata(&seg).unwrap().len() as usize;
+        // The record's own length: the file holds zeroed room past it.
+        let mut payload = Vec::new();
+        let kind = encode_event(&ev(i), &mut payload);
+        let mut record = Vec::new();
+        encode_record(&mut record, kind, &payload);
+        off += record.len();
     }
     at
 }
