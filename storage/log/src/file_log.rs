@@ -4,9 +4,10 @@
 //!
 //! Records are written into room zeroed ahead of them ([`ZEROED_AHEAD_BYTES`]
 //! at a time), not appended at the end of the file: a group commit that
-//! grows the file must also commit the new size through the filesystem's
-//! journal, one more write and flush per `fdatasync` on ext4, where one
-//! that overwrites blocks already written needs neither. Zeroes where a
+//! grows the file must also make the new size durable, a metadata write
+//! per `fdatasync` (the inode on ext4 without a journal, a journal commit
+//! with one), where one that overwrites blocks already written needs
+//! none. Zeroes where a
 //! record should start read as the end of the log (the follower stops
 //! there; recovery cuts them off with the torn tail they may hold), and a
 //! segment is cut to its records before the next one is started, so only
@@ -35,7 +36,7 @@ pub struct FileLogConfig {
 }
 
 /// Room zeroed past the last record at a time: 1 MiB, ~7,000 orders, so
-/// the file grows (and the journal commits its size) once per ~7,000
+/// the file grows (and its size is made durable) once per ~7,000
 /// orders rather than once per group commit, for at most 1 MiB of zeroes
 /// at the end of the last segment (cut off at the next start).
 pub const ZEROED_AHEAD_BYTES: u64 = 1 << 20;
