@@ -110,12 +110,24 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+# Ports this run has handed out (see `free_port`).
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A port free now and not handed out before in this run. The kernel
+    may give the same ephemeral port to two binds in a row once the first
+    socket is closed: a CI run once got the broker and the sink's metrics
+    listener on one port, so the sink never started and every order looked
+    lost (seed 1959664512)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(p)
+            return p
 
 
 def port_open(port):
@@ -1829,6 +1841,10 @@ def self_test():
             for k, t in vs:
                 print(f"    [{k}] {t}")
     print(f"self-test: {len(cases) - bad} of {len(cases)} cases as expected")
+    ports = [free_port() for _ in range(500)]
+    if len(set(ports)) != len(ports):
+        bad += 1
+        print("self-test free_port: a port was handed out twice")
     return 1 if bad else 0
 
 
