@@ -48,11 +48,6 @@ impl Room<'_> {
     pub fn put_u64(&mut self, v: u64) {
         self.put(itoa::Buffer::new().format(v).as_bytes());
     }
-
-    /// Bytes appended so far.
-    pub fn written(&self) -> usize {
-        self.at
-    }
 }
 
 /// The most digits a `u64` has in decimal, for callers' bounds.

@@ -313,6 +313,14 @@ mod tests {
         d
     }
 
+    fn config(d: &Path, segment_bytes: u64, fsync: bool) -> FileLogConfig {
+        FileLogConfig {
+            dir: d.into(),
+            segment_bytes,
+            fsync,
+        }
+    }
+
     fn len(p: &Path) -> u64 {
         std::fs::metadata(p).unwrap().len()
     }
@@ -333,11 +341,7 @@ mod tests {
     #[test]
     fn records_fill_zeroed_room_that_a_stop_cuts_off() {
         let d = dir("room");
-        let cfg = FileLogConfig {
-            dir: d.clone(),
-            segment_bytes: 64 << 20,
-            fsync: true,
-        };
+        let cfg = config(&d, 64 << 20, true);
         let mut log = FileLog::open(cfg.clone(), None, 0).unwrap();
         let seg = log.current_segment().to_path_buf();
         let mut records = HEADER_BYTES as u64;
@@ -392,11 +396,7 @@ mod tests {
     #[test]
     fn a_crash_leaves_room_that_recovery_cuts_off() {
         let d = dir("crash");
-        let cfg = FileLogConfig {
-            dir: d.clone(),
-            segment_bytes: 64 << 20,
-            fsync: false,
-        };
+        let cfg = config(&d, 64 << 20, false);
         let mut log = FileLog::open(cfg.clone(), None, 0).unwrap();
         let seg = log.current_segment().to_path_buf();
         for i in 0..10 {
@@ -436,11 +436,7 @@ mod tests {
     #[test]
     fn a_rolled_segment_is_exactly_its_records() {
         let d = dir("roll");
-        let cfg = FileLogConfig {
-            dir: d.clone(),
-            segment_bytes: 4096,
-            fsync: false,
-        };
+        let cfg = config(&d, 4096, false);
         let mut log = FileLog::open(cfg, None, 0).unwrap();
         let mut tail = crate::Tail::new(&d, 0).unwrap();
         let mut followed = Vec::new();
