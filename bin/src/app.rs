@@ -300,12 +300,17 @@ impl App {
     fn begin(&mut self, req: &Request<'_>, cx: &mut Context<'_>) -> Tag {
         self.requests += 1;
         let n = self.requests;
-        let client = req.header("x-request-id").and_then(RequestId::accept);
-        self.rid = client.unwrap_or_else(|| self.ids.format(n));
-        let tag = Tag {
-            n,
-            client: client.is_some(),
+        let client = match req.header("x-request-id").and_then(RequestId::accept) {
+            Some(id) => {
+                self.rid = id;
+                true
+            }
+            None => {
+                self.ids.format_into(&mut self.rid, n);
+                false
+            }
         };
+        let tag = Tag { n, client };
         cx.set_tag(tag.to_u64());
         tag
     }

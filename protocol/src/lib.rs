@@ -33,6 +33,7 @@
 //! * Header bytes are bounded by [`Limits::max_header_bytes`] whether or not
 //!   the head has been completed.
 
+pub mod bytes_eq;
 mod chunked;
 mod error;
 pub mod head;

@@ -124,7 +124,7 @@ impl HostMemo {
     /// `valid_host(v)`, remembering the last valid value.
     #[inline]
     fn check(&mut self, v: &[u8]) -> bool {
-        if v.len() == self.len as usize && v == &self.bytes[..v.len()] {
+        if crate::bytes_eq::bytes_eq(v, &self.bytes[..self.len as usize]) {
             return true;
         }
         if !valid_host(v) {

@@ -191,7 +191,7 @@ impl<R: Copy> Router<R> {
             let mut rest = path;
             for piece in &p.pieces {
                 match piece {
-                    Piece::Lit(l) => match rest.strip_prefix(l) {
+                    Piece::Lit(l) => match crate::bytes_eq::strip_prefix(rest, l) {
                         Some(r) => rest = r,
                         None => continue 'patterns,
                     },

@@ -14,11 +14,12 @@ use flashd_protocol::{
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::completion::{Mailbox, Ticket};
+use crate::completion::Mailbox;
 use crate::config::ServerConfig;
 use crate::conn::{Conn, Outbox, Parked};
 use crate::constants::*;
 use crate::context::Context;
+use crate::context::Place;
 use crate::pool::BufPool;
 use crate::sockio;
 use crate::stats::{ReactorStats, ServerStats};
@@ -551,16 +552,10 @@ impl State {
         subscribed: &mut Option<Subscribe>,
     ) -> Option<(u16, u16)> {
         let seq = c.next_seq;
-        let ticket = may_defer.then_some(Ticket {
-            reactor: reactor as u32,
+        let defer_to = may_defer.then_some(Place {
             key: key as u32,
             gen,
             seq,
-            connection,
-            route: 0,
-            started: now,
-            omit_body,
-            tag: 0,
         });
         let parked_before = !c.parked.is_empty();
         let out = Self::slot(c, pool);
@@ -568,7 +563,7 @@ impl State {
             out,
             peer,
             connection,
-            ticket,
+            defer_to,
             deferred: false,
             route: 0,
             status: 0,
@@ -669,7 +664,7 @@ impl State {
                     out,
                     peer,
                     connection,
-                    ticket: None,
+                    defer_to: None,
                     deferred: false,
                     route: t.route,
                     status: 0,
