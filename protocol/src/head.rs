@@ -59,7 +59,8 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 /// The index of the first byte at or after `i` that is below `lo` or above
 /// 0x7E (`buf.len()` if none). Eight bytes a step while none is: a token
 /// or a `Host` value is tens of bytes, an `Authorization` value hundreds,
-/// and a byte a step with a bounds check was ~5 instructions a byte.
+/// and a byte a step with a bounds check was ~5 instructions a byte. Only
+/// the last few bytes of the buffer, too few for a word, go a byte a step.
 #[inline]
 fn visible_run(buf: &[u8], mut i: usize, lo: u8) -> usize {
     debug_assert!(lo <= 0x80);
@@ -71,8 +72,12 @@ fn visible_run(buf: &[u8], mut i: usize, lo: u8) -> usize {
         // that is already a hit).
         let below = x.wrapping_sub(ONES * lo as u64) & !x;
         let above = x.wrapping_add(ONES) | x;
-        if (below | above) & HIGH != 0 {
-            break;
+        let hits = (below | above) & HIGH;
+        if hits != 0 {
+            // The lowest hit is exact (no borrow or carry reaches it from
+            // below: only a hit makes one), and the word is little-endian,
+            // so it is the first byte that ends the run; no byte loop.
+            return i + (hits.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
