@@ -47,6 +47,12 @@ type Part = (Arc<str>, i32);
 /// offsets and nobody rejoins.
 pub const UNASSIGNED_REJOIN: Duration = Duration::from_secs(10);
 
+/// A member with no partition whose group commits nothing rejoins after
+/// this long even when no records are seen waiting, or when the group's
+/// offsets cannot be read (see `verdict`): longer than
+/// [`UNASSIGNED_REJOIN`], since it may be rejoining for nothing.
+pub const UNASSIGNED_BLIND_REJOIN: Duration = Duration::from_secs(30);
+
 /// How long the group checks may wait for the broker.
 const GROUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -465,18 +471,73 @@ impl LagGauge {
     }
 }
 
-/// Since when a member has had no partition, and the group's committed
-/// offsets then.
+/// Since when a member has had no partition, the group's committed
+/// offsets then (`None`: they could not be read), and when it last said
+/// why it could not read them.
 struct Unassigned {
     since: Instant,
-    committed: Vec<i64>,
+    committed: Option<Vec<i64>>,
+    said: Option<Instant>,
 }
 
-/// The group's committed offset per partition of the topic, and how many
-/// records lie past them in all.
+/// The group's committed offset per partition of the topics, and how many
+/// records lie past them on the partitions whose watermarks came back.
 struct GroupOffsets {
     committed: Vec<i64>,
     behind: i64,
+}
+
+/// What the watch does about an unassigned member, from what it saw when
+/// the member lost its partitions (`before`) and what it sees now.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Not long enough yet, or another member is consuming.
+    Wait,
+    /// The group's offsets moved (or were first read): watch from now.
+    Restart,
+    /// Leave and rejoin the group, for this reason.
+    Rejoin(&'static str),
+}
+
+/// The rule (a function of the figures alone, so a test can hold it):
+///
+/// * offsets unmoved and records past them: after [`UNASSIGNED_REJOIN`];
+/// * offsets unmoved, whatever the watermarks say (a partition that does
+///   not answer counts no records; tansu has been seen to answer stale
+///   ones after a restart): after [`UNASSIGNED_BLIND_REJOIN`];
+/// * the group's offsets cannot be read at all: after
+///   [`UNASSIGNED_BLIND_REJOIN`] too.
+///
+/// The last two are the stall the chaos soak found (seed 68806543): after
+/// a sink `kill -9` and a broker pause the restarted member had no
+/// partition for minutes while the watch, unable to show records waiting,
+/// never rejoined; a fresh member ended it at once. One needless
+/// rebalance every 30 s while a group commits nothing (so has nothing to
+/// lose by it) costs less than a sale's orders never reaching MySQL.
+fn verdict(
+    unassigned_for: Duration,
+    before: Option<&[i64]>,
+    now: Result<&GroupOffsets, &str>,
+) -> Verdict {
+    match (before, now) {
+        (_, Err(_)) if unassigned_for >= UNASSIGNED_BLIND_REJOIN => {
+            Verdict::Rejoin("the group's offsets cannot be read")
+        }
+        (_, Err(_)) => Verdict::Wait,
+        (Some(before), Ok(g)) if before == g.committed.as_slice() => {
+            if g.behind > 0 && unassigned_for >= UNASSIGNED_REJOIN {
+                Verdict::Rejoin("the group is not consuming and records wait")
+            } else if unassigned_for >= UNASSIGNED_BLIND_REJOIN {
+                Verdict::Rejoin(
+                    "the group has committed nothing while this member had no partition",
+                )
+            } else {
+                Verdict::Wait
+            }
+        }
+        // Moved, or read for the first time: count from now.
+        (_, Ok(_)) => Verdict::Restart,
+    }
 }
 
 /// Watches for a group that has stopped consuming (see
@@ -494,43 +555,65 @@ impl GroupWatch {
             self.unassigned = None;
             return;
         }
-        let Some(u) = &self.unassigned else {
-            self.unassigned = group_offsets(topics, consumer).map(|g| Unassigned {
+        let Some(u) = &mut self.unassigned else {
+            self.unassigned = Some(Unassigned {
                 since: Instant::now(),
-                committed: g.committed,
+                committed: group_offsets(topics, consumer).ok().map(|g| g.committed),
+                said: None,
             });
             return;
         };
+        // Nothing to decide before the shorter wait is over: the group
+        // is not read (a broker round trip or three) every half second.
         if u.since.elapsed() < UNASSIGNED_REJOIN {
             return;
         }
-        let Some(g) = group_offsets(topics, consumer) else {
-            return;
-        };
-        if g.committed == u.committed && g.behind > 0 {
-            tracing::warn!(
-                unassigned_s = u.since.elapsed().as_secs(),
-                records_behind = g.behind,
-                "sink: no partition assigned and the group is not consuming; leaving and rejoining the group"
-            );
-            consumer.unsubscribe();
-            if let Err(e) = subscribe(consumer, topics) {
-                tracing::error!(error = %e, "sink: cannot subscribe again");
+        let now = group_offsets(topics, consumer);
+        if let Err(why) = &now {
+            if u.said.is_none_or(|t| t.elapsed() >= UNASSIGNED_REJOIN) {
+                tracing::warn!(
+                    unassigned_s = u.since.elapsed().as_secs(),
+                    why = %why,
+                    "sink: no partition assigned and the group's offsets cannot be read"
+                );
+                u.said = Some(Instant::now());
             }
-            stats.rejoins.fetch_add(1, Ordering::Relaxed);
-            self.unassigned = None;
-        } else {
-            self.unassigned = Some(Unassigned {
-                since: Instant::now(),
-                committed: g.committed,
-            });
+        }
+        match verdict(
+            u.since.elapsed(),
+            u.committed.as_deref(),
+            now.as_ref().map_err(|e| e.as_str()),
+        ) {
+            Verdict::Wait => {}
+            Verdict::Restart => {
+                self.unassigned = Some(Unassigned {
+                    since: Instant::now(),
+                    committed: now.ok().map(|g| g.committed),
+                    said: None,
+                });
+            }
+            Verdict::Rejoin(why) => {
+                let behind = now.as_ref().map_or(-1, |g| g.behind);
+                tracing::warn!(
+                    unassigned_s = u.since.elapsed().as_secs(),
+                    records_behind = behind,
+                    why,
+                    "sink: no partition assigned; leaving and rejoining the group"
+                );
+                consumer.unsubscribe();
+                if let Err(e) = subscribe(consumer, topics) {
+                    tracing::error!(error = %e, "sink: cannot subscribe again");
+                }
+                stats.rejoins.fetch_add(1, Ordering::Relaxed);
+                self.unassigned = None;
+            }
         }
     }
 }
 
 /// The group's offsets on every partition of the topics followed (in
-/// name order); `None` when the broker does not answer.
-fn group_offsets(topics: &Topics, consumer: &BaseConsumer) -> Option<GroupOffsets> {
+/// name order); `Err` says which question the broker did not answer.
+fn group_offsets(topics: &Topics, consumer: &BaseConsumer) -> Result<GroupOffsets, String> {
     // Named topics: their own metadata; node topics: all, then filtered.
     let md = match topics {
         Topics::Named(n) if n.len() == 1 => {
@@ -538,7 +621,7 @@ fn group_offsets(topics: &Topics, consumer: &BaseConsumer) -> Option<GroupOffset
         }
         _ => consumer.fetch_metadata(None, GROUP_CHECK_TIMEOUT),
     }
-    .ok()?;
+    .map_err(|e| format!("metadata: {e}"))?;
     let mut followed: Vec<_> = md
         .topics()
         .iter()
@@ -552,9 +635,11 @@ fn group_offsets(topics: &Topics, consumer: &BaseConsumer) -> Option<GroupOffset
         }
     }
     if tpl.count() == 0 {
-        return None;
+        return Err("metadata: no partition of the topics followed".into());
     }
-    let committed = consumer.committed_offsets(tpl, GROUP_CHECK_TIMEOUT).ok()?;
+    let committed = consumer
+        .committed_offsets(tpl, GROUP_CHECK_TIMEOUT)
+        .map_err(|e| format!("committed offsets: {e}"))?;
     let mut g = GroupOffsets {
         committed: Vec::new(),
         behind: 0,
@@ -564,11 +649,69 @@ fn group_offsets(topics: &Topics, consumer: &BaseConsumer) -> Option<GroupOffset
             Offset::Offset(o) => o,
             _ => 0,
         };
-        let (_, high) = consumer
-            .fetch_watermarks(e.topic(), e.partition(), GROUP_CHECK_TIMEOUT)
-            .ok()?;
-        g.behind += (high - c).max(0);
+        // A partition that does not answer counts nothing behind: the
+        // longer wait of `verdict` covers it.
+        if let Ok((_, high)) =
+            consumer.fetch_watermarks(e.topic(), e.partition(), GROUP_CHECK_TIMEOUT)
+        {
+            g.behind += (high - c).max(0);
+        }
         g.committed.push(c);
     }
-    Some(g)
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(committed: &[i64], behind: i64) -> GroupOffsets {
+        GroupOffsets {
+            committed: committed.to_vec(),
+            behind,
+        }
+    }
+
+    #[test]
+    fn a_stuck_group_is_rejoined_and_a_working_one_left_alone() {
+        let s = Duration::from_secs;
+        let before = [5, 7, 9];
+        // Records wait and nobody commits: rejoin after the short wait.
+        let stuck = offsets(&before, 12);
+        assert_eq!(verdict(s(3), Some(&before), Ok(&stuck)), Verdict::Wait);
+        assert!(matches!(
+            verdict(s(10), Some(&before), Ok(&stuck)),
+            Verdict::Rejoin(_)
+        ));
+        // Another member is consuming: its commits move the offsets, and
+        // nobody rejoins however long this one waits.
+        let moving = offsets(&[6, 7, 9], 12);
+        assert_eq!(
+            verdict(s(3600), Some(&before), Ok(&moving)),
+            Verdict::Restart
+        );
+        // No records seen past the offsets (none, or watermarks that do
+        // not answer or are stale): rejoin only after the longer wait.
+        let quiet = offsets(&before, 0);
+        assert_eq!(verdict(s(10), Some(&before), Ok(&quiet)), Verdict::Wait);
+        assert_eq!(verdict(s(29), Some(&before), Ok(&quiet)), Verdict::Wait);
+        assert!(matches!(
+            verdict(s(30), Some(&before), Ok(&quiet)),
+            Verdict::Rejoin(_)
+        ));
+        // The group cannot be read at all: the longer wait too, whether or
+        // not it was ever read.
+        for b in [Some(&before[..]), None] {
+            assert_eq!(
+                verdict(s(10), b, Err("committed offsets: timed out")),
+                Verdict::Wait
+            );
+            assert!(matches!(
+                verdict(s(30), b, Err("metadata: timed out")),
+                Verdict::Rejoin(_)
+            ));
+        }
+        // First read after being unreadable: watch from now.
+        assert_eq!(verdict(s(30), None, Ok(&stuck)), Verdict::Restart);
+    }
 }
