@@ -89,6 +89,11 @@ pub mod limits {
     /// A minute between expiry sweeps: units held longer than that past
     /// their deadline are units not sold.
     pub const EXPIRY_SWEEP_MS_MAX: u64 = 60_000;
+    /// In cluster mode the sweeper's passes also renew the node's id lease
+    /// (`cluster::start::LEASE_TTL`, 10 s, renewed at the first pass 2 s
+    /// after the last): passes further apart than this let it lapse, and
+    /// the node stops deciding anything.
+    pub const CLUSTER_SWEEP_MS_MAX: u64 = 5_000;
     /// Sale slots are allocated at start; a million bounds that.
     pub const ACTIVITIES_MAX: u32 = 1 << 20;
     /// GCRA keeps one nanosecond-resolution interval: at 10M/s it is still
@@ -1099,6 +1104,17 @@ impl Config {
             if let Err(why) = flashd_redis::ClientConfig::check_url(&c.redis_url) {
                 bad("cluster.redis_url", why);
             }
+            if in_range("engine.expiry_sweep_ms")
+                && self.engine.expiry_sweep_ms > CLUSTER_SWEEP_MS_MAX
+            {
+                bad(
+                    "engine.expiry_sweep_ms",
+                    format!(
+                        "must be at most {CLUSTER_SWEEP_MS_MAX} with cluster.enabled (the sweeper renews the node's id lease), got {}",
+                        self.engine.expiry_sweep_ms
+                    ),
+                );
+            }
             if in_range("cluster.redis_timeout_ms")
                 && in_range("server.request_timeout_ms")
                 && c.redis_timeout_ms >= self.server.request_timeout_ms
@@ -1391,5 +1407,11 @@ mod tests {
             errs(&format!("{base}nodes = 3\n")),
             ["cluster.nodes: unknown key"]
         );
+        assert_eq!(
+            errs(&format!("{base}[engine]\nexpiry_sweep_ms = 5001\n")),
+            ["engine.expiry_sweep_ms: must be at most 5000 with cluster.enabled (the sweeper renews the node's id lease), got 5001"]
+        );
+        assert!(Config::parse(&format!("{base}[engine]\nexpiry_sweep_ms = 5000\n")).is_ok());
+        assert!(Config::parse("[engine]\nexpiry_sweep_ms = 60000\n").is_ok());
     }
 }

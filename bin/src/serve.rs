@@ -35,6 +35,12 @@ use crate::workers::{self, Pool};
 /// How long [`Service::start`] waits for every reactor to be running.
 const REACTORS_START: Duration = Duration::from_secs(10);
 
+/// Cluster mode: how long a starting node keeps asking Redis for the
+/// sales' counters before it answers with its own count (it has just
+/// checked Redis's durability and taken its lease, so Redis answers
+/// unless it went away since; a node must not stay unready for that).
+const MIRROR_SEED_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -177,18 +183,24 @@ impl Service {
         if cluster.is_none() {
             sweeper::cancel_overdue(&core, &*clock);
         }
+        let cluster_sweep = cluster.map(|cl| {
+            // A failed Kafka write is undone within its delivery timeout
+            // and an abort: look at logged timeouts after twice that, and
+            // never sooner than two seconds.
+            let verify = Duration::from_millis(2 * cfg.log.kafka.unavailable_ms + 2_000);
+            crate::cluster::sweep::ClusterSweep::new(cl, core.clone(), verify)
+        });
+        if let Some(sweep) = &cluster_sweep {
+            // Ready only once a `GET` of a sale answers Redis's counters,
+            // not this node's share of them.
+            sweep.seed_mirror(|| clock.now_ms(), MIRROR_SEED_WAIT);
+        }
         shared.ready.store(true, Ordering::Release);
         let sweeper = SweeperHandle::start(
             core.clone(),
             clock,
             Duration::from_millis(cfg.engine.expiry_sweep_ms),
-            cluster.map(|cl| {
-                // A failed Kafka write is undone within its delivery
-                // timeout and an abort: look at logged timeouts after twice
-                // that, and never sooner than two seconds.
-                let verify = Duration::from_millis(2 * cfg.log.kafka.unavailable_ms + 2_000);
-                crate::cluster::sweep::ClusterSweep::new(cl, core, verify)
-            }),
+            cluster_sweep,
         )
         .map_err(|source| ServeError::Thread {
             what: "flashd-sweeper",

@@ -232,6 +232,22 @@ impl Cluster {
         }
     }
 
+    /// Read Redis's counters of `sales` into the mirror; `false` when
+    /// Redis did not answer (the mirror keeps what it had).
+    pub(crate) fn mirror_counters(&self, sales: &[ActivityId], now: Millis) -> bool {
+        let r = self.client.counters(sales.to_vec()).wait();
+        self.saw(&r);
+        let Ok(counters) = r else {
+            return false;
+        };
+        for (sale, c) in sales.iter().zip(counters) {
+            if let Some([stock, sold, reserved]) = c {
+                self.mirror(*sale, now, stock, sold, reserved);
+            }
+        }
+        true
+    }
+
     /// Redis's counters of `sale` as last read, `None` before the first
     /// read. Stale by at most `engine.expiry_sweep_ms` while Redis answers.
     pub fn counters(&self, sale: ActivityId) -> Option<Counters> {

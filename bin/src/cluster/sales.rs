@@ -32,6 +32,10 @@ impl Cluster {
             }
         };
         self.install(core, &ev, now, true)?;
+        // Created elsewhere, perhaps sold there already: its counters are
+        // Redis's, not this node's empty share (a failed read leaves it to
+        // the sweeper's next pass).
+        self.mirror_counters(&[sale], now);
         Ok(())
     }
 
