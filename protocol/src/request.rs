@@ -6,6 +6,7 @@
 //! keeping borrowed state across reads); only chunked decoding and the
 //! `100 Continue` flag are carried from call to call.
 
+use crate::bytes_eq::eq_token_ci;
 use crate::chunked::ChunkedDecoder;
 use crate::error::HttpError;
 use crate::head;
@@ -67,11 +68,13 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// First header with this name (ASCII case-insensitive).
+    /// First header with this name (ASCII case-insensitive): `name` in
+    /// lowercase letters, digits and `-`, as flashd spells every header
+    /// it reads.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .find(|h| crate::bytes_eq::eq_token_ci(h.name.as_bytes(), name.as_bytes()))
             .map(|h| h.value)
     }
 }
@@ -238,20 +241,20 @@ impl Framer {
         let mut expect_continue = false;
         for h in headers {
             let name = h.name;
-            if name.eq_ignore_ascii_case("host") {
+            if eq_token_ci(name.as_bytes(), b"host") {
                 hosts += 1;
                 if !self.host.check(h.value) {
                     return Err(HttpError::BadRequest("malformed Host header"));
                 }
-            } else if name.eq_ignore_ascii_case("content-length") {
+            } else if eq_token_ci(name.as_bytes(), b"content-length") {
                 let n = parse_content_length(h.value)?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(HttpError::BadRequest("conflicting Content-Length headers"));
                 }
                 content_length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if eq_token_ci(name.as_bytes(), b"transfer-encoding") {
                 te.add(h.value)?;
-            } else if name.eq_ignore_ascii_case("connection") {
+            } else if eq_token_ci(name.as_bytes(), b"connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let t = trim(token);
                     if t.eq_ignore_ascii_case(b"close") {
@@ -260,7 +263,7 @@ impl Framer {
                         conn_keep_alive = true;
                     }
                 }
-            } else if name.eq_ignore_ascii_case("expect") && minor_version == 1 {
+            } else if eq_token_ci(name.as_bytes(), b"expect") && minor_version == 1 {
                 if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
                     expect_continue = true;
                 } else {
