@@ -53,23 +53,6 @@ pub const UNASSIGNED_REJOIN: Duration = Duration::from_secs(10);
 /// [`UNASSIGNED_REJOIN`], since it may be rejoining for nothing.
 pub const UNASSIGNED_BLIND_REJOIN: Duration = Duration::from_secs(30);
 
-/// A member holding partitions, with records past what it has read, that
-/// reads nothing for this long drops its consumer and starts a fresh one
-/// (a new member of the group, on new connections). The chaos soak (seed
-/// 68806543, kill -9 of the sink, a broker pause) left a sink holding all
-/// three partitions of tansu's topic, 228 records behind, reading nothing
-/// for minutes while its loop ran; a fresh process ended it at once. A
-/// poll waits at most 100 ms and a fetch at most `fetch.wait.max.ms`
-/// (20 ms), so 20 s without a record while records wait is no slow
-/// broker. Counted in `flashd_sink_consumer_restarts_total`.
-pub const STUCK_RESTART: Duration = Duration::from_secs(20);
-
-/// The rule of [`STUCK_RESTART`]: partitions held, records behind, and
-/// nothing read for that long.
-fn stuck(assigned: u64, lag: i64, read_nothing_for: Duration) -> bool {
-    assigned > 0 && lag > 0 && read_nothing_for >= STUCK_RESTART
-}
-
 /// How long the group checks may wait for the broker.
 const GROUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -129,7 +112,6 @@ impl Sink {
             stats: stats.clone(),
             lag: LagGauge::new(),
             watch: GroupWatch::default(),
-            last_record: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("flashd-sink".into())
@@ -225,9 +207,6 @@ struct SinkThread {
     stats: Arc<SinkStats>,
     lag: LagGauge,
     watch: GroupWatch,
-    /// When a poll last returned a record (or the member last had nothing
-    /// to read): see [`STUCK_RESTART`].
-    last_record: Instant,
 }
 
 impl SinkThread {
@@ -244,7 +223,6 @@ impl SinkThread {
             if self.lag.due() {
                 self.lag.update(&self.consumer, &self.stats);
                 self.watch.check(&self.topics, &self.consumer, &self.stats);
-                self.unstick();
                 self.lag.last = Instant::now();
             }
             if polled.offsets.is_empty() {
@@ -266,53 +244,6 @@ impl SinkThread {
             self.stats.batch_hist.observe(n);
             self.commit(&polled);
         }
-    }
-
-    /// A member that holds partitions with records waiting and has read
-    /// nothing for [`STUCK_RESTART`] starts a fresh consumer (see there).
-    fn unstick(&mut self) {
-        let assigned = self.stats.assigned.load(Ordering::Relaxed);
-        let lag = self.stats.lag.load(Ordering::Relaxed);
-        if !stuck(assigned, lag, self.last_record.elapsed()) {
-            if assigned == 0 || lag <= 0 {
-                // Nothing this member should be reading: not a stall.
-                self.last_record = Instant::now();
-            }
-            return;
-        }
-        let positions = self
-            .consumer
-            .position()
-            .map(|p| {
-                p.elements()
-                    .iter()
-                    .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        tracing::warn!(
-            partitions = assigned,
-            records_behind = lag,
-            read_nothing_s = self.last_record.elapsed().as_secs(),
-            positions = %positions,
-            "sink: holding partitions with records waiting and reading nothing; starting a fresh consumer"
-        );
-        match consumer(&self.cfg, &self.topics) {
-            Ok(fresh) => {
-                let old = std::mem::replace(&mut self.consumer, fresh);
-                // Closing leaves the group, which waits on the broker: on a
-                // thread of its own, so that a broker in trouble cannot
-                // hold the sink (the group then drops the old member after
-                // its session timeout).
-                let _ = std::thread::Builder::new()
-                    .name("flashd-sink-close".into())
-                    .spawn(move || drop(old));
-                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::error!(error = %e, "sink: cannot start a fresh consumer"),
-        }
-        self.last_record = Instant::now();
     }
 
     /// Up to `batch_max` records, waiting at most `batch_wait` once the
@@ -344,7 +275,6 @@ impl SinkThread {
                     break;
                 }
                 Some(Ok(m)) => {
-                    self.last_record = Instant::now();
                     let v = m.payload().unwrap_or(&[]);
                     let (partition, offset) = (m.partition(), m.offset());
                     let topic = match self.names.get(m.topic()) {
@@ -740,18 +670,6 @@ mod tests {
             committed: committed.to_vec(),
             behind,
         }
-    }
-
-    #[test]
-    fn a_member_that_reads_nothing_with_records_waiting_is_restarted() {
-        let s = Duration::from_secs;
-        assert!(stuck(3, 228, s(20)));
-        assert!(!stuck(3, 228, s(19)), "not before STUCK_RESTART");
-        assert!(!stuck(3, 0, s(600)), "caught up: idle, not stuck");
-        assert!(
-            !stuck(0, 228, s(600)),
-            "no partition: the group watch's case"
-        );
     }
 
     #[test]
