@@ -14,43 +14,22 @@ pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if n > 32 {
-        // Long enough for memcmp's setup to pay off.
-    } else if n >= 16 {
-        if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-            a.first_chunk::<16>(),
-            a.last_chunk::<16>(),
-            b.first_chunk::<16>(),
-            b.last_chunk::<16>(),
-        ) {
-            return (u128::from_ne_bytes(*a0) ^ u128::from_ne_bytes(*b0))
-                | (u128::from_ne_bytes(*a1) ^ u128::from_ne_bytes(*b1))
-                == 0;
-        }
-    } else if n >= 8 {
-        if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-            a.first_chunk::<8>(),
-            a.last_chunk::<8>(),
-            b.first_chunk::<8>(),
-            b.last_chunk::<8>(),
-        ) {
-            return (u64::from_ne_bytes(*a0) ^ u64::from_ne_bytes(*b0))
-                | (u64::from_ne_bytes(*a1) ^ u64::from_ne_bytes(*b1))
-                == 0;
-        }
-    } else if n >= 4 {
-        if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-            a.first_chunk::<4>(),
-            a.last_chunk::<4>(),
-            b.first_chunk::<4>(),
-            b.last_chunk::<4>(),
-        ) {
-            return (u32::from_ne_bytes(*a0) ^ u32::from_ne_bytes(*b0))
-                | (u32::from_ne_bytes(*a1) ^ u32::from_ne_bytes(*b1))
-                == 0;
-        }
+    match n {
+        16..=32 => ends_eq::<16>(a, b),
+        8..=15 => ends_eq::<8>(a, b),
+        4..=7 => ends_eq::<4>(a, b),
+        // Under four bytes a byte loop is short; over 32 memcmp's setup
+        // pays off.
+        _ => a == b,
     }
-    a == b
+}
+
+/// Whether `a` and `b` (of one length, at least `K`) agree in their
+/// first and their last `K` bytes, which between them cover every byte.
+#[inline(always)]
+fn ends_eq<const K: usize>(a: &[u8], b: &[u8]) -> bool {
+    debug_assert!(K <= a.len() && a.len() == b.len());
+    a.first_chunk::<K>() == b.first_chunk::<K>() && a.last_chunk::<K>() == b.last_chunk::<K>()
 }
 
 /// `name == token`, ASCII case-insensitively, for a header `name` as the
