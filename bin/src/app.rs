@@ -734,13 +734,10 @@ impl Handler for App {
 
     fn complete(&mut self, out: Outcome, cx: &mut Context<'_>) {
         let tag = Tag::from_u64(cx.tag());
-        self.rid = match tag.client {
-            true => self
-                .parked
-                .take(tag.n)
-                .unwrap_or_else(|| self.ids.format(tag.n)),
-            false => self.ids.format(tag.n),
-        };
+        match tag.client.then(|| self.parked.take(tag.n)).flatten() {
+            Some(id) => self.rid = id,
+            None => self.ids.format_into(&mut self.rid, tag.n),
+        }
         self.respond(out, cx);
         self.access(cx);
     }

@@ -153,8 +153,8 @@ impl Ids {
     /// The id of this reactor's `n`th request.
     #[inline]
     pub fn format(&self, n: u64) -> RequestId {
-        let mut id = self.prefix;
-        id.push_hex(n);
+        let mut id = RequestId::default();
+        self.format_into(&mut id, n);
         id
     }
 

@@ -6,7 +6,7 @@
 //! keeping borrowed state across reads); only chunked decoding and the
 //! `100 Continue` flag are carried from call to call.
 
-use crate::bytes_eq::eq_token_ci;
+use crate::bytes_eq::{bytes_eq, eq_token_ci};
 use crate::chunked::ChunkedDecoder;
 use crate::error::HttpError;
 use crate::head;
@@ -74,7 +74,7 @@ impl<'a> Request<'a> {
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers
             .iter()
-            .find(|h| crate::bytes_eq::eq_token_ci(h.name.as_bytes(), name.as_bytes()))
+            .find(|h| eq_token_ci(h.name.as_bytes(), name.as_bytes()))
             .map(|h| h.value)
     }
 }
@@ -127,7 +127,7 @@ impl HostMemo {
     /// `valid_host(v)`, remembering the last valid value.
     #[inline]
     fn check(&mut self, v: &[u8]) -> bool {
-        if crate::bytes_eq::bytes_eq(v, &self.bytes[..self.len as usize]) {
+        if bytes_eq(v, &self.bytes[..self.len as usize]) {
             return true;
         }
         if !valid_host(v) {
