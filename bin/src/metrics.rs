@@ -489,6 +489,12 @@ pub fn render_sink(s: &flashd_sink::SinkStats, out: &mut String) {
         "Times the sink left and rejoined its group because it had no partition and the group consumed nothing.",
         s.rejoins.load(Relaxed),
     );
+    counter(
+        out,
+        "flashd_sink_consumer_restarts_total",
+        "Times the sink started a fresh consumer because it held partitions with records waiting and read nothing for 20 s.",
+        s.restarts.load(Relaxed),
+    );
     gauge(
         out,
         "flashd_sink_lag_records",

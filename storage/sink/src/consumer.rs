@@ -53,6 +53,23 @@ pub const UNASSIGNED_REJOIN: Duration = Duration::from_secs(10);
 /// [`UNASSIGNED_REJOIN`], since it may be rejoining for nothing.
 pub const UNASSIGNED_BLIND_REJOIN: Duration = Duration::from_secs(30);
 
+/// A member holding partitions, with records past what it has read, that
+/// reads nothing for this long drops its consumer and starts a fresh one
+/// (a new member of the group, on new connections). The chaos soak (seed
+/// 68806543, kill -9 of the sink, a broker pause) left a sink holding all
+/// three partitions of tansu's topic, 228 records behind, reading nothing
+/// for minutes while its loop ran; a fresh process ended it at once. A
+/// poll waits at most 100 ms and a fetch at most `fetch.wait.max.ms`
+/// (20 ms), so 20 s without a record while records wait is no slow
+/// broker. Counted in `flashd_sink_consumer_restarts_total`.
+pub const STUCK_RESTART: Duration = Duration::from_secs(20);
+
+/// The rule of [`STUCK_RESTART`]: partitions held, records behind, and
+/// nothing read for that long.
+fn stuck(assigned: u64, lag: i64, read_nothing_for: Duration) -> bool {
+    assigned > 0 && lag > 0 && read_nothing_for >= STUCK_RESTART
+}
+
 /// How long the group checks may wait for the broker.
 const GROUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -112,6 +129,7 @@ impl Sink {
             stats: stats.clone(),
             lag: LagGauge::new(),
             watch: GroupWatch::default(),
+            last_record: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("flashd-sink".into())
@@ -179,6 +197,47 @@ fn subscribe(consumer: &BaseConsumer, topics: &Topics) -> Result<(), SinkError> 
     Ok(())
 }
 
+/// Let go of a stuck consumer without leaving its group: its handle is
+/// destroyed with `RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE`, which stops its
+/// heartbeats and closes its connections, so the group drops the member
+/// after `session.timeout.ms` and hands its partitions to the fresh one.
+/// Dropping it instead runs the consumer close, which on the stall this is
+/// for never completed (the first try, closing on a thread of its own, left
+/// the old member heartbeating and holding every partition; the fresh one
+/// got none). Its offsets need no goodbye: they are committed after the
+/// rows, and whatever it read past them is read again.
+///
+/// The Rust side of the old consumer (its queue handle and context, a few
+/// hundred bytes) is leaked on purpose: dropping it would run that close.
+/// The destroy joins librdkafka's threads, so it runs on a thread of its
+/// own; a broker in trouble cannot hold the sink.
+fn abandon(old: BaseConsumer) {
+    struct Handle(*mut rdkafka::bindings::rd_kafka_t);
+    // SAFETY: librdkafka handles may be used from any thread, and after the
+    // forget below nothing but the thread that receives it touches it.
+    unsafe impl Send for Handle {}
+    let h = Handle(old.client().native_ptr());
+    std::mem::forget(old);
+    let spawned = std::thread::Builder::new()
+        .name("flashd-sink-abandon".into())
+        .spawn(move || {
+            let h = h;
+            // SAFETY: the handle is live (its only owner was forgotten
+            // above, so nothing else destroys it) and destroyed once.
+            unsafe {
+                rdkafka::bindings::rd_kafka_destroy_flags(
+                    h.0,
+                    rdkafka::bindings::RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+                )
+            };
+        });
+    if let Err(e) = spawned {
+        // No thread: the old handle stays (leaked, heartbeating); the
+        // fresh member waits for the next rebalance.
+        tracing::error!(error = %e, "sink: cannot start the thread that destroys the old consumer");
+    }
+}
+
 /// What one poll round gathered.
 struct Polled {
     batch: Vec<Rec>,
@@ -207,6 +266,9 @@ struct SinkThread {
     stats: Arc<SinkStats>,
     lag: LagGauge,
     watch: GroupWatch,
+    /// When a poll last returned a record (or the member last had nothing
+    /// to read): see [`STUCK_RESTART`].
+    last_record: Instant,
 }
 
 impl SinkThread {
@@ -223,6 +285,7 @@ impl SinkThread {
             if self.lag.due() {
                 self.lag.update(&self.consumer, &self.stats);
                 self.watch.check(&self.topics, &self.consumer, &self.stats);
+                self.unstick();
                 self.lag.last = Instant::now();
             }
             if polled.offsets.is_empty() {
@@ -243,7 +306,50 @@ impl SinkThread {
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             self.stats.batch_hist.observe(n);
             self.commit(&polled);
+            // Time spent writing (MySQL down, retried for minutes) is not
+            // time spent reading nothing.
+            self.last_record = Instant::now();
         }
+    }
+
+    /// A member that holds partitions with records waiting and has read
+    /// nothing for [`STUCK_RESTART`] starts a fresh consumer (see there).
+    fn unstick(&mut self) {
+        let assigned = self.stats.assigned.load(Ordering::Relaxed);
+        let lag = self.stats.lag.load(Ordering::Relaxed);
+        if !stuck(assigned, lag, self.last_record.elapsed()) {
+            if assigned == 0 || lag <= 0 {
+                // Nothing this member should be reading: not a stall.
+                self.last_record = Instant::now();
+            }
+            return;
+        }
+        let positions = self
+            .consumer
+            .position()
+            .map(|p| {
+                p.elements()
+                    .iter()
+                    .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        tracing::warn!(
+            partitions = assigned,
+            records_behind = lag,
+            read_nothing_s = self.last_record.elapsed().as_secs(),
+            positions = %positions,
+            "sink: holding partitions with records waiting and reading nothing; starting a fresh consumer"
+        );
+        match consumer(&self.cfg, &self.topics) {
+            Ok(fresh) => {
+                abandon(std::mem::replace(&mut self.consumer, fresh));
+                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "sink: cannot start a fresh consumer"),
+        }
+        self.last_record = Instant::now();
     }
 
     /// Up to `batch_max` records, waiting at most `batch_wait` once the
@@ -275,6 +381,7 @@ impl SinkThread {
                     break;
                 }
                 Some(Ok(m)) => {
+                    self.last_record = Instant::now();
                     let v = m.payload().unwrap_or(&[]);
                     let (partition, offset) = (m.partition(), m.offset());
                     let topic = match self.names.get(m.topic()) {
@@ -670,6 +777,70 @@ mod tests {
             committed: committed.to_vec(),
             behind,
         }
+    }
+
+    #[test]
+    fn a_member_that_reads_nothing_with_records_waiting_is_restarted() {
+        let s = Duration::from_secs;
+        assert!(stuck(3, 228, s(20)));
+        assert!(!stuck(3, 228, s(19)), "not before STUCK_RESTART");
+        assert!(!stuck(3, 0, s(600)), "caught up: idle, not stuck");
+        assert!(
+            !stuck(0, 228, s(600)),
+            "no partition: the group watch's case"
+        );
+    }
+
+    /// `abandon` returns at once, destroys the old handle without a crash
+    /// or a double free, and the group hands every partition to a fresh
+    /// member once the old one's session times out (librdkafka's mock
+    /// cluster, a real group coordinator). The first fix of the stall
+    /// closed the old consumer on a thread instead: a close that never
+    /// completes keeps polling, so its member rejoined every rebalance and
+    /// kept the partitions.
+    #[test]
+    fn an_abandoned_member_hands_its_partitions_to_a_fresh_one() {
+        use rdkafka::mocking::MockCluster;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("orders", 3, 1).unwrap();
+        let member = || -> BaseConsumer {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", mock.bootstrap_servers())
+                .set("group.id", "sink")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            c.subscribe(&["orders"]).unwrap();
+            c
+        };
+        let assigned = |c: &BaseConsumer, limit: Duration| {
+            let t0 = Instant::now();
+            while t0.elapsed() < limit {
+                let _ = c.poll(Duration::from_millis(100));
+                if c.assignment().map_or(0, |a| a.count()) == 3 {
+                    return true;
+                }
+            }
+            false
+        };
+        let old = member();
+        assert!(
+            assigned(&old, Duration::from_secs(30)),
+            "the first member never got the partitions"
+        );
+        let t0 = Instant::now();
+        abandon(old);
+        assert!(t0.elapsed() < Duration::from_secs(1), "abandon blocked");
+        let fresh = member();
+        assert!(
+            assigned(&fresh, Duration::from_secs(40)),
+            "the fresh member got no partitions after the old one was abandoned"
+        );
+        // Not before the old member's session could time out: it really
+        // was dropped by the group, not closed politely.
+        assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
     }
 
     #[test]

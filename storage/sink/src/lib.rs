@@ -121,7 +121,7 @@ mod upgrade;
 mod writer;
 
 pub use classify::{classify, classify_code, Class};
-pub use consumer::{Sink, SinkConfig, UNASSIGNED_REJOIN};
+pub use consumer::{Sink, SinkConfig, STUCK_RESTART, UNASSIGNED_REJOIN};
 pub use error::SinkError;
 pub use placement::{order_table, shard_of};
 pub use schema::{check_url, migrate};

@@ -34,6 +34,10 @@ pub struct SinkStats {
     /// Times this member left and rejoined its group because the group
     /// was stuck (see [`crate::UNASSIGNED_REJOIN`]).
     pub rejoins: AtomicU64,
+    /// Times this member dropped its consumer for a fresh one because it
+    /// held partitions with records waiting and read nothing (see
+    /// [`crate::STUCK_RESTART`]).
+    pub restarts: AtomicU64,
 }
 
 impl SinkStats {
@@ -52,6 +56,7 @@ impl SinkStats {
             voided: AtomicU64::new(0),
             assigned: AtomicU64::new(0),
             rejoins: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         }
     }
 }
