@@ -61,6 +61,17 @@ pub fn current() -> [u8; DATE_LEN] {
     buf
 }
 
+/// The second the cached date shows (refreshed first if this thread has
+/// never refreshed): what a kept head's `Date` is keyed on.
+pub fn current_second() -> u64 {
+    let secs = CACHE.with(|c| c.get().0);
+    if secs == u64::MAX {
+        refresh();
+        return CACHE.with(|c| c.get().0);
+    }
+    secs
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

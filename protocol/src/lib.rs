@@ -37,6 +37,7 @@ pub mod bytes_eq;
 mod chunked;
 mod error;
 pub mod head;
+pub mod head_memo;
 pub mod histogram;
 mod limits;
 mod parse_response;

@@ -2,7 +2,7 @@
 //! intermediate `String`, no per-response allocation once the buffer has
 //! grown to its working size.
 
-use crate::date;
+use crate::{date, head_memo};
 
 /// What the `Connection` header should say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,33 @@ impl ResponseEncoder {
     }
 
     /// Head for a body of `body_len` bytes; the caller appends the body.
+    #[inline]
     pub fn write_head(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
+        // Up to the extra headers, a head is the last one's when its key
+        // is (see `head_memo`).
+        head_memo::write_prefix(
+            out,
+            head.status,
+            head.content_type,
+            head.connection,
+            body_len,
+            |out| Self::write_prefix(out, head, body_len),
+        );
+        for (name, value) in head.extra {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Status line, `Server`, `Date`, `Content-Type`, `Content-Length` and
+    /// `Connection`: everything of a head but its extra headers.
+    /// Out of line: a kept prefix is the common case (see `head_memo`).
+    #[cold]
+    #[inline(never)]
+    fn write_prefix(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
         // Fewer, larger copies: the head of a JSON answer is three fixed
         // runs, the date, the length and the blank line.
         match head.status {
@@ -103,17 +129,11 @@ impl ResponseEncoder {
             ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
             ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
         }
-        for (name, value) in head.extra {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
     }
 
     /// Head and body; the body is left out, its length kept, when
     /// `head.omit_body` (a `HEAD` request).
+    #[inline]
     pub fn write(out: &mut Vec<u8>, head: &Head<'_>, body: &[u8]) {
         Self::write_head(out, head, body.len());
         if !head.omit_body {
@@ -224,6 +244,64 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A head written through the memo is byte for byte the head written
+    /// piece by piece, whatever the order of heads: each part of the key
+    /// changes between consecutive heads, and some repeat (hits).
+    #[test]
+    fn memoised_heads_are_the_heads_written_piece_by_piece() {
+        crate::date::refresh();
+        let statuses = [200, 201, 404, 409, 503];
+        let types = [
+            "application/json",
+            "text/plain; charset=utf-8",
+            "text/event-stream",
+        ];
+        let conns = [
+            ConnectionHeader::Omit,
+            ConnectionHeader::KeepAlive,
+            ConnectionHeader::Close,
+        ];
+        let lens = [0usize, 2, 15, 99, 100, 12345];
+        let extras: [&[(&str, &str)]; 3] = [
+            &[],
+            &[("X-Request-Id", "00000000000000a1")],
+            &[("Allow", "GET"), ("Retry-After", "1")],
+        ];
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..2000 {
+            let head = Head {
+                status: statuses[next(statuses.len())],
+                content_type: types[next(types.len())],
+                connection: conns[next(conns.len())],
+                extra: extras[next(extras.len())],
+                omit_body: false,
+            };
+            let len = lens[next(lens.len())];
+            let mut got = Vec::new();
+            ResponseEncoder::write_head(&mut got, &head, len);
+            let mut want = Vec::new();
+            ResponseEncoder::write_prefix(&mut want, &head, len);
+            for (name, value) in head.extra {
+                want.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            want.extend_from_slice(b"\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+            // Twice in a row: the second is a hit.
+            got.clear();
+            ResponseEncoder::write_head(&mut got, &head, len);
+            assert_eq!(got, want);
+        }
+    }
 
     /// The word-at-a-time check agrees with the byte rule for every byte
     /// at every position of a word and of the tail.
