@@ -167,8 +167,8 @@ const EXTRA_HEADERS_MAX: usize = 2;
 /// and how many there are.
 fn with_id<'a>(
     id: &'a str,
-    extra: &[(&'a str, &'a str)],
-) -> ([(&'a str, &'a str); EXTRA_HEADERS_MAX + 1], usize) {
+    extra: &[(&'static str, &'a str)],
+) -> ([(&'static str, &'a str); EXTRA_HEADERS_MAX + 1], usize) {
     debug_assert!(extra.len() <= EXTRA_HEADERS_MAX, "{extra:?}");
     let mut h = [("", ""); EXTRA_HEADERS_MAX + 1];
     h[0] = (REQUEST_ID_HEADER, id);
@@ -269,7 +269,7 @@ impl App {
         status: u16,
         code: &str,
         message: &str,
-        extra: &[(&str, &str)],
+        extra: &[(&'static str, &str)],
     ) {
         let (h, n) = with_id(self.rid.as_str(), extra);
         cx.respond_error(status, code, message, &h[..n]);

@@ -1,5 +1,5 @@
-//! The last response head a thread wrote, up to its extra headers, kept
-//! so that the next head with the same key is one copy.
+//! The last response head a thread wrote, up to the value of its first
+//! extra header, kept so that the next head with the same key is one copy.
 //!
 //! In a stampede every answer a reactor writes is the same up to its
 //! request id: `200` with `{"status":"ok"}`, `409 sold_out`, the same sale.
@@ -8,22 +8,25 @@
 //! pipelined `/healthz`'s ~1,190, more than a fifth (callgrind, issue 17).
 //!
 //! The key is everything the prefix is made of: status, content type,
-//! body length, `Connection`, and the second of the `Date`. The content
-//! type is compared by address and length: a `&'static str` never changes,
-//! so the same address and length is the same text (a different address
-//! with the same text is only a miss).
+//! body length, `Connection`, the second of the `Date`, and the name of
+//! the first extra header (every answer of flashd's starts its extras with
+//! `X-Request-Id`, whose value alone differs). The content type and the
+//! name are compared by address and length: a `&'static str` never
+//! changes, so the same address and length is the same text (a different
+//! address with the same text is only a miss).
 
 use std::cell::RefCell;
 
 use crate::date;
 use crate::response::ConnectionHeader;
 
-/// The longest prefix kept: a status line (at most 47 bytes), `Server`
-/// and `Date` (51), a `Content-Type` line of up to 64 bytes of type, a
-/// 20-digit length and `Connection: keep-alive` fit; a longer one is
-/// written piece by piece every time (no content type flashd writes is
-/// that long).
-pub const HEAD_MEMO_BYTES: usize = 256;
+/// The longest prefix kept. The longest status line (46 bytes), `Server`
+/// and `Date` (51), a `Content-Type` line with up to 64 bytes of type
+/// (80), a 20-digit `Content-Length` line (40), `Connection: keep-alive`
+/// (24) and a header name of up to 32 bytes with its `: ` (34) come to
+/// 275; a longer prefix is written piece by piece every time (no content
+/// type or header name flashd writes is that long).
+pub const HEAD_MEMO_BYTES: usize = 288;
 
 /// What a head prefix is made of.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ struct Key {
     second: u64,
     body_len: usize,
     content_type: (*const u8, usize),
+    /// The first extra header's name (null and 0: none).
+    first_name: (*const u8, usize),
     status: u16,
     connection: ConnectionHeader,
 }
@@ -48,24 +53,31 @@ thread_local! {
     };
 }
 
+/// What a prefix is made of, besides the `Date`.
+#[derive(Clone, Copy)]
+pub struct PrefixOf {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub connection: ConnectionHeader,
+    pub body_len: usize,
+    /// The first extra header's name: the prefix ends with `name: `.
+    pub first_name: Option<&'static str>,
+}
+
 /// Append the head prefix for this key to `out`: the kept copy when the
 /// key is the last one's, else what `render` appends (which is then kept).
 /// `render` must append exactly the prefix the key determines.
 #[inline]
-pub fn write_prefix(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &'static str,
-    connection: ConnectionHeader,
-    body_len: usize,
-    render: impl FnOnce(&mut Vec<u8>),
-) {
+pub fn write_prefix(out: &mut Vec<u8>, of: PrefixOf, render: impl FnOnce(&mut Vec<u8>)) {
     let key = Key {
         second: date::current_second(),
-        body_len,
-        content_type: (content_type.as_ptr(), content_type.len()),
-        status,
-        connection,
+        body_len: of.body_len,
+        content_type: (of.content_type.as_ptr(), of.content_type.len()),
+        first_name: of
+            .first_name
+            .map_or((std::ptr::null(), 0), |n| (n.as_ptr(), n.len())),
+        status: of.status,
+        connection: of.connection,
     };
     MEMO.with(|m| {
         // Reentrancy is impossible (render writes bytes, nothing more),
@@ -96,54 +108,80 @@ pub fn write_prefix(
 mod tests {
     use super::*;
 
-    fn render_with(tag: &'static [u8]) -> impl FnOnce(&mut Vec<u8>) {
-        move |out| out.extend_from_slice(tag)
+    const JSON: &str = "application/json";
+
+    fn of(
+        status: u16,
+        content_type: &'static str,
+        connection: ConnectionHeader,
+        body_len: usize,
+    ) -> PrefixOf {
+        PrefixOf {
+            status,
+            content_type,
+            connection,
+            body_len,
+            first_name: None,
+        }
     }
 
-    /// Writes the prefix for this key with a renderer that spells the key
+    /// Writes the prefix for `of` with a renderer that spells the key
     /// out; true when the renderer ran (a miss).
-    fn write(
-        out: &mut Vec<u8>,
-        status: u16,
-        ct: &'static str,
-        conn: ConnectionHeader,
-        len: usize,
-    ) -> bool {
+    fn write(out: &mut Vec<u8>, of: PrefixOf) -> bool {
         let mut ran = false;
-        write_prefix(out, status, ct, conn, len, |o| {
+        write_prefix(out, of, |o| {
             ran = true;
-            o.extend_from_slice(format!("{status} {ct} {conn:?} {len};").as_bytes());
+            let PrefixOf {
+                status,
+                content_type,
+                connection,
+                body_len,
+                first_name,
+            } = of;
+            o.extend_from_slice(
+                format!("{status} {content_type} {connection:?} {body_len} {first_name:?};")
+                    .as_bytes(),
+            );
         });
         ran
+    }
+
+    fn render_with(tag: &'static [u8]) -> impl FnOnce(&mut Vec<u8>) {
+        move |out| out.extend_from_slice(tag)
     }
 
     #[test]
     fn a_kept_prefix_is_used_for_its_key_only() {
         date::refresh();
-        let json = "application/json";
+        let base = of(200, JSON, ConnectionHeader::Omit, 15);
         let mut out = Vec::new();
-        write(&mut out, 200, json, ConnectionHeader::Omit, 15);
+        write(&mut out, base);
         // Same key: the kept copy, the renderer not asked.
-        assert!(!write(&mut out, 200, json, ConnectionHeader::Omit, 15));
+        assert!(!write(&mut out, base));
         assert_eq!(
             out,
-            b"200 application/json Omit 15;200 application/json Omit 15;"
+            b"200 application/json Omit 15 None;200 application/json Omit 15 None;"
         );
         // Each part of the key on its own is a miss, and what is written
         // is that key's prefix.
-        for (status, ct, conn, len) in [
-            (201, json, ConnectionHeader::Omit, 15),
-            (200, "text/plain", ConnectionHeader::Omit, 15),
-            (200, json, ConnectionHeader::Close, 15),
-            (200, json, ConnectionHeader::Omit, 16),
+        let named = |name| PrefixOf {
+            first_name: Some(name),
+            ..base
+        };
+        for other in [
+            of(201, JSON, ConnectionHeader::Omit, 15),
+            of(200, "text/plain", ConnectionHeader::Omit, 15),
+            of(200, JSON, ConnectionHeader::Close, 15),
+            of(200, JSON, ConnectionHeader::Omit, 16),
+            named("X-Request-Id"),
+            named("Allow"),
         ] {
-            write(&mut out, 200, json, ConnectionHeader::Omit, 15);
+            write(&mut out, base);
             out.clear();
-            assert!(
-                write(&mut out, status, ct, conn, len),
-                "{status} {ct} {conn:?} {len}"
-            );
-            assert_eq!(out, format!("{status} {ct} {conn:?} {len};").as_bytes());
+            assert!(write(&mut out, other));
+            let mut want = Vec::new();
+            write(&mut want, other);
+            assert_eq!(out, want);
         }
     }
 
@@ -153,10 +191,7 @@ mod tests {
         let mut out = Vec::new();
         write_prefix(
             &mut out,
-            200,
-            "application/json",
-            ConnectionHeader::Omit,
-            2,
+            of(200, JSON, ConnectionHeader::Omit, 2),
             render_with(b"a"),
         );
         let was = date::current_second();
@@ -166,10 +201,7 @@ mod tests {
         }
         write_prefix(
             &mut out,
-            200,
-            "application/json",
-            ConnectionHeader::Omit,
-            2,
+            of(200, JSON, ConnectionHeader::Omit, 2),
             render_with(b"b"),
         );
         assert_eq!(out, b"ab");
@@ -182,18 +214,12 @@ mod tests {
         let mut out = Vec::new();
         write_prefix(
             &mut out,
-            200,
-            "application/json",
-            ConnectionHeader::Omit,
-            3,
+            of(200, JSON, ConnectionHeader::Omit, 3),
             render_with(&LONG),
         );
         write_prefix(
             &mut out,
-            200,
-            "application/json",
-            ConnectionHeader::Omit,
-            3,
+            of(200, JSON, ConnectionHeader::Omit, 3),
             render_with(b"y"),
         );
         assert_eq!(out.len(), HEAD_MEMO_BYTES + 2);

@@ -22,7 +22,8 @@ pub struct Head<'h> {
     pub content_type: &'static str,
     pub connection: ConnectionHeader,
     /// Extra headers, already valid header values (e.g. `Allow`, `Retry-After`).
-    pub extra: &'h [(&'h str, &'h str)],
+    /// Names are `'static` (the head memo keys on the first one's address).
+    pub extra: &'h [(&'static str, &'h str)],
     /// The answer to a `HEAD` request: the same head a `GET` would get,
     /// `Content-Length` included, and no body (RFC 9110 §9.3.2). A body
     /// here would be read as the start of the next response.
@@ -82,19 +83,29 @@ impl ResponseEncoder {
     pub fn write_head(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
         // Up to the extra headers, a head is the last one's when its key
         // is (see `head_memo`).
-        head_memo::write_prefix(
-            out,
-            head.status,
-            head.content_type,
-            head.connection,
+        let of = head_memo::PrefixOf {
+            status: head.status,
+            content_type: head.content_type,
+            connection: head.connection,
             body_len,
-            |out| Self::write_prefix(out, head, body_len),
-        );
-        for (name, value) in head.extra {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
+            first_name: head.extra.first().map(|&(name, _)| name),
+        };
+        head_memo::write_prefix(out, of, |out| {
+            Self::write_prefix(out, head, body_len);
+            if let Some((name, _)) = head.extra.first() {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+            }
+        });
+        if let Some((first, rest)) = head.extra.split_first() {
+            out.extend_from_slice(first.1.as_bytes());
             out.extend_from_slice(b"\r\n");
+            for (name, value) in rest {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -263,7 +274,7 @@ mod tests {
             ConnectionHeader::Close,
         ];
         let lens = [0usize, 2, 15, 99, 100, 12345];
-        let extras: [&[(&str, &str)]; 3] = [
+        let extras: [&[(&'static str, &str)]; 3] = [
             &[],
             &[("X-Request-Id", "00000000000000a1")],
             &[("Allow", "GET"), ("Retry-After", "1")],
@@ -341,7 +352,7 @@ mod tests {
             (ConnectionHeader::KeepAlive, "Connection: keep-alive\r\n"),
             (ConnectionHeader::Close, "Connection: close\r\n"),
         ];
-        let extras: [&[(&str, &str)]; 3] = [
+        let extras: [&[(&'static str, &str)]; 3] = [
             &[],
             &[("X-Request-Id", "0123456789abcdef")],
             &[

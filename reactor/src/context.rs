@@ -97,7 +97,7 @@ impl<'c> Context<'c> {
         &mut self,
         status: u16,
         content_type: &'static str,
-        extra: &[(&str, &str)],
+        extra: &[(&'static str, &str)],
         body: &[u8],
     ) {
         debug_assert_eq!(self.status, 0, "two responses to one request");
@@ -121,7 +121,7 @@ impl<'c> Context<'c> {
         status: u16,
         code: &str,
         message: &str,
-        extra: &[(&str, &str)],
+        extra: &[(&'static str, &str)],
     ) {
         debug_assert_eq!(self.status, 0, "two responses to one request");
         self.status = status;
