@@ -189,7 +189,7 @@ impl<'c> Context<'c> {
         if wrote_current {
             self.out.extend_from_slice(&current.bytes);
         }
-        offer.taken = Some(Subscribe {
+        *offer.taken = Some(Subscribe {
             topic,
             sent_id: current.id,
             event: current,

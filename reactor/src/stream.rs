@@ -112,7 +112,9 @@ pub(crate) struct Subscribe {
 pub(crate) struct Offer<'c> {
     pub count: &'c AtomicUsize,
     pub max: usize,
-    pub taken: Option<Subscribe>,
+    /// The reactor's own slot, filled in place: moving a subscription out
+    /// of every request's context was ~10 instructions a request.
+    pub taken: &'c mut Option<Subscribe>,
 }
 
 impl Offer<'_> {
@@ -302,10 +304,11 @@ mod tests {
     #[test]
     fn the_cap_is_exact() {
         let count = AtomicUsize::new(0);
+        let mut taken = None;
         let offer = Offer {
             count: &count,
             max: 3,
-            taken: None,
+            taken: &mut taken,
         };
         let got = (0..5).filter(|_| offer.reserve()).count();
         assert_eq!(got, 3);

@@ -407,24 +407,11 @@ impl State {
                     let offer = Offer {
                         count: &self.stats.stream_subscribers,
                         max: self.cfg.stream.max_subscribers,
-                        taken: None,
+                        taken: &mut subscribed,
                     };
                     let answer = Self::dispatch(
-                        outbox,
-                        *peer,
-                        *gen,
-                        pool,
-                        handler,
-                        &req,
-                        connection,
-                        omit_body,
-                        may_defer,
-                        id,
-                        k,
-                        now,
-                        rstats,
-                        offer,
-                        &mut subscribed,
+                        outbox, *peer, *gen, pool, handler, &req, connection, omit_body, may_defer,
+                        id, k, now, rstats, offer,
                     );
                     match answer {
                         // Deferred: answered later through a completion.
@@ -560,7 +547,6 @@ impl State {
         now: Instant,
         rstats: &ReactorStats,
         offer: Offer<'_>,
-        subscribed: &mut Option<Subscribe>,
     ) -> Option<(u16, u16)> {
         let seq = c.next_seq;
         let defer_to = may_defer.then_some(Place {
@@ -586,8 +572,10 @@ impl State {
         };
         handler.handle(req, &mut cx);
         let (deferred, route, status) = (cx.deferred, cx.route, cx.status);
-        *subscribed = cx.stream.take().and_then(|o| o.taken);
-        debug_assert!(!(deferred && subscribed.is_some()), "a deferred stream");
+        debug_assert!(
+            !(deferred && cx.stream.as_ref().is_some_and(|o| o.taken.is_some())),
+            "a deferred stream"
+        );
         if !deferred && status == 0 {
             cx.respond_error(500, "internal", "handler produced no response", &[]);
         }
