@@ -453,6 +453,33 @@ fn a_killed_node_restarts_rejoins_and_its_unpaid_orders_time_out_once() {
     assert!(r.body_str().contains("limit_reached"), "{}", r.body_str());
 }
 
+/// A node restarting under its id waits for its old lease to lapse; when
+/// Redis is killed and restarted meanwhile, the node waits for Redis too
+/// and starts (the cluster chaos soak, seed 11: node 3 exited with "redis
+/// did not answer" and stayed down).
+#[test]
+fn a_node_waiting_for_its_lease_rides_out_a_redis_restart() {
+    raise_nofile();
+    let mut c = Cluster::start("lease-redis", 4_000);
+    // Killed -9: its lease stays until it lapses (up to LEASE_TTL, 10 s).
+    let dir = c.nodes[1].take().unwrap().crash();
+    let cfg = c.cfg(1);
+    let starting = std::thread::spawn(move || Flashd::try_start_in(dir, &cfg, &[]));
+    // The new process is waiting for the lease when Redis dies.
+    std::thread::sleep(Duration::from_secs(2));
+    c.redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.redis.up();
+    let back = match starting.join().unwrap() {
+        Ok(f) => f,
+        Err((_, log)) => panic!("node 1 exited while starting:\n{}", log.join("\n")),
+    };
+    c.nodes[1] = Some(back);
+    let sale = create_sale(&c, 5, 1);
+    let r = buy(c.addr(1), sale, 7, "lease");
+    assert_eq!(r.status, 201, "{}", r.body_str());
+}
+
 /// `GET` of a sale on node `i`: (stock, sold, reserved) as it answers.
 fn node_counters(c: &Cluster, i: usize, sale: u64) -> (u64, u64, u64) {
     let r = request(

@@ -80,7 +80,11 @@ pub fn start(cfg: &Config, clock: &dyn Clock) -> Result<Arc<Cluster>, ClusterErr
         cfg.server.listen
     );
     // A previous process under this id killed with -9 holds the lease
-    // until it lapses: wait that out, then refuse.
+    // until it lapses: wait that out, then refuse. Redis may restart while
+    // this waits (the cluster chaos soak, seed 11, killed it then, and the
+    // node exited): it is waited for as above, up to `START_WAIT` in all.
+    // Asking again is safe: the lease script renews a lease this holder
+    // already has.
     let t0 = Instant::now();
     loop {
         match client.lease_node(node, holder.clone(), LEASE_TTL).wait() {
@@ -96,6 +100,10 @@ pub fn start(cfg: &Config, clock: &dyn Clock) -> Result<Arc<Cluster>, ClusterErr
                     node,
                     holder: "another process (its lease is being renewed)".into(),
                 })
+            }
+            Err(e) if e.is_unavailable() && t0.elapsed() < START_WAIT => {
+                tracing::warn!(error = %e, node, "waiting for redis to take the node id lease");
+                std::thread::sleep(Duration::from_millis(500));
             }
             Err(source) => {
                 return Err(ClusterError::Unreachable {
