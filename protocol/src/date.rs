@@ -50,26 +50,28 @@ pub fn turn_millis() -> u64 {
     }
 }
 
+/// This thread's cached `(second, date bytes)`, refreshed first if this
+/// thread has never refreshed.
+#[inline]
+fn cached() -> (u64, [u8; DATE_LEN]) {
+    let c = CACHE.with(Cell::get);
+    if c.0 == u64::MAX {
+        refresh();
+        return CACHE.with(Cell::get);
+    }
+    c
+}
+
 /// The cached date bytes for this thread (refreshed first if this thread has
 /// never refreshed).
 pub fn current() -> [u8; DATE_LEN] {
-    let (secs, buf) = CACHE.with(|c| c.get());
-    if secs == u64::MAX {
-        refresh();
-        return CACHE.with(|c| c.get().1);
-    }
-    buf
+    cached().1
 }
 
-/// The second the cached date shows (refreshed first if this thread has
-/// never refreshed): what a kept head's `Date` is keyed on.
+/// The second the cached date shows: what a kept head's `Date` is keyed
+/// on (see `head_memo`).
 pub fn current_second() -> u64 {
-    let secs = CACHE.with(|c| c.get().0);
-    if secs == u64::MAX {
-        refresh();
-        return CACHE.with(|c| c.get().0);
-    }
-    secs
+    cached().0
 }
 
 #[cfg(test)]

@@ -81,8 +81,9 @@ impl ResponseEncoder {
     /// Head for a body of `body_len` bytes; the caller appends the body.
     #[inline]
     pub fn write_head(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
-        // Up to the extra headers, a head is the last one's when its key
-        // is (see `head_memo`).
+        // Through the first extra header's name, a head is the last one's
+        // when its key is (see `head_memo`); then that header's value and
+        // the rest.
         let of = head_memo::PrefixOf {
             status: head.status,
             content_type: head.content_type,
@@ -116,8 +117,8 @@ impl ResponseEncoder {
     #[cold]
     #[inline(never)]
     fn write_prefix(out: &mut Vec<u8>, head: &Head<'_>, body_len: usize) {
-        // Fewer, larger copies: the head of a JSON answer is three fixed
-        // runs, the date, the length and the blank line.
+        // Fewer, larger copies: a JSON answer's prefix is two fixed runs,
+        // the date, and the length with its CRLF.
         match head.status {
             200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: flashd\r\nDate: "),
             _ => {
